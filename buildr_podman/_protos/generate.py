@@ -1,0 +1,57 @@
+"""Generates the Python protocol modules from protos/ (needs grpcio-tools).
+
+The generated modules import each other as `buildr.common.v1...`; they are rewritten to
+`buildr_podman._protos.buildr...` so that the generated code lives inside our package
+instead of claiming the top-level name `buildr`.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_ROOT.parents[1]
+PROTO_ROOT = REPO_ROOT / "protos"
+IMPORT_PREFIX = "buildr_podman._protos."
+
+
+def proto_sources() -> list[Path]:
+    return sorted(PROTO_ROOT.rglob("*.proto"))
+
+
+def generate(out_dir: Path) -> list[Path]:
+    """Writes *_pb2.py, *_pb2.pyi and *_pb2_grpc.py for every .proto into out_dir."""
+    from grpc_tools import protoc  # only needed by developers regenerating
+
+    with tempfile.TemporaryDirectory() as raw:
+        args = ["protoc", f"-I{PROTO_ROOT}", f"--python_out={raw}", f"--pyi_out={raw}",
+                f"--grpc_python_out={raw}", *map(str, proto_sources())]
+        if protoc.main(args) != 0:
+            raise SystemExit("protoc failed; see the message above")
+        written = []
+        for source in sorted(Path(raw).rglob("*.py*")):
+            target = out_dir / source.relative_to(raw)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(_rewrite_imports(source.read_text()))
+            written.append(target)
+    for package_dir in {p.parent for p in written} | {q for p in written for q in p.parents
+                                                      if out_dir in q.parents}:
+        (package_dir / "__init__.py").touch()
+    return written
+
+
+def _rewrite_imports(code: str) -> str:
+    return re.sub(r"^from buildr\.", f"from {IMPORT_PREFIX}buildr.", code, flags=re.M)
+
+
+def main() -> int:
+    for path in generate(PACKAGE_ROOT):
+        print(path.relative_to(REPO_ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Command line of the agent: `buildr-agent --version` and `buildr-agent serve --socket PATH`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from buildr_podman import __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="buildr-agent")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    commands = parser.add_subparsers(dest="command")
+    serve_cmd = commands.add_parser("serve", help="serve gRPC on a unix socket")
+    serve_cmd.add_argument("--socket", required=True, help="path of the unix socket to create")
+    args = parser.parse_args(argv)
+    if args.version:
+        print(f"buildr-agent {__version__}")
+        return 0
+    if args.command == "serve":
+        from buildr_podman.agent.service import serve
+
+        return serve(args.socket)
+    parser.print_usage(sys.stderr)
+    return 2

@@ -1,0 +1,103 @@
+"""Packs the changed paths into a tar stream compressed as S2, in bounded chunks."""
+
+from __future__ import annotations
+
+import os
+import queue
+import stat
+import tarfile
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from buildr_podman.s2 import S2Writer
+
+__all__ = ["PackStats", "pack_changes"]
+
+CHUNK_SIZE = 1 << 20  # one gRPC message; big enough to amortise, far below the 4 MiB limit
+QUEUE_DEPTH = 8  # chunks in flight between the packing thread and the stream: bounds memory
+
+
+@dataclass
+class PackStats:
+    files: int = 0
+    bytes: int = 0
+
+
+class _ChunkQueueWriter:
+    """A write-only file object that cuts what it receives into chunks on a bounded queue."""
+
+    def __init__(self, chunks: queue.Queue[bytes | BaseException | None]) -> None:
+        self._chunks = chunks
+        self._buffer = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        while len(self._buffer) >= CHUNK_SIZE:
+            self._chunks.put(bytes(self._buffer[:CHUNK_SIZE]))
+            del self._buffer[:CHUNK_SIZE]
+        return len(data)
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._chunks.put(bytes(self._buffer))
+            self._buffer.clear()
+
+
+def pack_changes(root: str, paths: Iterable[str], stats: PackStats, *,
+                 compress: bool = True) -> Iterator[bytes]:
+    """Yields the S2-compressed tar of `paths` (relative to root) as chunks.
+
+    The tar is written by a thread into a small bounded queue, so a 256 MiB output never sits
+    in memory whole; `stats` is complete once the iterator is exhausted.
+    """
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(QUEUE_DEPTH)
+    writer = threading.Thread(target=_write_tar, args=(root, list(paths), stats, compress, chunks),
+                              name="packer", daemon=True)
+    writer.start()
+    while True:
+        item = chunks.get()
+        if item is None:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    writer.join()
+
+
+def _write_tar(root: str, paths: list[str], stats: PackStats, compress: bool,
+               chunks: queue.Queue[bytes | BaseException | None]) -> None:
+    try:
+        sink = _ChunkQueueWriter(chunks)
+        with S2Writer(sink, block_size=CHUNK_SIZE, compress=compress) as s2, \
+                tarfile.open(fileobj=s2, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for rel in paths:
+                _add(tar, root, rel, stats)
+        sink.flush()
+        chunks.put(None)
+    except BaseException as exc:  # handed to the consumer, which re-raises it
+        chunks.put(exc)
+
+
+def _add(tar: tarfile.TarFile, root: str, rel: str, stats: PackStats) -> None:
+    path = os.path.join(root, rel)
+    try:
+        info = tar.gettarinfo(path, arcname=rel)
+    except FileNotFoundError:
+        return  # deleted after tracking ended; nothing to return
+    # Ownership is the host's business (files come back owned by the user); never ship ids.
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if info.isreg():
+        try:
+            with open(path, "rb") as data:
+                tar.addfile(info, data)
+        except FileNotFoundError:
+            return
+        stats.bytes += info.size
+    elif info.issym() or info.isdir():
+        tar.addfile(info)
+    else:
+        return  # devices, FIFOs, sockets never leave the container
+    if not stat.S_ISDIR(info.mode):
+        stats.files += 1

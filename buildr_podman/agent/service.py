@@ -1,0 +1,124 @@
+"""The agent's gRPC servicer: the only agent module that speaks protobuf.
+
+It converts messages and delegates: process.py runs the task, watcher.py finds the changes,
+packer.py streams them back. Errors of the agent itself become a TaskResult.error, so the host
+always gets one final result it can print.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+
+from buildr_podman import __version__
+from buildr_podman._protos.buildr.common.v1 import common_pb2
+from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
+from buildr_podman.agent.packer import PackStats, pack_changes
+from buildr_podman.agent.process import TaskProcess
+from buildr_podman.agent.watcher import ChangeTracker
+
+__all__ = ["PROTOCOL_VERSION", "AgentService"]
+
+PROTOCOL_VERSION = common_pb2.PROTOCOL_VERSION_1
+SUPPORTED_COMPRESSIONS = (common_pb2.COMPRESSION_S2_STORED, common_pb2.COMPRESSION_S2)
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+STREAMS = {"stdout": agent_pb2.OutputChunk.STREAM_STDOUT,
+           "stderr": agent_pb2.OutputChunk.STREAM_STDERR}
+
+
+class AgentService(agent_pb2_grpc.AgentServicer):
+    """Runs one task at a time in the workspace it was started for."""
+
+    def __init__(self, on_shutdown: threading.Event) -> None:
+        self._busy = threading.Lock()
+        self._on_shutdown = on_shutdown
+
+    def Hello(self, request: agent_pb2.HelloRequest,
+              context: grpc.ServicerContext) -> agent_pb2.HelloResponse:
+        if request.protocol_version != PROTOCOL_VERSION:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"agent {__version__} speaks protocol {PROTOCOL_VERSION}, the host "
+                          f"{request.host_version} speaks {request.protocol_version}: "
+                          "rebuild the agent with the host's version")
+        chosen = next((c for c in request.accepted_compressions if c in SUPPORTED_COMPRESSIONS),
+                      common_pb2.COMPRESSION_S2)
+        return agent_pb2.HelloResponse(protocol_version=PROTOCOL_VERSION,
+                                       agent_version=__version__, compression=chosen)
+
+    def Run(self, request: agent_pb2.RunRequest,
+            context: grpc.ServicerContext) -> Iterator[agent_pb2.RunEvent]:
+        if not self._busy.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the agent is already running a task")
+        try:
+            yield from _run_task(request, context)
+        finally:
+            self._busy.release()
+
+    def Shutdown(self, request: agent_pb2.ShutdownRequest,
+                 context: grpc.ServicerContext) -> agent_pb2.ShutdownResponse:
+        self._on_shutdown.set()
+        return agent_pb2.ShutdownResponse()
+
+
+def _run_task(request: agent_pb2.RunRequest,
+              context: grpc.ServicerContext) -> Iterator[agent_pb2.RunEvent]:
+    started = time.monotonic()
+    tracker = ChangeTracker(request.workspace)
+    tracker.start()  # before the task starts, so that nothing it does goes unseen
+    try:
+        process = TaskProcess(list(request.argv), _environment(request), request.working_dir,
+                              request.user, request.timeout_seconds)
+    except OSError as exc:
+        tracker.stop()
+        yield _result(exit_code=127, error=f"cannot start {request.argv[0]!r}: {exc.strerror}",
+                      duration_seconds=time.monotonic() - started)
+        return
+    context.add_callback(process.kill)  # the host went away or cancelled: stop the task
+    for chunk in process.output():
+        yield agent_pb2.RunEvent(output=agent_pb2.OutputChunk(stream=STREAMS[chunk.stream],
+                                                              data=chunk.data))
+    exit_code = process.wait()
+    changes = tracker.stop()
+    stats = PackStats()
+    compress = request.compression != common_pb2.COMPRESSION_S2_STORED
+    for data in pack_changes(request.workspace, changes.returned, stats, compress=compress):
+        yield agent_pb2.RunEvent(archive=agent_pb2.ArchiveChunk(data=data))
+    yield _result(exit_code=exit_code, files_returned=stats.files, bytes_returned=stats.bytes,
+                  deleted_paths=changes.deleted, tracking=changes.tracking,
+                  timed_out=process.timed_out, duration_seconds=time.monotonic() - started)
+
+
+def _environment(request: agent_pb2.RunRequest) -> dict[str, str]:
+    env = {"PATH": BASE_PATH, "HOME": "/root" if not request.user else "/tmp",
+           "BUILDR_WORKSPACE": request.workspace}
+    env.update(request.environment)
+    return env
+
+
+def _result(**fields: object) -> agent_pb2.RunEvent:
+    return agent_pb2.RunEvent(result=agent_pb2.TaskResult(**fields))  # type: ignore[arg-type]
+
+
+def serve(socket_path: str) -> int:
+    """Serves until SIGTERM or a Shutdown call; returns the process exit code."""
+    import signal
+    from concurrent import futures
+
+    shutdown = threading.Event()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
+                         options=[("grpc.max_send_message_length", 8 << 20)])
+    agent_pb2_grpc.add_AgentServicer_to_server(AgentService(shutdown), server)
+    if os.path.exists(socket_path):
+        os.unlink(socket_path)  # left by an agent that was killed; ours to replace
+    server.add_insecure_port(f"unix:{socket_path}")
+    server.start()
+    # PID 1 in a container gets no default SIGTERM action: handle it, or removal waits 10 s.
+    signal.signal(signal.SIGTERM, lambda *_: shutdown.set())
+    signal.signal(signal.SIGINT, lambda *_: shutdown.set())
+    shutdown.wait()
+    server.stop(grace=1).wait()
+    return 0

@@ -1,0 +1,180 @@
+"""Finds exactly what a task changed in the workspace: inotify events, checked against a snapshot.
+
+Only directories that existed before the task are watched. A directory created (or moved in)
+during the task is new as a whole, so it is marked dirty and scanned once when the task ends
+instead of being watched: no race with files created in it before a watch could exist, and no
+watch is spent on it. Anything that makes the events incomplete (queue overflow, watch limit,
+a lost watch) marks the affected subtree dirty too, and a dirty subtree is compared against the
+snapshot taken before the task. The result is the same either way; `ChangeSet.tracking` says
+which path was taken and why (watchdog#654 is the bug this avoids: overflow silently lost).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+from dataclasses import dataclass, field
+
+import inotify_simple
+from inotify_simple import flags
+
+from buildr_podman.agent.snapshot import Entry, Snapshot, changed, entry_of, walk
+
+__all__ = ["ChangeSet", "ChangeTracker"]
+
+WATCH_MASK = (flags.CREATE | flags.MODIFY | flags.CLOSE_WRITE | flags.ATTRIB | flags.MOVED_FROM
+              | flags.MOVED_TO | flags.DELETE | flags.DELETE_SELF | flags.MOVE_SELF
+              | flags.DONT_FOLLOW | flags.EXCL_UNLINK | flags.ONLYDIR)
+DIR_STRUCTURE = flags.CREATE | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE
+
+
+@dataclass
+class ChangeSet:
+    """The outcome of tracking: paths relative to the workspace."""
+
+    returned: list[str] = field(default_factory=list)  #: files, symlinks, empty dirs to send
+    deleted: list[str] = field(default_factory=list)  #: existed before, gone now
+    tracking: str = "inotify"  #: "inotify", or "rescan: <why>"
+
+
+class ChangeTracker:
+    """Watches a workspace from `start()` to `stop()` and then says what changed."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self._inotify = inotify_simple.INotify()
+        self._paths: dict[int, str] = {}  # watch descriptor -> directory relative to root
+        self._touched: set[str] = set()
+        self._dirty: set[str] = set()
+        self._reasons: list[str] = []
+        self._snapshot = Snapshot({})
+        self._stopping = threading.Event()
+        self._reader = threading.Thread(target=self._drain, name="inotify-reader", daemon=True)
+
+    def start(self) -> None:
+        """Snapshots the tree and watches every directory in it, before the task starts."""
+        entries: dict[str, Entry] = {}
+        self._watch("")
+        for rel, entry in walk(self.root):
+            entries[rel] = entry
+            if entry.is_dir:
+                self._watch(rel)
+        self._snapshot = Snapshot(entries)
+        # A dedicated reader drains the kernel queue so that bursts do not overflow it.
+        self._reader.start()
+
+    def stop(self) -> ChangeSet:
+        """Stops watching, releases every watch, and resolves the change set."""
+        self._stopping.set()
+        self._reader.join()
+        self._read_events(timeout_ms=0)  # whatever arrived after the reader's last read
+        self._inotify.close()
+        return self._resolve()
+
+    # -- watching ----------------------------------------------------------------------------
+
+    def _watch(self, rel_dir: str) -> None:
+        try:
+            wd = self._inotify.add_watch(os.path.join(self.root, rel_dir), WATCH_MASK)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                self._mark_dirty(rel_dir, "the inotify watch limit was reached")
+            elif exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                self._mark_dirty(rel_dir, f"a watch could not be added ({exc.strerror})")
+            return
+        self._paths[wd] = rel_dir
+
+    def _drain(self) -> None:
+        while not self._stopping.is_set():
+            self._read_events(timeout_ms=50)
+
+    def _read_events(self, timeout_ms: int) -> None:
+        try:
+            events = self._inotify.read(timeout=timeout_ms)
+        except OSError as exc:
+            self._mark_dirty("", f"reading inotify failed ({exc.strerror})")
+            return
+        for event in events:
+            self._on_event(event)
+
+    def _on_event(self, event: inotify_simple.Event) -> None:
+        if event.mask & flags.Q_OVERFLOW:
+            self._mark_dirty("", "the inotify queue overflowed")
+            return
+        parent = self._paths.get(event.wd)
+        if parent is None:
+            return
+        if event.mask & flags.IGNORED:
+            self._on_watch_lost(event.wd, parent)
+            return
+        if event.mask & (flags.DELETE_SELF | flags.MOVE_SELF):
+            return  # the parent's DELETE / MOVED_FROM event covers it
+        rel = f"{parent}/{event.name}" if parent else event.name
+        if event.mask & flags.ISDIR and event.mask & DIR_STRUCTURE:
+            # A new or moved directory is compared as a whole when the task ends.
+            self._dirty.add(rel)
+        else:
+            self._touched.add(rel)
+
+    def _on_watch_lost(self, wd: int, rel_dir: str) -> None:
+        del self._paths[wd]
+        if os.path.isdir(os.path.join(self.root, rel_dir)) and not self._stopping.is_set():
+            # The directory still exists but its watch is gone: events may be missing.
+            self._mark_dirty(rel_dir, "a watch was lost")
+
+    def _mark_dirty(self, rel_dir: str, reason: str) -> None:
+        self._dirty.add(rel_dir)
+        if reason not in self._reasons:
+            self._reasons.append(reason)
+
+    # -- resolving ---------------------------------------------------------------------------
+
+    def _resolve(self) -> ChangeSet:
+        dirty = set(_outermost(self._dirty))
+        current: dict[str, Entry | None] = {}
+        for rel in sorted(dirty):
+            current.update(self._scan_dirty(rel))
+        for rel in self._touched:
+            if not _inside_any(rel, dirty):
+                current[rel] = entry_of(os.path.join(self.root, rel))
+        returned, deleted = [], []
+        for rel, now in sorted(current.items()):
+            before = self._snapshot.get(rel)
+            if now is None:
+                if before is not None:
+                    deleted.append(rel)
+            elif self._returns(rel, before, now):
+                returned.append(rel)
+        tracking = "inotify" if not self._reasons else "rescan: " + "; ".join(self._reasons)
+        return ChangeSet(returned, deleted, tracking)
+
+    def _scan_dirty(self, rel_dir: str) -> dict[str, Entry | None]:
+        """Every path below rel_dir that exists now or existed before (None = gone)."""
+        found: dict[str, Entry | None] = dict.fromkeys(self._snapshot.under(rel_dir))
+        if rel_dir:
+            found[rel_dir] = entry_of(os.path.join(self.root, rel_dir))
+        found.update(walk(self.root, rel_dir))
+        return found
+
+    def _returns(self, rel: str, before: Entry | None, now: Entry) -> bool:
+        if stat.S_ISDIR(now.mode):
+            # Directories come back only when empty: their files imply the others.
+            return changed(before, now) and not os.listdir(os.path.join(self.root, rel))
+        return (stat.S_ISREG(now.mode) or stat.S_ISLNK(now.mode)) and changed(before, now)
+
+
+def _outermost(paths: set[str]) -> list[str]:
+    """The paths not inside another one of them ("" contains everything)."""
+    if "" in paths:
+        return [""]
+    return sorted(path for path in paths if not _inside_any(path, paths, strictly=True))
+
+
+def _inside_any(rel: str, dirs: set[str] | list[str], strictly: bool = False) -> bool:
+    """Whether rel is one of dirs (unless strictly) or lies below one of them."""
+    if "" in dirs or (not strictly and rel in dirs):
+        return True
+    parts = rel.split("/")
+    return any("/".join(parts[:i]) in dirs for i in range(1, len(parts)))

@@ -1,0 +1,1 @@
+"""Archives of changed files: safe extraction of untrusted tar streams."""

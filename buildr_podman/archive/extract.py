@@ -1,0 +1,219 @@
+"""Extracts an untrusted tar stream into a directory: all or nothing, never outside it.
+
+A container's archive is untrusted data. Every member passes `check_member` (a pure policy),
+every path is created under a staging directory without ever following a symlink, and only a
+fully extracted archive replaces the target (a rename in the same parent). Files are written by
+this process, so they belong to the user running it; ids in the archive are ignored.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from buildr_podman.errors import ArchiveError, UnsafeArchiveMember
+
+__all__ = ["DEFAULT_MAX_BYTES", "ExtractStats", "check_member", "extract_tar_stream",
+           "list_tar_stream"]
+
+MAX_NAME_LENGTH = 4096
+DEFAULT_MAX_BYTES = 64 << 30  # a decompression bomb stops here; raise it with care
+COPY_SIZE = 1 << 20
+PERMISSION_BITS = 0o777  # setuid, setgid and sticky never survive extraction
+
+
+@dataclass
+class ExtractStats:
+    files: int = 0
+    symlinks: int = 0
+    directories: int = 0
+    bytes: int = 0
+
+
+def check_member(member: tarfile.TarInfo) -> str | None:
+    """Why this member must be refused, or None when it is safe to extract."""
+    name = member.name
+    if not name or name in (".", "./"):
+        return "empty name"
+    if "\x00" in name or "\n" in name or "\r" in name:
+        return "control character in the name"
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_LENGTH:
+        return f"name longer than {MAX_NAME_LENGTH} bytes"
+    path = PurePosixPath(name)
+    if path.is_absolute():
+        return "absolute path"
+    if ".." in path.parts:
+        return "'..' in the path"
+    if member.islnk():
+        return "hard link (only files, directories and symlinks are returned)"
+    if not (member.isreg() or member.isdir() or member.issym()):
+        return "device, FIFO or other special file"
+    if member.issym() and ("\x00" in member.linkname or not member.linkname):
+        return "bad symlink target"
+    if member.size < 0:
+        return "negative size"
+    return None
+
+
+def list_tar_stream(fileobj: BinaryIO) -> list[tarfile.TarInfo]:
+    """The members of a tar stream, read sequentially (nothing is written)."""
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+            return list(tar)
+    except tarfile.TarError as exc:
+        raise ArchiveError(f"broken archive: {exc}") from exc
+
+
+def extract_tar_stream(fileobj: BinaryIO, target: Path, *,
+                       max_bytes: int = DEFAULT_MAX_BYTES) -> ExtractStats:
+    """Extracts the tar read from fileobj so that `target` holds exactly its members.
+
+    On any error the target is left as it was and the error names the member and the reason.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    try:
+        stats = _extract_into(fileobj, staging, max_bytes)
+        _replace(staging, target)
+        return stats
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _extract_into(fileobj: BinaryIO, root: Path, max_bytes: int) -> ExtractStats:
+    writer = _StagingWriter(root, max_bytes)
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+            for member in tar:
+                writer.add(tar, member)
+    except tarfile.TarError as exc:
+        raise ArchiveError(f"broken archive: {exc}") from exc
+    writer.finish()
+    return writer.stats
+
+
+class _StagingWriter:
+    """Creates members under root, refusing anything unsafe, then fixes directory times."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self.stats = ExtractStats()
+        self._seen: set[str] = set()
+        self._dir_times: list[tuple[str, float]] = []
+        self._final_dir_modes: dict[str, int] = {}
+
+    def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        reason = check_member(member)
+        if reason:
+            raise UnsafeArchiveMember(member.name, reason)
+        rel = str(PurePosixPath(member.name))
+        if rel in self._seen:
+            raise UnsafeArchiveMember(member.name, "duplicate entry")
+        self._seen.add(rel)
+        parent_fd = self._open_parent(rel, member.name)
+        try:
+            self._create(tar, member, parent_fd, PurePosixPath(rel).name, rel)
+        except OSError as exc:
+            raise ArchiveError(f"cannot write {rel}: {exc.strerror}") from exc
+        finally:
+            os.close(parent_fd)
+
+    def _open_parent(self, rel: str, name: str) -> int:
+        """An fd of rel's parent, created as needed, every component opened without following
+        symlinks: a symlink in the archive can never redirect a later member."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        for part in PurePosixPath(rel).parts[:-1]:
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafeArchiveMember(name, f"path goes through the non-directory "
+                                              f"{part!r} (a symlink or file)") from exc
+                raise ArchiveError(f"cannot create {rel}: {exc.strerror}") from exc
+            os.close(fd)
+            fd = next_fd
+        return fd
+
+    def _create(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent_fd: int, name: str,
+                rel: str) -> None:
+        mode = member.mode & PERMISSION_BITS
+        if member.isdir():
+            try:
+                os.mkdir(name, 0o700, dir_fd=parent_fd)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode):
+                    raise UnsafeArchiveMember(member.name, "a directory replaces a file") from None
+            os.chmod(name, mode | 0o700, dir_fd=parent_fd)  # stays writable until finish()
+            self._dir_times.append((rel, member.mtime))
+            self._final_dir_modes[rel] = mode
+            self.stats.directories += 1
+        elif member.issym():
+            os.symlink(member.linkname, name, dir_fd=parent_fd)
+            os.utime(name, ns=_times(member.mtime), dir_fd=parent_fd,
+                     follow_symlinks=False)
+            self.stats.symlinks += 1
+        else:
+            self._write_file(tar, member, parent_fd, name, mode)
+
+    def _write_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent_fd: int,
+                    name: str, mode: int) -> None:
+        if self.stats.bytes + member.size > self.max_bytes:
+            raise UnsafeArchiveMember(member.name, f"the archive expands beyond the limit of "
+                                      f"{self.max_bytes} bytes")
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                     dir_fd=parent_fd)
+        with os.fdopen(fd, "wb") as out:
+            source = tar.extractfile(member)
+            assert source is not None  # regular files always have a body
+            copied = 0
+            while chunk := source.read(COPY_SIZE):
+                out.write(chunk)
+                copied += len(chunk)
+            if copied != member.size:
+                raise UnsafeArchiveMember(member.name, f"body is {copied} bytes, header says "
+                                          f"{member.size}")
+            os.fchmod(out.fileno(), mode)
+        os.utime(name, ns=_times(member.mtime), dir_fd=parent_fd)
+        self.stats.files += 1
+        self.stats.bytes += member.size
+
+    def finish(self) -> None:
+        """Directory modes and times last: writing into a directory moves its mtime."""
+        for rel, mtime in sorted(self._dir_times, key=lambda item: item[0].count("/"),
+                                 reverse=True):
+            path = self.root / rel
+            os.utime(path, ns=_times(mtime), follow_symlinks=False)
+            os.chmod(path, self._final_dir_modes[rel], follow_symlinks=False)
+
+
+def _times(mtime: float) -> tuple[int, int]:
+    """(atime, mtime) in ns for os.utime; PAX headers carry fractional seconds."""
+    ns = int(round(mtime * 1_000_000_000))
+    return ns, ns
+
+
+def _replace(staging: Path, target: Path) -> None:
+    """Puts the staged tree in place of target with renames, so the target is never partial."""
+    os.chmod(staging, 0o755)
+    if not target.exists() and not target.is_symlink():
+        os.rename(staging, target)
+        return
+    trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    old = trash / "old"
+    os.rename(target, old)
+    os.rename(staging, target)
+    shutil.rmtree(trash, ignore_errors=True)

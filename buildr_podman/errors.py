@@ -1,0 +1,88 @@
+"""The errors buildr-podman raises, chosen by what the caller does next.
+
+    BuildrError                 catch this to catch everything; str() is one line for the user
+    ├── ConfigError             a .buildr/*.hcl file is wrong: names file, line, column
+    ├── PluginError             a plugin failed to load or misbehaved
+    ├── BackendError            Podman refused or failed (names the pod when there is one)
+    ├── AgentError              the in-container agent failed or spoke an unknown protocol
+    ├── ArchiveError            an archive from a container is unsafe or broken
+    │   └── UnsafeArchiveMember one member was refused (names the member and why)
+    └── CodecError              an S2 stream is corrupt (names the byte offset)
+
+The command line turns any BuildrError into one line on stderr and an exit code;
+nothing else should ever reach the user as a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentError",
+    "ArchiveError",
+    "BackendError",
+    "BuildrError",
+    "CodecError",
+    "ConfigError",
+    "PluginError",
+    "UnsafeArchiveMember",
+]
+
+
+class BuildrError(Exception):
+    """Base of every error the user should see as one clear line."""
+
+
+class ConfigError(BuildrError):
+    """A configuration file is wrong; the message says what to change."""
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None,
+                 column: int | None = None) -> None:
+        self.message = message
+        self.path = path
+        self.line = line
+        self.column = column
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = self.path or ""
+        if where and self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where}: {self.message}" if where else self.message
+
+
+class PluginError(BuildrError):
+    """A plugin could not be loaded or broke a hook's contract."""
+
+
+class BackendError(BuildrError):
+    """The container engine failed; `pod` names the pod involved, if any."""
+
+    def __init__(self, message: str, pod: str | None = None) -> None:
+        self.pod = pod
+        super().__init__(f"pod {pod}: {message}" if pod else message)
+
+
+class AgentError(BuildrError):
+    """The in-container agent failed, died, or speaks another protocol version."""
+
+
+class ArchiveError(BuildrError):
+    """An archive produced by a container is broken or unsafe; nothing was written."""
+
+
+class UnsafeArchiveMember(ArchiveError):
+    """One archive member was refused; `name` is the member, `reason` says why."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"archive member {name!r} refused: {reason}")
+
+
+class CodecError(BuildrError):
+    """An S2/Snappy stream is corrupt or truncated at byte `offset` of the stream."""
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        self.offset = offset
+        super().__init__(f"{message} (at byte {offset})" if offset is not None else message)

@@ -1,0 +1,93 @@
+"""The host's side of the agent protocol: one client per agent socket; errors are raised."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from buildr_podman import __version__
+from buildr_podman._protos.buildr.common.v1 import common_pb2
+from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
+from buildr_podman.errors import AgentError
+
+__all__ = ["AgentClient", "PROTOCOL_VERSION"]
+
+PROTOCOL_VERSION = common_pb2.PROTOCOL_VERSION_1
+# Stored blocks first: on a local unix socket compression costs more time than it saves.
+ACCEPTED_COMPRESSIONS = (common_pb2.COMPRESSION_S2_STORED, common_pb2.COMPRESSION_S2)
+MAX_MESSAGE = 8 << 20
+
+
+class AgentClient:
+    """Talks to one agent over its unix socket."""
+
+    def __init__(self, socket_path: str) -> None:
+        self._channel = grpc.insecure_channel(
+            f"unix:{socket_path}",
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                     ("grpc.enable_http_proxy", 0)])
+        self._stub = agent_pb2_grpc.AgentStub(self._channel)
+        self.compression = common_pb2.COMPRESSION_S2
+
+    def wait_ready(self, timeout: float, still_starting: Callable[[], bool]) -> None:
+        """Waits for the agent to listen; `still_starting` says whether it can still come up."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                grpc.channel_ready_future(self._channel).result(timeout=0.1)
+                return
+            except grpc.FutureTimeoutError:
+                pass
+            if time.monotonic() > deadline:
+                raise AgentError(f"the agent did not start listening within {timeout:.0f} s")
+            if not still_starting():
+                raise AgentError("the agent exited before it listened")
+
+    def hello(self) -> agent_pb2.HelloResponse:
+        request = agent_pb2.HelloRequest(protocol_version=PROTOCOL_VERSION,
+                                         host_version=__version__,
+                                         accepted_compressions=ACCEPTED_COMPRESSIONS)
+        try:
+            response = self._stub.Hello(request, timeout=30)
+        except grpc.RpcError as exc:
+            raise AgentError(f"agent handshake failed: {_describe(exc)}") from exc
+        if response.protocol_version != PROTOCOL_VERSION:
+            raise AgentError(f"agent {response.agent_version} speaks protocol "
+                             f"{response.protocol_version}, this host {PROTOCOL_VERSION}: "
+                             "run buildr-podman clean to rebuild the agent")
+        self.compression = response.compression
+        return response
+
+    def run(self, request: agent_pb2.RunRequest) -> Iterator[agent_pb2.RunEvent]:
+        """The task's events in order, ending with exactly one result."""
+        request.compression = self.compression
+        stream = self._stub.Run(request)
+        try:
+            got_result = False
+            for event in stream:
+                got_result = event.HasField("result")
+                yield event
+            if not got_result:
+                raise AgentError("the agent closed the stream without a result")
+        except grpc.RpcError as exc:
+            raise AgentError(f"the agent stopped mid-task: {_describe(exc)}") from exc
+        finally:
+            stream.cancel()  # no-op once complete; stops the task if we leave early
+
+    def shutdown(self) -> None:
+        """Asks the agent to exit; a dead agent is fine here."""
+        try:
+            self._stub.Shutdown(agent_pb2.ShutdownRequest(), timeout=2)
+        except grpc.RpcError:
+            pass
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _describe(exc: grpc.RpcError) -> str:
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    return f"{details} ({code.name})" if code else str(details)

@@ -1,0 +1,106 @@
+"""The Podman executor: runs each task in its own rootless pod through the in-container agent."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from buildr_podman.errors import AgentError
+from buildr_podman.executor import RunObserver
+from buildr_podman.model import WORKSPACE, Project, Task, TaskOutcome
+
+if TYPE_CHECKING:
+    import podman
+
+    from buildr_podman._protos.buildr.remote.v1 import agent_pb2
+    from buildr_podman.podman.agent_build import AgentBundle
+    from buildr_podman.podman.pods import TaskPod
+
+__all__ = ["PodmanExecutor", "PodmanSession"]
+
+AGENT_START_TIMEOUT = 60.0
+
+
+class PodmanExecutor:
+    """Registered by the `podman` entry point of group `buildr`."""
+
+    name = "podman"
+
+    @contextmanager
+    def open_session(self, project: Project) -> Iterator[PodmanSession]:
+        from buildr_podman.podman.agent_build import ensure_agent
+        from buildr_podman.podman.connection import podman_client
+
+        agent = ensure_agent()
+        with podman_client() as client:
+            yield PodmanSession(client, project, agent)
+
+
+class PodmanSession:
+    """Runs tasks of one project with one API connection and one agent build."""
+
+    def __init__(self, client: podman.PodmanClient, project: Project, agent: AgentBundle) -> None:
+        self.client = client
+        self.project = project
+        self.agent = agent
+
+    def run_task(self, task: Task, observer: RunObserver) -> TaskOutcome:
+        from buildr_podman.podman.pods import task_pod
+
+        started = time.monotonic()
+        with ExitStack() as stack:
+            socket_dir = stack.enter_context(_private_socket_dir())
+            pod = stack.enter_context(task_pod(self.client, self.project, task, self.agent,
+                                               socket_dir))
+            observer.log(task, f"pod {pod.name} started")
+            outcome = self._run_in_pod(task, pod, observer)
+        outcome.duration_seconds = time.monotonic() - started
+        return outcome
+
+    def _run_in_pod(self, task: Task, pod: TaskPod, observer: RunObserver) -> TaskOutcome:
+        from buildr_podman.podman.agent_client import AgentClient
+        from buildr_podman.podman.task_stream import receive_events
+
+        client = AgentClient(str(pod.socket_path))
+        try:
+            try:
+                client.wait_ready(AGENT_START_TIMEOUT, pod.is_running)
+            except AgentError as exc:
+                raise AgentError(f"task {task.name!r} in image {task.container.image!r}: {exc}"
+                                 f"{': ' + pod.logs() if pod.logs() else ''}") from exc
+            client.hello()
+            events = client.run(_run_request(task))
+            return receive_events(task, events, self.output_dir(task), observer)
+        finally:
+            client.shutdown()
+            client.close()
+
+    def output_dir(self, task: Task) -> Path:
+        return self.project.out_dir / task.name
+
+
+def _run_request(task: Task) -> agent_pb2.RunRequest:
+    from buildr_podman._protos.buildr.remote.v1 import agent_pb2
+
+    environment = dict(task.environment)
+    return agent_pb2.RunRequest(task_name=task.name, argv=task.argv(), environment=environment,
+                                working_dir=task.container_working_dir(), workspace=WORKSPACE,
+                                user=task.container.user or "")
+
+
+@contextmanager
+def _private_socket_dir() -> Iterator[Path]:
+    """A 0700 directory of the invoking user for the agent's socket: nobody else can connect."""
+    from buildr_podman.podman.connection import runtime_dir
+
+    path = Path(tempfile.mkdtemp(prefix="buildr-agent-", dir=runtime_dir()))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+

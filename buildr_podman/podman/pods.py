@@ -1,0 +1,132 @@
+"""The lifecycle of one task's rootless pod: create with the agent mounted, start, remove.
+
+Every pod and container carries LABEL, so that `buildr-podman clean` and later runs can find
+what a crashed run left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from buildr_podman.errors import BackendError
+from buildr_podman.model import WORKSPACE, Project, Task
+from buildr_podman.podman.agent_build import AGENT_MOUNT, AgentBundle
+
+if TYPE_CHECKING:
+    import podman
+
+__all__ = ["LABEL", "SOCKET_MOUNT", "TaskPod", "task_pod"]
+
+LABEL = "io.buildr-podman"  # value: the pid of the host process that made it
+SOCKET_MOUNT = "/.buildr/sock"
+SOCKET_NAME = "agent.sock"
+
+
+@dataclass
+class TaskPod:
+    """A started pod whose agent will listen on `socket_path` (a host path)."""
+
+    name: str
+    pod: Any
+    container: Any
+    socket_path: Path
+
+    def is_running(self) -> bool:
+        self.container.reload()
+        return self.container.status in ("created", "configured", "running")
+
+    def logs(self) -> str:
+        """The container's own output (the agent's start-up errors), last lines only."""
+        try:
+            raw = self.container.logs(stdout=True, stderr=True)
+            text = b"".join(raw if not isinstance(raw, bytes) else [raw]).decode(errors="replace")
+        except Exception:  # noqa: BLE001 - diagnostics only; the caller reports the real error
+            return ""
+        return " | ".join(text.strip().splitlines()[-3:])
+
+
+@contextmanager
+def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: AgentBundle,
+             socket_dir: Path) -> Iterator[TaskPod]:
+    """Creates and starts the pod; removes it on exit whatever happened."""
+    import podman.errors
+
+    name = f"buildr-{task.name}-{secrets.token_hex(4)}"
+    labels = {LABEL: str(os.getpid()), f"{LABEL}.task": task.name}
+    try:
+        pod = client.pods.create(name, labels=labels, no_infra=True)
+    except podman.errors.APIError as exc:
+        raise BackendError(f"cannot create the pod: {exc.explanation or exc}", name) from exc
+    try:
+        container = _create_container(client, project, task, agent, socket_dir, name, labels)
+        container.start()
+        yield TaskPod(name, pod, container, socket_dir / SOCKET_NAME)
+    except podman.errors.APIError as exc:
+        raise BackendError(f"cannot start the container: {exc.explanation or exc}", name) from exc
+    finally:
+        _remove(pod)
+
+
+def _create_container(client: podman.PodmanClient, project: Project, task: Task,
+                      agent: AgentBundle, socket_dir: Path, name: str,
+                      labels: dict[str, str]) -> Any:
+    import podman.errors
+
+    try:
+        return client.containers.create(
+            task.container.image,
+            name=f"{name}-task",
+            pod=name,
+            labels=labels,
+            entrypoint=list(agent.command),
+            command=["serve", "--socket", f"{SOCKET_MOUNT}/{SOCKET_NAME}"],
+            working_dir=WORKSPACE,
+            network_mode=task.container.network,
+            no_new_privileges=True,
+            mounts=[_bind(agent.path, AGENT_MOUNT, read_only=True),
+                    _bind(socket_dir, SOCKET_MOUNT, read_only=False)],
+            overlay_volumes=_workspace_volumes(project, task),
+        )
+    except podman.errors.ImageNotFound as exc:
+        raise BackendError(f"image {task.container.image!r} of task {task.name!r} is not here: "
+                           "build or pull it (podman images lists what is)", name) from exc
+    except podman.errors.APIError as exc:
+        if "image not known" in str(exc) or "no such image" in str(exc).lower():
+            raise BackendError(f"image {task.container.image!r} of task {task.name!r} is not "
+                               "here: build or pull it (podman images lists what is)",
+                               name) from exc
+        raise
+
+
+def _bind(source: Path, target: str, read_only: bool) -> dict[str, Any]:
+    return {"type": "bind", "source": str(source), "target": target, "read_only": read_only}
+
+
+def _workspace_volumes(project: Project, task: Task) -> list[dict[str, Any]]:
+    """The repository (or each mapped directory) under a copy-on-write overlay: the task sees
+    and may change it, but its writes land in the container's layer, never in the repo."""
+    mapping = task.input_mapping or (("", ""),)
+    volumes = []
+    for source_rel, target_rel in mapping:
+        source = (project.root / source_rel).resolve()
+        if not source.is_dir():
+            raise BackendError(f'task {task.name!r}: input_mapping source "{source_rel}" is not '
+                               f"a directory of {project.root}: map directories only")
+        target = WORKSPACE if target_rel in ("", ".") else f"{WORKSPACE}/{target_rel.strip('/')}"
+        volumes.append({"destination": target, "source": str(source), "options": []})
+    return volumes
+
+
+def _remove(pod: Any) -> None:
+    import podman.errors
+
+    try:
+        pod.remove(force=True)
+    except podman.errors.NotFound:
+        pass  # already gone: removed from outside, which is what we wanted anyway

@@ -1,0 +1,82 @@
+"""Consumes an agent's event stream: output to the observer, the archive into the out dir.
+
+The archive is extracted while its chunks arrive (S2 decoding and tar parsing pull from the
+stream), so neither the compressed nor the decompressed archive is ever held whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from buildr_podman.archive.extract import extract_tar_stream
+from buildr_podman.errors import AgentError
+from buildr_podman.executor import RunObserver
+from buildr_podman.model import Task, TaskOutcome
+from buildr_podman.s2 import S2Reader
+
+if TYPE_CHECKING:
+    from buildr_podman._protos.buildr.remote.v1 import agent_pb2
+
+__all__ = ["receive_events"]
+
+STREAM_NAMES = {1: "stdout", 2: "stderr"}
+
+
+def receive_events(task: Task, events: Iterator[agent_pb2.RunEvent], output_dir: Path,
+                   observer: RunObserver) -> TaskOutcome:
+    """Handles every event until the result, which becomes the returned outcome."""
+    for event in events:
+        kind = event.WhichOneof("event")
+        if kind == "output":
+            observer.output(task, STREAM_NAMES.get(event.output.stream, "stdout"),
+                            event.output.data)
+        elif kind == "log":
+            observer.log(task, event.log.message)
+        elif kind == "archive":
+            archive = _ArchiveChunks(event.archive.data, events)
+            extract_tar_stream(S2Reader(archive), output_dir)
+            archive.drain()  # tar stops reading at its end marker; the result follows
+            if archive.result is None:
+                raise AgentError("the agent ended the archive without a result")
+            return _outcome(task, archive.result, output_dir)
+        elif kind == "result":
+            return _outcome(task, event.result, None)
+    raise AgentError("the agent closed the stream without a result")
+
+
+class _ArchiveChunks:
+    """Iterates the archive's bytes: the first chunk, then chunks until the result event."""
+
+    def __init__(self, first: bytes, events: Iterator[agent_pb2.RunEvent]) -> None:
+        self._first = first
+        self._events = events
+        self.result: agent_pb2.TaskResult | None = None
+        self._chunks = self._generate()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def drain(self) -> None:
+        for _ in self._chunks:
+            pass
+
+    def _generate(self) -> Iterator[bytes]:
+        yield self._first
+        for event in self._events:
+            if event.HasField("archive"):
+                yield event.archive.data
+            elif event.HasField("result"):
+                self.result = event.result
+                return
+            # Output cannot follow the archive: the task has ended by then.
+
+
+def _outcome(task: Task, result: agent_pb2.TaskResult, output_dir: Path | None) -> TaskOutcome:
+    return TaskOutcome(task=task.name, exit_code=result.exit_code, error=result.error,
+                       files_returned=result.files_returned,
+                       bytes_returned=result.bytes_returned,
+                       deleted_paths=tuple(result.deleted_paths), tracking=result.tracking,
+                       timed_out=result.timed_out, duration_seconds=result.duration_seconds,
+                       output_dir=output_dir)

@@ -1,0 +1,129 @@
+"""The agent's servicer and the host's stream consumer, over real gRPC on a unix socket.
+
+No container here: the agent runs in-process on the host, with real inotify and a real task
+process, so the protocol and the archive path are tested without Podman.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+
+from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
+from buildr_podman.agent.service import AgentService
+from buildr_podman.errors import AgentError
+from buildr_podman.model import ContainerSpec, Task
+from buildr_podman.podman.agent_client import AgentClient
+from buildr_podman.podman.task_stream import receive_events
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.chunks: list[tuple[str, bytes]] = []
+        self.logs: list[str] = []
+
+    def output(self, task: Task, stream: str, data: bytes) -> None:
+        self.chunks.append((stream, data))
+
+    def log(self, task: Task, message: str) -> None:
+        self.logs.append(message)
+
+    def text(self, stream: str) -> str:
+        return b"".join(d for s, d in self.chunks if s == stream).decode()
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[AgentClient]:
+    socket_path = tmp_path / "agent.sock"
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    agent_pb2_grpc.add_AgentServicer_to_server(AgentService(threading.Event()), server)
+    server.add_insecure_port(f"unix:{socket_path}")
+    server.start()
+    client = AgentClient(str(socket_path))
+    client.wait_ready(10, lambda: True)
+    client.hello()
+    yield client
+    client.close()
+    server.stop(grace=None).wait()
+
+
+def make_task(script: str) -> Task:
+    return Task(name="t", module_type="script", container=ContainerSpec(image="unused"),
+                script=script)
+
+
+def run(agent: AgentClient, workspace: Path, out: Path, script: str) -> tuple:
+    task = make_task(script)
+    request = agent_pb2.RunRequest(task_name="t", argv=task.argv(), workspace=str(workspace),
+                                   working_dir=str(workspace), environment={"X": "42"})
+    observer = Observer()
+    outcome = receive_events(task, agent.run(request), out, observer)
+    return outcome, observer
+
+
+def test_output_streams_and_only_changed_files_come_back(agent, tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    (workspace / "src").mkdir(parents=True)
+    (workspace / "src" / "keep.c").write_text("untouched\n")
+    (workspace / "old.txt").write_text("old\n")
+    out = tmp_path / "out" / "t"
+    outcome, observer = run(agent, workspace, out, """
+        echo "x is $X in $BUILDR_WORKSPACE"
+        echo oops >&2
+        mkdir -p gen/a/b && echo deep > gen/a/b/deep.txt
+        printf '#!/bin/sh\\n' > tool.sh && chmod 4755 tool.sh
+        ln -s gen/a/b/deep.txt link
+        rm old.txt
+        exit 3
+    """)
+    assert outcome.exit_code == 3 and not outcome.error
+    assert observer.text("stdout") == f"x is 42 in {workspace}\n"
+    assert observer.text("stderr") == "oops\n"
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "gen", "gen/a", "gen/a/b", "gen/a/b/deep.txt", "link", "tool.sh"]
+    assert (out / "gen/a/b/deep.txt").read_text() == "deep\n"
+    assert os.readlink(out / "link") == "gen/a/b/deep.txt"
+    assert (out / "tool.sh").stat().st_mode & 0o7777 == 0o755  # setuid never comes back
+    assert outcome.files_returned == 3
+    assert outcome.deleted_paths == ("old.txt",)
+
+
+def test_a_second_run_replaces_the_previous_output(agent, tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    out = tmp_path / "out" / "t"
+    run(agent, workspace, out, "echo one > first.txt")
+    (workspace / "first.txt").unlink()
+    outcome, _ = run(agent, workspace, out, "echo two > second.txt")
+    assert outcome.exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["second.txt"]
+
+
+def test_a_missing_shell_is_a_clear_error(agent, tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    request = agent_pb2.RunRequest(task_name="t", argv=["/no/such/shell", "-c", "true"],
+                                   workspace=str(workspace), working_dir=str(workspace))
+    outcome = receive_events(make_task("true"), agent.run(request), tmp_path / "o", Observer())
+    assert outcome.exit_code == 127
+    assert "/no/such/shell" in outcome.error
+
+
+def test_a_protocol_mismatch_fails_the_handshake(agent, tmp_path: Path) -> None:
+    stub = agent_pb2_grpc.AgentStub(agent._channel)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Hello(agent_pb2.HelloRequest(protocol_version=99, host_version="9.9"))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "protocol" in info.value.details()
+
+
+def test_a_dead_agent_is_an_agent_error(tmp_path: Path) -> None:
+    client = AgentClient(str(tmp_path / "nobody.sock"))
+    with pytest.raises(AgentError, match="exited before it listened"):
+        client.wait_ready(5, lambda: False)

@@ -1,0 +1,222 @@
+"""ChangeTracker against the truth: the tree compared before and after, on real inotify."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from buildr_podman.agent import watcher as watcher_module
+from buildr_podman.agent.watcher import ChangeTracker
+
+
+def tree_state(root: Path) -> dict[str, tuple]:
+    """What a path is, by content: (kind, data, permission bits)."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                state[rel] = ("link", os.readlink(path), 0)
+            elif stat.S_ISDIR(info.st_mode):
+                state[rel] = ("dir", bool(os.listdir(path)), stat.S_IMODE(info.st_mode))
+            else:
+                state[rel] = ("file", path.read_bytes(), stat.S_IMODE(info.st_mode))
+    return state
+
+
+def expected_changes(before: dict[str, tuple], after: dict[str, tuple]) -> tuple[set, set]:
+    returned = set()
+    for rel, (kind, data, mode) in after.items():
+        old = before.get(rel)
+        if kind == "dir":
+            new_or_changed = old is None or old[0] != "dir" or old[2] != mode
+            if not data and new_or_changed:  # only empty directories come back
+                returned.add(rel)
+        elif old != (kind, data, mode):
+            returned.add(rel)
+    return returned, set(before) - set(after)
+
+
+def seed(root: Path) -> None:
+    (root / "src" / "lib").mkdir(parents=True)
+    (root / "docs").mkdir()
+    (root / "src" / "main.c").write_text("int main(void) { return 0; }\n")
+    (root / "src" / "lib" / "util.c").write_text("/* util */\n")
+    (root / "docs" / "readme.txt").write_text("read me\n")
+    (root / "untouched.txt").write_text("never changes\n")
+    os.symlink("src/main.c", root / "main-link")
+
+
+def track(root: Path, action) -> tuple[watcher_module.ChangeSet, set, set]:
+    before = tree_state(root)
+    tracker = ChangeTracker(str(root))
+    tracker.start()
+    action(root)
+    changes = tracker.stop()
+    returned, deleted = expected_changes(before, tree_state(root))
+    return changes, returned, deleted
+
+
+def test_reports_created_modified_and_deleted_paths_only(tmp_path: Path) -> None:
+    seed(tmp_path)
+
+    def task(root: Path) -> None:
+        (root / "src" / "main.c").write_text("int main(void) { return 1; }\n")
+        (root / "out" / "a" / "b").mkdir(parents=True)
+        (root / "out" / "a" / "b" / "x.o").write_bytes(b"\x7fELF")
+        (root / "out" / "empty").mkdir()
+        (root / "docs" / "readme.txt").unlink()
+        (root / "tmp.txt").write_text("gone again")
+        (root / "tmp.txt").unlink()
+        os.chmod(root / "src" / "lib" / "util.c", 0o755)
+        os.symlink("out/a/b/x.o", root / "latest")
+
+    changes, returned, deleted = track(tmp_path, task)
+    assert set(changes.returned) == returned == {
+        "src/main.c", "out/a/b/x.o", "out/empty", "src/lib/util.c", "latest"}
+    assert set(changes.deleted) == deleted == {"docs/readme.txt"}
+    assert changes.tracking == "inotify"
+
+
+def test_renames_are_a_deletion_plus_a_creation(tmp_path: Path) -> None:
+    seed(tmp_path)
+
+    def task(root: Path) -> None:
+        os.rename(root / "src" / "lib", root / "moved-lib")
+        os.rename(root / "docs" / "readme.txt", root / "src" / "README")
+
+    changes, returned, deleted = track(tmp_path, task)
+    assert set(changes.returned) == returned == {"moved-lib/util.c", "src/README"}
+    assert set(changes.deleted) == deleted == {"src/lib", "src/lib/util.c", "docs/readme.txt"}
+
+
+def test_overflow_falls_back_to_an_exact_rescan(tmp_path: Path, monkeypatch) -> None:
+    seed(tmp_path)
+
+    def task(root: Path) -> None:
+        (root / "src" / "main.c").write_text("changed\n")
+        (root / "new.txt").write_text("new\n")
+
+    tracker = ChangeTracker(str(tmp_path))
+    tracker.start()
+    before = None  # the snapshot inside the tracker is the truth for this test
+    task(tmp_path)
+    tracker._mark_dirty("", "the inotify queue overflowed")  # as _on_event does on Q_OVERFLOW
+    tracker._touched.clear()  # pretend every event was lost
+    changes = tracker.stop()
+    assert before is None
+    assert set(changes.returned) == {"src/main.c", "new.txt"}
+    assert changes.tracking == "rescan: the inotify queue overflowed"
+
+
+def test_watch_limit_marks_the_subtree_dirty_and_stays_exact(tmp_path: Path, monkeypatch) -> None:
+    seed(tmp_path)
+    real_add = watcher_module.inotify_simple.INotify.add_watch
+
+    def add_watch(self, path, mask):  # the kernel's ENOSPC for one directory
+        if str(path).endswith("src/lib"):
+            raise OSError(28, "No space left on device")
+        return real_add(self, path, mask)
+
+    monkeypatch.setattr(watcher_module.inotify_simple.INotify, "add_watch", add_watch)
+
+    def task(root: Path) -> None:
+        (root / "src" / "lib" / "util.c").write_text("changed unseen\n")
+
+    changes, returned, deleted = track(tmp_path, task)
+    assert set(changes.returned) == returned == {"src/lib/util.c"}
+    assert "watch limit" in changes.tracking
+
+
+NAMES = st.sampled_from(["a", "b", "c", "d"])
+PATHS = st.lists(NAMES, min_size=1, max_size=4).map("/".join)
+OPS = st.one_of(
+    st.tuples(st.just("write"), PATHS, st.binary(min_size=1, max_size=64)),
+    st.tuples(st.just("append"), PATHS, st.binary(min_size=1, max_size=16)),
+    st.tuples(st.just("truncate"), PATHS, st.none()),
+    st.tuples(st.just("chmod"), PATHS, st.none()),
+    st.tuples(st.just("rename"), PATHS, PATHS),
+    st.tuples(st.just("delete"), PATHS, st.none()),
+    st.tuples(st.just("mkdir"), PATHS, st.none()),
+    st.tuples(st.just("symlink"), PATHS, PATHS),
+    st.tuples(st.just("replace_by_dir"), PATHS, st.none()),
+)
+
+
+_serial = iter(range(10**9))
+
+
+def apply(root: Path, op: tuple) -> None:
+    kind, rel, arg = op
+    path = root / rel
+    try:
+        if kind == "write":
+            # Every write has new content: a rewrite with the same bytes still moves the mtime
+            # and counts as a change, which a content comparison cannot tell apart.
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(arg + str(next(_serial)).encode())
+        elif kind == "append":
+            with open(path, "ab") as f:
+                f.write(arg)
+        elif kind == "truncate" and path.is_file() and path.stat().st_size:
+            os.truncate(path, 0)
+        elif kind == "chmod" and path.is_file() and not path.is_symlink():
+            os.chmod(path, path.stat().st_mode ^ 0o100)
+        elif kind == "rename":
+            (root / arg).parent.mkdir(parents=True, exist_ok=True)
+            os.rename(path, root / arg)
+        elif kind == "delete":
+            if path.is_dir() and not path.is_symlink():
+                for sub in sorted(path.rglob("*"), key=lambda p: -len(p.parts)):
+                    sub.rmdir() if sub.is_dir() and not sub.is_symlink() else sub.unlink()
+                path.rmdir()
+            else:
+                path.unlink()
+        elif kind == "mkdir":
+            path.mkdir(parents=True, exist_ok=True)
+        elif kind == "symlink":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(arg, path)
+        elif kind == "replace_by_dir" and path.is_file():
+            path.unlink()
+            path.mkdir()
+    except OSError:
+        pass  # an impossible operation (ENOENT, EEXIST, ENOTDIR...) changes nothing
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(setup=st.lists(OPS, max_size=8), task_ops=st.lists(OPS, min_size=1, max_size=15))
+def test_random_operations_match_the_before_after_comparison(tmp_path_factory, setup,
+                                                              task_ops) -> None:
+    root = tmp_path_factory.mktemp("ws")
+    for op in setup:
+        apply(root, op)
+
+    def task(r: Path) -> None:
+        for op in task_ops:
+            apply(r, op)
+
+    changes, returned, deleted = track(root, task)
+    assert set(changes.returned) == returned
+    assert set(changes.deleted) == deleted
+
+
+@pytest.mark.parametrize("count", [20_000])
+def test_a_burst_of_writes_in_an_existing_directory_loses_nothing(tmp_path: Path,
+                                                                   count: int) -> None:
+    (tmp_path / "d").mkdir()
+
+    def task(root: Path) -> None:
+        for i in range(count):
+            (root / "d" / f"f{i}").write_bytes(b"x")
+
+    changes, returned, _ = track(tmp_path, task)
+    assert set(changes.returned) == returned
+    assert len(returned) == count
