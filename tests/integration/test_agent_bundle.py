@@ -1,0 +1,96 @@
+"""The built agent bundle runs, mounted read-only, in a glibc image and in a libc-less image."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from buildr_podman import __version__
+from buildr_podman.errors import AgentError
+from buildr_podman.podman.agent_build import AGENT_MOUNT, INSTALL_HINT, AgentBundle, ensure_agent
+
+pytestmark = pytest.mark.integration
+
+# scripts/setup.sh builds these; the variables let a developer point at images of their own.
+GCC_IMAGE = os.environ.get("BUILDR_GCC_IMAGE", "localhost/buildr-gcc:bookworm")
+BUSYBOX_IMAGE = os.environ.get("BUILDR_BUSYBOX_IMAGE", "localhost/buildr-busybox:latest")
+EXPECTED = f"buildr-agent {__version__}"
+
+
+@pytest.fixture(scope="session")
+def podman() -> str:
+    found = shutil.which("podman")
+    if not found:
+        pytest.skip("podman is not installed")
+    if os.geteuid() == 0:
+        pytest.skip("needs rootless Podman: run as an unprivileged user (scripts/test does)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def agent_bundle() -> AgentBundle:
+    # The real default cache: the first run builds (~10 s), later runs reuse it.
+    try:
+        return ensure_agent()
+    except AgentError as error:
+        if str(error) == INSTALL_HINT:
+            pytest.skip(INSTALL_HINT)
+        raise
+
+
+def _require_image(podman: str, image: str) -> None:
+    if subprocess.run([podman, "image", "exists", image]).returncode != 0:
+        pytest.skip(f"image {image} is missing: run scripts/setup.sh")
+
+
+def _run(podman: str, bundle: AgentBundle, image: str, *argv: str,
+         options: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    _require_image(podman, image)
+    return subprocess.run(
+        [podman, "run", "--rm", "--network", "none", "-v", f"{bundle.path}:{AGENT_MOUNT}:ro",
+         *options, image, *argv],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.mark.parametrize("image", [GCC_IMAGE, BUSYBOX_IMAGE], ids=["glibc", "no-libc"])
+def test_agent_prints_its_version(podman: str, agent_bundle: AgentBundle, image: str) -> None:
+    result = _run(podman, agent_bundle, image, *agent_bundle.command, "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == EXPECTED
+
+
+@pytest.mark.parametrize("image", [GCC_IMAGE, BUSYBOX_IMAGE], ids=["glibc", "no-libc"])
+def test_agent_runs_as_a_non_root_user(podman: str, agent_bundle: AgentBundle, image: str) -> None:
+    result = _run(podman, agent_bundle, image, *agent_bundle.command, "--version",
+                  options=("--user", "1000:1000"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == EXPECTED
+
+
+def test_the_mount_is_read_only_and_suffices(podman: str, agent_bundle: AgentBundle) -> None:
+    agent = " ".join(agent_bundle.command)
+    script = f"{agent} --version && ! touch {AGENT_MOUNT}/probe 2>/dev/null && echo read-only"
+    result = _run(podman, agent_bundle, BUSYBOX_IMAGE, "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == [EXPECTED, "read-only"]
+    assert not (agent_bundle.path / "probe").exists()
+
+
+def test_bundle_is_world_readable(agent_bundle: AgentBundle) -> None:
+    # Any container uid maps to "others" on the host; each file must be readable by them.
+    unreadable = [p for p in [agent_bundle.path, *agent_bundle.path.rglob("*")]
+                  if not p.is_symlink() and not p.stat().st_mode & 0o004]
+    assert unreadable == []
+    assert agent_bundle.path.joinpath("buildr-agent").stat().st_mode & 0o001
+
+
+def test_bundle_carries_its_own_loader(agent_bundle: AgentBundle) -> None:
+    sys_dir = agent_bundle.path / "_sys"
+    assert {"ld-linux-x86-64.so.2", "libc.so.6"} <= {p.name for p in sys_dir.iterdir()}
+    # patchelf set the bootloader's PT_INTERP to the bundled loader's in-container path.
+    executable = (agent_bundle.path / "buildr-agent").read_bytes()
+    assert f"{AGENT_MOUNT}/_sys/ld-linux-x86-64.so.2\0".encode() in executable
