@@ -1,28 +1,57 @@
-"""The project's domain types: tasks as configured, and what running one produced."""
+"""The project's domain types: modules as configured, and what running them produced."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["ContainerSpec", "Project", "Task", "TaskOutcome"]
+__all__ = ["CATEGORIES", "BindMount", "ContainerSpec", "Project", "RunReport", "Task",
+           "TaskOutcome", "TmpfsMount"]
 
 DEFAULT_SHELL = "/bin/sh"
 WORKSPACE = "/workspace"
+#: The block types a module may be declared with: `task "script" "name" { ... }`.
+CATEGORIES = ("task", "build", "tool", "package")
+
+
+@dataclass(frozen=True)
+class BindMount:
+    """A host path mounted into the container (`bind_mount { source target read_only }`)."""
+
+    source: Path  #: absolute host path
+    target: str  #: absolute path in the container
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class TmpfsMount:
+    """A memory-backed directory in the container (`tmpfs_mount { target size }`)."""
+
+    target: str
+    size: str | None = None  #: like "64m"; None leaves Podman's default
 
 
 @dataclass(frozen=True)
 class ContainerSpec:
-    """Where a task runs: the image and the identity inside the container."""
+    """Where a task runs: the image, the identity inside, and what the container may do."""
 
     image: str
     user: str | None = None  #: "uid:gid" for the task process; None keeps the image's root
-    network: str = "none"
+    network: str = "none"  #: "none", or "private" for a network namespace of its own
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    bind_mounts: tuple[BindMount, ...] = ()
+    tmpfs_mounts: tuple[TmpfsMount, ...] = ()
+    #: the container's environment; the task's own `environment` wins over it
+    environment: tuple[tuple[str, str], ...] = ()
+    privileged: bool = False
+    image_source: str = ""  #: "file:line:col" of the image attribute, for messages
 
 
 @dataclass(frozen=True)
 class Task:
-    """One `task "TYPE" "NAME"` block, validated."""
+    """One module block (`task "script" "NAME" { ... }`, or build/tool/package), validated."""
 
     name: str
     module_type: str
@@ -34,6 +63,13 @@ class Task:
     input_mapping: tuple[tuple[str, str], ...] = ()
     working_dir: str = "."
     source: str = ""  #: "file:line" where the block starts, for messages
+    category: str = "task"  #: one of CATEGORIES
+    depends_on: tuple[str, ...] = ()  #: names of modules that must finish first
+    timeout_seconds: float | None = None  #: None: no limit
+    write_back: bool = False  #: apply the returned changes to the repository
+    continue_on_error: bool = False  #: a failure lets dependents run and does not fail the run
+    #: the module type's own attributes, defaults filled in (what its plugin expanded)
+    spec: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def argv(self) -> list[str]:
         """The task process's argv: the configured shell running the script."""
@@ -50,7 +86,11 @@ class Project:
 
     root: Path
     out_dir: Path
-    tasks: dict[str, Task] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=dict)  #: every module, by name
+
+    def log_path(self, name: str) -> Path:
+        """Where the full log of module `name` is kept."""
+        return self.out_dir / f"{name}.log"
 
 
 @dataclass
@@ -67,7 +107,33 @@ class TaskOutcome:
     timed_out: bool = False
     duration_seconds: float = 0.0
     output_dir: Path | None = None
+    cancelled: bool = False  #: stopped by Ctrl-C or by another module's failure
+    skipped: str = ""  #: why it never ran (a dependency failed, the run was cancelled)
 
     @property
     def succeeded(self) -> bool:
-        return self.exit_code == 0 and not self.error
+        return self.exit_code == 0 and not self.error and not self.skipped \
+            and not self.cancelled and not self.timed_out
+
+    @property
+    def status(self) -> str:
+        """One word for tables and JSON: ok, failed, timed-out, cancelled or skipped."""
+        if self.skipped:
+            return "skipped"
+        if self.cancelled:
+            return "cancelled"
+        if self.timed_out:
+            return "timed-out"
+        return "ok" if self.succeeded else "failed"
+
+
+@dataclass
+class RunReport:
+    """A whole `run`: every selected module's outcome in plan order, and how it ended."""
+
+    outcomes: list[TaskOutcome]
+    duration_seconds: float
+    exit_code: int  #: 0 ok, 1 a module failed, 130 interrupted
+    interrupted: bool = False
+    #: names of failed modules whose failure was tolerated (continue_on_error)
+    tolerated: tuple[str, ...] = ()

@@ -67,7 +67,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 def _run_task(request: agent_pb2.RunRequest,
               context: grpc.ServicerContext) -> Iterator[agent_pb2.RunEvent]:
     started = time.monotonic()
-    tracker = ChangeTracker(request.workspace)
+    tracker = ChangeTracker(request.workspace, request.baseline or None)
     tracker.start()  # before the task starts, so that nothing it does goes unseen
     try:
         process = TaskProcess(list(request.argv), _environment(request), request.working_dir,
@@ -93,9 +93,25 @@ def _run_task(request: agent_pb2.RunRequest,
 
 
 def _environment(request: agent_pb2.RunRequest) -> dict[str, str]:
-    env = {"PATH": BASE_PATH, "HOME": "/root" if not request.user else "/tmp",
-           "BUILDR_WORKSPACE": request.workspace}
+    """The image's environment (as the agent received it), cleaned of the frozen agent's own
+    loader settings, plus the workspace and the task's variables."""
+    env = task_base_environment(os.environ)
+    env.setdefault("PATH", BASE_PATH)
+    env.setdefault("HOME", "/root" if not request.user else "/tmp")
+    env["BUILDR_WORKSPACE"] = request.workspace
     env.update(request.environment)
+    return env
+
+
+def task_base_environment(agent_env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """PyInstaller's bootloader points LD_LIBRARY_PATH at the bundle (saving the original in
+    LD_LIBRARY_PATH_ORIG) and sets _PYI_* variables; a task inheriting them would load the
+    bundle's libssl or libstdc++ instead of the image's."""
+    env = {k: v for k, v in agent_env.items()
+           if not k.startswith(("_PYI", "PYINSTALLER")) and k != "LD_LIBRARY_PATH_ORIG"}
+    env.pop("LD_LIBRARY_PATH", None)
+    if agent_env.get("LD_LIBRARY_PATH_ORIG"):
+        env["LD_LIBRARY_PATH"] = agent_env["LD_LIBRARY_PATH_ORIG"]
     return env
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 __all__ = ["Entry", "Snapshot", "entry_of", "walk"]
@@ -81,16 +81,24 @@ class Snapshot:
         yield from (path for path in self.entries if path.startswith(prefix))
 
 
-def changed(before: Entry | None, after: Entry) -> bool:
+def changed(before: Entry | None, after: Entry, same_content: Callable[[], bool] | None = None
+            ) -> bool:
     """Whether `after` is new or differs in content, mode or link target from `before`.
 
-    A write always moves mtime, so size + mtime_ns + inode catch content changes without
-    reading the file; a replaced file has a new inode even when size and mtime collide.
+    A write always moves mtime, so equal size + mtime_ns + inode mean the content is the same
+    without reading it. When only those moved, `same_content` (a comparison with the untouched
+    original, where there is one) decides: a file rewritten with the same bytes did not change.
     """
-    if before is None:
+    if before is None or stat.S_IFMT(before.mode) != stat.S_IFMT(after.mode):
         return True
-    if stat.S_IFMT(before.mode) != stat.S_IFMT(after.mode):
+    if before.mode != after.mode:
         return True
     if stat.S_ISDIR(after.mode):
-        return before.mode != after.mode
-    return before != after
+        return False
+    if stat.S_ISLNK(after.mode):
+        return before.link_target != after.link_target
+    if before.size != after.size:
+        return True
+    if (before.mtime_ns, before.inode) == (after.mtime_ns, after.inode):
+        return False
+    return same_content is None or not same_content()

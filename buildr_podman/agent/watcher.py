@@ -12,6 +12,7 @@ which path was taken and why (watchdog#654 is the bug this avoids: overflow sile
 from __future__ import annotations
 
 import errno
+import filecmp
 import os
 import stat
 import threading
@@ -42,8 +43,11 @@ class ChangeSet:
 class ChangeTracker:
     """Watches a workspace from `start()` to `stop()` and then says what changed."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, baseline: str | None = None) -> None:
         self.root = os.path.abspath(root)
+        # A read-only view of the workspace's original files, to tell a rewrite with the same
+        # bytes from a change; without one, any write counts as a change.
+        self.baseline = baseline
         self._inotify = inotify_simple.INotify()
         self._paths: dict[int, str] = {}  # watch descriptor -> directory relative to root
         self._touched: set[str] = set()
@@ -162,7 +166,18 @@ class ChangeTracker:
         if stat.S_ISDIR(now.mode):
             # Directories come back only when empty: their files imply the others.
             return changed(before, now) and not os.listdir(os.path.join(self.root, rel))
-        return (stat.S_ISREG(now.mode) or stat.S_ISLNK(now.mode)) and changed(before, now)
+        if not (stat.S_ISREG(now.mode) or stat.S_ISLNK(now.mode)):
+            return False
+        return changed(before, now, lambda: self._same_as_baseline(rel))
+
+    def _same_as_baseline(self, rel: str) -> bool:
+        if self.baseline is None:
+            return False
+        try:
+            return filecmp.cmp(os.path.join(self.root, rel), os.path.join(self.baseline, rel),
+                               shallow=False)
+        except OSError:
+            return False
 
 
 def _outermost(paths: set[str]) -> list[str]:

@@ -86,11 +86,12 @@ class PodmanSession:
 
 def _run_request(task: Task) -> agent_pb2.RunRequest:
     from buildr_podman._protos.buildr.remote.v1 import agent_pb2
+    from buildr_podman.podman.pods import BASELINE_MOUNT
 
     environment = dict(task.environment)
     return agent_pb2.RunRequest(task_name=task.name, argv=task.argv(), environment=environment,
                                 working_dir=task.container_working_dir(), workspace=WORKSPACE,
-                                user=task.container.user or "")
+                                baseline=BASELINE_MOUNT, user=task.container.user or "")
 
 
 @contextmanager

@@ -21,10 +21,11 @@ from buildr_podman.podman.agent_build import AGENT_MOUNT, AgentBundle
 if TYPE_CHECKING:
     import podman
 
-__all__ = ["LABEL", "SOCKET_MOUNT", "TaskPod", "task_pod"]
+__all__ = ["BASELINE_MOUNT", "LABEL", "SOCKET_MOUNT", "TaskPod", "task_pod"]
 
 LABEL = "io.buildr-podman"  # value: the pid of the host process that made it
 SOCKET_MOUNT = "/.buildr/sock"
+BASELINE_MOUNT = "/.buildr/base"  # the inputs again, read-only: what the workspace started as
 SOCKET_NAME = "agent.sock"
 
 
@@ -90,7 +91,8 @@ def _create_container(client: podman.PodmanClient, project: Project, task: Task,
             network_mode=task.container.network,
             no_new_privileges=True,
             mounts=[_bind(agent.path, AGENT_MOUNT, read_only=True),
-                    _bind(socket_dir, SOCKET_MOUNT, read_only=False)],
+                    _bind(socket_dir, SOCKET_MOUNT, read_only=False),
+                    *_baseline_mounts(project, task)],
             overlay_volumes=_workspace_volumes(project, task),
         )
     except podman.errors.ImageNotFound as exc:
@@ -121,6 +123,19 @@ def _workspace_volumes(project: Project, task: Task) -> list[dict[str, Any]]:
         target = WORKSPACE if target_rel in ("", ".") else f"{WORKSPACE}/{target_rel.strip('/')}"
         volumes.append({"destination": target, "source": str(source), "options": []})
     return volumes
+
+
+def _baseline_mounts(project: Project, task: Task) -> list[dict[str, Any]]:
+    """Read-only binds of the same inputs at BASELINE_MOUNT, so the agent can compare a
+    rewritten file with its original (a bind costs nothing; nothing is copied)."""
+    mapping = task.input_mapping or (("", ""),)
+    mounts = []
+    for source_rel, target_rel in mapping:
+        target = target_rel.strip("/")
+        mounts.append(_bind((project.root / source_rel).resolve(),
+                            f"{BASELINE_MOUNT}/{target}" if target not in ("", ".")
+                            else BASELINE_MOUNT, read_only=True))
+    return mounts
 
 
 def _remove(pod: Any) -> None:

@@ -112,3 +112,14 @@ def test_list_and_configuration_errors(project: Path) -> None:
     unknown = buildr("run", "nope", cwd=project)
     assert unknown.returncode == 2
     assert "no task named 'nope'" in unknown.stderr
+
+
+def test_a_rewrite_with_the_same_bytes_does_not_come_back(project: Path) -> None:
+    need_image(BUSYBOX_IMAGE)
+    write_task(project, "rewrite", BUSYBOX_IMAGE,
+               "cp Makefile /tmp/m && cat /tmp/m > Makefile\ntouch src/hello.c\n"
+               "echo new > src/new.txt")
+    result = buildr("-v", "run", "rewrite", cwd=project)
+    assert result.returncode == 0, result.stderr
+    out = project / ".buildr/out/rewrite"
+    assert [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()] == ["src/new.txt"]

@@ -127,3 +127,15 @@ def test_a_dead_agent_is_an_agent_error(tmp_path: Path) -> None:
     client = AgentClient(str(tmp_path / "nobody.sock"))
     with pytest.raises(AgentError, match="exited before it listened"):
         client.wait_ready(5, lambda: False)
+
+
+def test_tasks_do_not_inherit_the_frozen_agents_loader_settings() -> None:
+    from buildr_podman.agent.service import task_base_environment
+
+    frozen = {"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/.buildr/agent/_internal",
+              "LD_LIBRARY_PATH_ORIG": "/opt/lib", "_PYI_APPLICATION_HOME_DIR": "/x",
+              "IMAGE_VAR": "kept"}
+    assert task_base_environment(frozen) == {"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/opt/lib",
+                                             "IMAGE_VAR": "kept"}
+    del frozen["LD_LIBRARY_PATH_ORIG"]
+    assert "LD_LIBRARY_PATH" not in task_base_environment(frozen)

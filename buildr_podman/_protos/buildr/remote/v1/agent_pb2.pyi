@@ -29,7 +29,7 @@ class HelloResponse(_message.Message):
     def __init__(self, protocol_version: _Optional[_Union[_common_pb2.ProtocolVersion, str]] = ..., agent_version: _Optional[str] = ..., compression: _Optional[_Union[_common_pb2.Compression, str]] = ...) -> None: ...
 
 class RunRequest(_message.Message):
-    __slots__ = ("task_name", "argv", "environment", "working_dir", "workspace", "user", "compression", "timeout_seconds")
+    __slots__ = ("task_name", "argv", "environment", "working_dir", "workspace", "user", "compression", "timeout_seconds", "baseline")
     class EnvironmentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class RunRequest(_message.Message):
     USER_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
     task_name: str
     argv: _containers.RepeatedScalarFieldContainer[str]
     environment: _containers.ScalarMap[str, str]
@@ -53,7 +54,8 @@ class RunRequest(_message.Message):
     user: str
     compression: _common_pb2.Compression
     timeout_seconds: float
-    def __init__(self, task_name: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., workspace: _Optional[str] = ..., user: _Optional[str] = ..., compression: _Optional[_Union[_common_pb2.Compression, str]] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+    baseline: str
+    def __init__(self, task_name: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., workspace: _Optional[str] = ..., user: _Optional[str] = ..., compression: _Optional[_Union[_common_pb2.Compression, str]] = ..., timeout_seconds: _Optional[float] = ..., baseline: _Optional[str] = ...) -> None: ...
 
 class RunEvent(_message.Message):
     __slots__ = ("log", "output", "archive", "result")
