@@ -1,0 +1,69 @@
+"""write_back: changes land in the repository, deletions too, never outside it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from buildr_podman.archive.write_back import apply_changes, repository_path
+from buildr_podman.errors import ArchiveError
+
+
+@pytest.mark.parametrize(("rel", "mapping", "expected"), [
+    ("a/b.c", (), "a/b.c"),
+    ("src/x.c", (("code", "src"),), "code/x.c"),
+    ("src", (("code", "src"),), "code"),
+    ("other/x.c", (("code", "src"),), None),
+    ("gen/deep/x", (("lib", "gen"), ("lib/deep-src", "gen/deep")), "lib/deep-src/x"),
+])
+def test_workspace_paths_map_back_through_the_input_mapping(rel, mapping, expected) -> None:
+    assert repository_path(rel, mapping) == expected
+
+
+def make_repo(tmp_path: Path) -> tuple[Path, Path]:
+    repo = tmp_path / "repo"
+    (repo / "src").mkdir(parents=True)
+    (repo / "src" / "old.c").write_text("old\n")
+    (repo / "src" / "keep.c").write_text("keep\n")
+    (repo / "gone").mkdir()
+    (repo / "gone" / "f").write_text("f\n")
+    staged = tmp_path / "staged"
+    (staged / "src" / "new").mkdir(parents=True)
+    (staged / "src" / "new" / "gen.c").write_text("generated\n")
+    (staged / "src" / "keep.c").write_text("formatted\n")
+    os.symlink("keep.c", staged / "src" / "link")
+    (staged / "empty").mkdir()
+    return repo, staged
+
+
+def test_changes_and_deletions_are_applied(tmp_path: Path) -> None:
+    repo, staged = make_repo(tmp_path)
+    stats = apply_changes(staged, repo, (), ["src/old.c", "gone/f", "gone"])
+    assert (repo / "src" / "new" / "gen.c").read_text() == "generated\n"
+    assert (repo / "src" / "keep.c").read_text() == "formatted\n"
+    assert os.readlink(repo / "src" / "link") == "keep.c"
+    assert (repo / "empty").is_dir()
+    assert not (repo / "src" / "old.c").exists() and not (repo / "gone").exists()
+    assert (stats.written, stats.deleted) == (4, 3)
+
+
+def test_a_symlink_in_the_repository_is_never_followed(tmp_path: Path) -> None:
+    repo, staged = make_repo(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, repo / "escape")
+    (staged / "escape").mkdir()
+    (staged / "escape" / "evil").write_text("x")
+    with pytest.raises(ArchiveError, match="not a directory"):
+        apply_changes(staged, repo, (), [])
+    assert list(outside.iterdir()) == []
+
+
+def test_an_unsafe_deleted_path_deletes_nothing(tmp_path: Path) -> None:
+    repo, staged = make_repo(tmp_path)
+    (tmp_path / "precious").write_text("p")
+    with pytest.raises(ArchiveError, match="unsafe deleted path"):
+        apply_changes(staged, repo, (), ["src/old.c", "../precious"])
+    assert (tmp_path / "precious").exists() and (repo / "src" / "old.c").exists()
