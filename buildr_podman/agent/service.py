@@ -19,7 +19,7 @@ from buildr_podman._protos.buildr.common.v1 import common_pb2
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
 from buildr_podman.agent.packer import PackStats, pack_changes
 from buildr_podman.agent.process import TaskProcess
-from buildr_podman.agent.watcher import ChangeTracker
+from buildr_podman.agent.watcher import ChangeTracker, TrackerLimits
 
 __all__ = ["PROTOCOL_VERSION", "AgentService"]
 
@@ -67,7 +67,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 def _run_task(request: agent_pb2.RunRequest,
               context: grpc.ServicerContext) -> Iterator[agent_pb2.RunEvent]:
     started = time.monotonic()
-    tracker = ChangeTracker(request.workspace, request.baseline or None)
+    tracker = ChangeTracker(request.workspace, request.baseline or None,
+                            TrackerLimits.from_environment(os.environ))
     tracker.start()  # before the task starts, so that nothing it does goes unseen
     try:
         process = TaskProcess(list(request.argv), _environment(request), request.working_dir,

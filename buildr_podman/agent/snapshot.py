@@ -1,13 +1,23 @@
-"""A stat snapshot of a directory tree, and the comparison that decides what changed."""
+"""What the workspace was before the task, and the comparison that decides what changed.
+
+Two sources of "before": a Baseline, a read-only view of the original inputs mounted beside
+the workspace (free to set up: nothing is read until a path is asked about), and a Snapshot,
+the stat of every path taken before the task (used when there is no baseline).
+"""
 
 from __future__ import annotations
 
+import filecmp
 import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["Entry", "Snapshot", "entry_of", "walk"]
+__all__ = ["Baseline", "BeforeState", "Entry", "Snapshot", "changed", "entry_of", "walk",
+           "walk_directories"]
+
+UNKNOWN_INODE = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +27,7 @@ class Entry:
     mode: int
     size: int
     mtime_ns: int
-    inode: int
+    inode: int = UNKNOWN_INODE
     link_target: str | None = None  # symlinks only
 
     @property
@@ -25,42 +35,67 @@ class Entry:
         return stat.S_ISDIR(self.mode)
 
 
-def entry_of(path: str) -> Entry | None:
+class BeforeState(Protocol):
+    def get(self, rel: str) -> Entry | None:
+        """The path as it was before the task, or None when it did not exist."""
+
+    def under(self, rel_dir: str) -> Iterator[str]:
+        """Paths that were below rel_dir ("" is the whole tree)."""
+
+    def same_content(self, rel: str, current_path: str) -> bool:
+        """Whether the file at current_path holds the bytes rel held before (False if unknown)."""
+
+
+def entry_of(path: str, with_inode: bool = True) -> Entry | None:
     """The entry for `path` now, or None when it does not exist."""
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    except NotADirectoryError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
-    return Entry(st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, target)
+    return Entry(st.st_mode, st.st_size, st.st_mtime_ns,
+                 st.st_ino if with_inode else UNKNOWN_INODE, target)
 
 
 def walk(root: str, relative: str = "") -> Iterator[tuple[str, Entry]]:
-    """Every path under root/relative (not itself), relative to root, depth first."""
+    """Every path under root/relative (not itself), relative to root, with its entry."""
+    for rel_dir, dirents in _scan_tree(root, relative):
+        for dirent in dirents:
+            rel = f"{rel_dir}/{dirent.name}" if rel_dir else dirent.name
+            try:
+                st = dirent.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed while we looked: a later scan sees it gone
+            target = os.readlink(dirent.path) if stat.S_ISLNK(st.st_mode) else None
+            yield rel, Entry(st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, target)
+
+
+def walk_directories(root: str) -> Iterator[str]:
+    """Every directory under root, relative to it, without a stat call (d_type suffices)."""
+    for rel_dir, dirents in _scan_tree(root, ""):
+        for dirent in dirents:
+            if dirent.is_dir(follow_symlinks=False):
+                yield f"{rel_dir}/{dirent.name}" if rel_dir else dirent.name
+
+
+def _scan_tree(root: str, relative: str) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
+    """(directory, its entries) for every directory from root/relative down, depth first."""
     stack = [relative]
     while stack:
         rel_dir = stack.pop()
         try:
-            scanner = os.scandir(os.path.join(root, rel_dir) if rel_dir else root)
+            with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as scanner:
+                dirents = list(scanner)
         except (FileNotFoundError, NotADirectoryError):
             continue
-        with scanner:
-            for dirent in scanner:
-                rel = f"{rel_dir}/{dirent.name}" if rel_dir else dirent.name
-                try:
-                    st = dirent.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # removed while we looked: a later scan will see it gone
-                target = os.readlink(dirent.path) if stat.S_ISLNK(st.st_mode) else None
-                yield rel, Entry(st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, target)
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(rel)
+        yield rel_dir, dirents
+        for dirent in dirents:
+            if dirent.is_dir(follow_symlinks=False):
+                stack.append(f"{rel_dir}/{dirent.name}" if rel_dir else dirent.name)
 
 
 class Snapshot:
-    """The tree as it was before the task, keyed by path relative to the workspace."""
+    """The stat of every path, taken before the task."""
 
     def __init__(self, entries: dict[str, Entry]) -> None:
         self.entries = entries
@@ -73,32 +108,54 @@ class Snapshot:
         return self.entries.get(rel)
 
     def under(self, rel_dir: str) -> Iterator[str]:
-        """Paths that were below rel_dir ("" is the whole tree)."""
         if not rel_dir:
             yield from self.entries
             return
         prefix = rel_dir + "/"
         yield from (path for path in self.entries if path.startswith(prefix))
 
+    def same_content(self, rel: str, current_path: str) -> bool:
+        return False  # contents were not kept: any write counts as a change
 
-def changed(before: Entry | None, after: Entry, same_content: Callable[[], bool] | None = None
-            ) -> bool:
+
+class Baseline:
+    """The original inputs, read-only at `root`, looked at only for the paths that matter."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def get(self, rel: str) -> Entry | None:
+        # Inodes differ between the baseline and the workspace's copy-on-write layer.
+        return entry_of(os.path.join(self.root, rel), with_inode=False)
+
+    def under(self, rel_dir: str) -> Iterator[str]:
+        for rel, _ in walk(self.root, rel_dir):
+            yield rel
+
+    def same_content(self, rel: str, current_path: str) -> bool:
+        try:
+            return filecmp.cmp(current_path, os.path.join(self.root, rel), shallow=False)
+        except OSError:
+            return False
+
+
+def changed(before: Entry | None, after: Entry,
+            content_check: Callable[[], bool] | None = None) -> bool:
     """Whether `after` is new or differs in content, mode or link target from `before`.
 
-    A write always moves mtime, so equal size + mtime_ns + inode mean the content is the same
-    without reading it. When only those moved, `same_content` (a comparison with the untouched
-    original, where there is one) decides: a file rewritten with the same bytes did not change.
+    A write always moves mtime, so equal size and mtime_ns (and inode, where known) mean the
+    content is the same without reading it. When only those moved, `content_check` (a callable
+    comparing with the original) decides: a file rewritten with the same bytes did not change.
     """
-    if before is None or stat.S_IFMT(before.mode) != stat.S_IFMT(after.mode):
-        return True
-    if before.mode != after.mode:
-        return True
+    if before is None or before.mode != after.mode:
+        return True  # new, or another type, or other permission bits
     if stat.S_ISDIR(after.mode):
         return False
     if stat.S_ISLNK(after.mode):
         return before.link_target != after.link_target
     if before.size != after.size:
         return True
-    if (before.mtime_ns, before.inode) == (after.mtime_ns, after.inode):
+    same_inode = UNKNOWN_INODE in (before.inode, after.inode) or before.inode == after.inode
+    if before.mtime_ns == after.mtime_ns and same_inode:
         return False
-    return same_content is None or not same_content()
+    return content_check is None or not content_check()

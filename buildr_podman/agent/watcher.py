@@ -12,7 +12,6 @@ which path was taken and why (watchdog#654 is the bug this avoids: overflow sile
 from __future__ import annotations
 
 import errno
-import filecmp
 import os
 import stat
 import threading
@@ -21,9 +20,10 @@ from dataclasses import dataclass, field
 import inotify_simple
 from inotify_simple import flags
 
-from buildr_podman.agent.snapshot import Entry, Snapshot, changed, entry_of, walk
+from buildr_podman.agent.snapshot import (Baseline, BeforeState, Entry, Snapshot, changed,
+                                          entry_of, walk, walk_directories)
 
-__all__ = ["ChangeSet", "ChangeTracker"]
+__all__ = ["ChangeSet", "ChangeTracker", "TrackerLimits"]
 
 WATCH_MASK = (flags.CREATE | flags.MODIFY | flags.CLOSE_WRITE | flags.ATTRIB | flags.MOVED_FROM
               | flags.MOVED_TO | flags.DELETE | flags.DELETE_SELF | flags.MOVE_SELF
@@ -40,32 +40,55 @@ class ChangeSet:
     tracking: str = "inotify"  #: "inotify", or "rescan: <why>"
 
 
+@dataclass(frozen=True)
+class TrackerLimits:
+    """Knobs that let tests force the safety nets in a real container.
+
+    max_watches: behave as if the kernel's watch limit were reached after this many watches.
+    reader_delay: seconds the reader waits before its first read, so that a burst of events
+    overflows the kernel queue for real.
+    """
+
+    max_watches: int | None = None
+    reader_delay: float = 0.0
+
+    @classmethod
+    def from_environment(cls, env: dict[str, str] | os._Environ[str]) -> TrackerLimits:
+        watches = env.get("BUILDR_AGENT_MAX_WATCHES")
+        return cls(max_watches=int(watches) if watches else None,
+                   reader_delay=float(env.get("BUILDR_AGENT_READER_DELAY", "0") or 0))
+
+
 class ChangeTracker:
     """Watches a workspace from `start()` to `stop()` and then says what changed."""
 
-    def __init__(self, root: str, baseline: str | None = None) -> None:
+    def __init__(self, root: str, baseline: str | None = None,
+                 limits: TrackerLimits | None = None) -> None:
         self.root = os.path.abspath(root)
-        # A read-only view of the workspace's original files, to tell a rewrite with the same
-        # bytes from a change; without one, any write counts as a change.
-        self.baseline = baseline
+        self.limits = limits or TrackerLimits()
+        # With a baseline (the original inputs, read-only) nothing needs reading up front and a
+        # rewrite with the same bytes is told from a change; without one, a snapshot is taken.
+        self._before: BeforeState = Baseline(baseline) if baseline else Snapshot({})
         self._inotify = inotify_simple.INotify()
         self._paths: dict[int, str] = {}  # watch descriptor -> directory relative to root
         self._touched: set[str] = set()
         self._dirty: set[str] = set()
         self._reasons: list[str] = []
-        self._snapshot = Snapshot({})
         self._stopping = threading.Event()
         self._reader = threading.Thread(target=self._drain, name="inotify-reader", daemon=True)
 
     def start(self) -> None:
-        """Snapshots the tree and watches every directory in it, before the task starts."""
-        entries: dict[str, Entry] = {}
+        """Watches every directory of the tree (and snapshots it when there is no baseline),
+        before the task starts."""
         self._watch("")
-        for rel, entry in walk(self.root):
-            entries[rel] = entry
-            if entry.is_dir:
+        if isinstance(self._before, Snapshot):
+            for rel, entry in walk(self.root):
+                self._before.entries[rel] = entry
+                if entry.is_dir:
+                    self._watch(rel)
+        else:
+            for rel in walk_directories(self.root):
                 self._watch(rel)
-        self._snapshot = Snapshot(entries)
         # A dedicated reader drains the kernel queue so that bursts do not overflow it.
         self._reader.start()
 
@@ -80,6 +103,9 @@ class ChangeTracker:
     # -- watching ----------------------------------------------------------------------------
 
     def _watch(self, rel_dir: str) -> None:
+        if self.limits.max_watches is not None and len(self._paths) >= self.limits.max_watches:
+            self._mark_dirty(rel_dir, "the inotify watch limit was reached")
+            return
         try:
             wd = self._inotify.add_watch(os.path.join(self.root, rel_dir), WATCH_MASK)
         except OSError as exc:
@@ -91,6 +117,7 @@ class ChangeTracker:
         self._paths[wd] = rel_dir
 
     def _drain(self) -> None:
+        self._stopping.wait(self.limits.reader_delay)
         while not self._stopping.is_set():
             self._read_events(timeout_ms=50)
 
@@ -145,7 +172,7 @@ class ChangeTracker:
                 current[rel] = entry_of(os.path.join(self.root, rel))
         returned, deleted = [], []
         for rel, now in sorted(current.items()):
-            before = self._snapshot.get(rel)
+            before = self._before.get(rel)
             if now is None:
                 if before is not None:
                     deleted.append(rel)
@@ -156,7 +183,7 @@ class ChangeTracker:
 
     def _scan_dirty(self, rel_dir: str) -> dict[str, Entry | None]:
         """Every path below rel_dir that exists now or existed before (None = gone)."""
-        found: dict[str, Entry | None] = dict.fromkeys(self._snapshot.under(rel_dir))
+        found: dict[str, Entry | None] = dict.fromkeys(self._before.under(rel_dir))
         if rel_dir:
             found[rel_dir] = entry_of(os.path.join(self.root, rel_dir))
         found.update(walk(self.root, rel_dir))
@@ -168,16 +195,8 @@ class ChangeTracker:
             return changed(before, now) and not os.listdir(os.path.join(self.root, rel))
         if not (stat.S_ISREG(now.mode) or stat.S_ISLNK(now.mode)):
             return False
-        return changed(before, now, lambda: self._same_as_baseline(rel))
-
-    def _same_as_baseline(self, rel: str) -> bool:
-        if self.baseline is None:
-            return False
-        try:
-            return filecmp.cmp(os.path.join(self.root, rel), os.path.join(self.baseline, rel),
-                               shallow=False)
-        except OSError:
-            return False
+        path = os.path.join(self.root, rel)
+        return changed(before, now, lambda: self._before.same_content(rel, path))
 
 
 def _outermost(paths: set[str]) -> list[str]:

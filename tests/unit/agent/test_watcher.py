@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from buildr_podman.agent import watcher as watcher_module
-from buildr_podman.agent.watcher import ChangeTracker
+from buildr_podman.agent.watcher import ChangeTracker, TrackerLimits
 
 
 def tree_state(root: Path) -> dict[str, tuple]:
@@ -55,11 +55,12 @@ def seed(root: Path) -> None:
     os.symlink("src/main.c", root / "main-link")
 
 
-def track(root: Path, action) -> tuple[watcher_module.ChangeSet, set, set]:
+def track(root: Path, action, limits: TrackerLimits | None = None
+          ) -> tuple[watcher_module.ChangeSet, set, set]:
     before = tree_state(root)
     baseline = root.parent / f"{root.name}-baseline"
     shutil.copytree(root, baseline, symlinks=True)
-    tracker = ChangeTracker(str(root), str(baseline))
+    tracker = ChangeTracker(str(root), str(baseline), limits)
     tracker.start()
     action(root)
     changes = tracker.stop()
@@ -229,3 +230,46 @@ def test_a_burst_of_writes_in_an_existing_directory_loses_nothing(tmp_path: Path
     changes, returned, _ = track(tmp_path, task)
     assert set(changes.returned) == returned
     assert len(returned) == count
+
+
+def test_a_real_queue_overflow_is_caught_and_the_rescan_is_exact(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "old").write_text("old")
+
+    def task(root: Path) -> None:  # far more events than the kernel queue (16,384) holds
+        for i in range(12_000):
+            (root / "d" / f"f{i}").write_bytes(b"x")
+        (root / "d" / "old").unlink()
+
+    changes, returned, deleted = track(tmp_path, task, TrackerLimits(reader_delay=5.0))
+    assert changes.tracking == "rescan: the inotify queue overflowed"
+    assert set(changes.returned) == returned and len(returned) == 12_000
+    assert set(changes.deleted) == deleted == {"d/old"}
+
+
+def test_the_watch_limit_knob_forces_the_rescan(tmp_path: Path) -> None:
+    seed(tmp_path)
+
+    def task(root: Path) -> None:
+        (root / "src" / "lib" / "util.c").write_text("changed\n")
+        (root / "docs" / "readme.txt").unlink()
+
+    changes, returned, deleted = track(tmp_path, task, TrackerLimits(max_watches=1))
+    assert "watch limit" in changes.tracking
+    assert set(changes.returned) == returned == {"src/lib/util.c"}
+    assert set(changes.deleted) == deleted == {"docs/readme.txt"}
+
+
+def test_without_a_baseline_a_snapshot_gives_the_same_answer(tmp_path: Path) -> None:
+    seed(tmp_path)
+    before = tree_state(tmp_path)
+    tracker = ChangeTracker(str(tmp_path))  # no baseline: stats every path up front
+    tracker.start()
+    (tmp_path / "src" / "main.c").write_text("int main(void) { return 1; }\n")
+    (tmp_path / "gen" / "x").mkdir(parents=True)
+    (tmp_path / "gen" / "x" / "y.o").write_bytes(b"o")
+    (tmp_path / "docs" / "readme.txt").unlink()
+    changes = tracker.stop()
+    returned, deleted = expected_changes(before, tree_state(tmp_path))
+    assert set(changes.returned) == returned == {"src/main.c", "gen/x/y.o"}
+    assert set(changes.deleted) == deleted == {"docs/readme.txt"}
