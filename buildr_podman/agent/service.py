@@ -90,7 +90,10 @@ def _run_task(request: agent_pb2.RunRequest,
         yield agent_pb2.RunEvent(archive=agent_pb2.ArchiveChunk(data=data))
     yield _result(exit_code=exit_code, files_returned=stats.files, bytes_returned=stats.bytes,
                   deleted_paths=changes.deleted, tracking=changes.tracking,
-                  timed_out=process.timed_out, duration_seconds=time.monotonic() - started)
+                  timed_out=process.timed_out, duration_seconds=time.monotonic() - started,
+                  watched_directories=changes.watched_directories,
+                  tracking_setup_seconds=changes.setup_seconds,
+                  tracking_resolve_seconds=changes.resolve_seconds)
 
 
 def _environment(request: agent_pb2.RunRequest) -> dict[str, str]:

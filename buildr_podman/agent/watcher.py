@@ -15,6 +15,7 @@ import errno
 import os
 import stat
 import threading
+import time
 from dataclasses import dataclass, field
 
 import inotify_simple
@@ -38,6 +39,9 @@ class ChangeSet:
     returned: list[str] = field(default_factory=list)  #: files, symlinks, empty dirs to send
     deleted: list[str] = field(default_factory=list)  #: existed before, gone now
     tracking: str = "inotify"  #: "inotify", or "rescan: <why>"
+    watched_directories: int = 0
+    setup_seconds: float = 0.0
+    resolve_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -74,12 +78,14 @@ class ChangeTracker:
         self._touched: set[str] = set()
         self._dirty: set[str] = set()
         self._reasons: list[str] = []
+        self._setup_seconds = 0.0
         self._stopping = threading.Event()
         self._reader = threading.Thread(target=self._drain, name="inotify-reader", daemon=True)
 
     def start(self) -> None:
         """Watches every directory of the tree (and snapshots it when there is no baseline),
         before the task starts."""
+        started = time.monotonic()
         self._watch("")
         if isinstance(self._before, Snapshot):
             for rel, entry in walk(self.root):
@@ -91,14 +97,21 @@ class ChangeTracker:
                 self._watch(rel)
         # A dedicated reader drains the kernel queue so that bursts do not overflow it.
         self._reader.start()
+        self._setup_seconds = time.monotonic() - started
 
     def stop(self) -> ChangeSet:
         """Stops watching, releases every watch, and resolves the change set."""
+        started = time.monotonic()
         self._stopping.set()
         self._reader.join()
         self._read_events(timeout_ms=0)  # whatever arrived after the reader's last read
+        watched = len(self._paths)
         self._inotify.close()
-        return self._resolve()
+        changes = self._resolve()
+        changes.watched_directories = watched
+        changes.setup_seconds = self._setup_seconds
+        changes.resolve_seconds = time.monotonic() - started
+        return changes
 
     # -- watching ----------------------------------------------------------------------------
 

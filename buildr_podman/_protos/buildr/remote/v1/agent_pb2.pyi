@@ -112,7 +112,7 @@ class ArchiveChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("exit_code", "error", "files_returned", "bytes_returned", "deleted_paths", "tracking", "timed_out", "duration_seconds")
+    __slots__ = ("exit_code", "error", "files_returned", "bytes_returned", "deleted_paths", "tracking", "timed_out", "duration_seconds", "watched_directories", "tracking_setup_seconds", "tracking_resolve_seconds")
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     FILES_RETURNED_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,9 @@ class TaskResult(_message.Message):
     TRACKING_FIELD_NUMBER: _ClassVar[int]
     TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WATCHED_DIRECTORIES_FIELD_NUMBER: _ClassVar[int]
+    TRACKING_SETUP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TRACKING_RESOLVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     exit_code: int
     error: str
     files_returned: int
@@ -129,7 +132,10 @@ class TaskResult(_message.Message):
     tracking: str
     timed_out: bool
     duration_seconds: float
-    def __init__(self, exit_code: _Optional[int] = ..., error: _Optional[str] = ..., files_returned: _Optional[int] = ..., bytes_returned: _Optional[int] = ..., deleted_paths: _Optional[_Iterable[str]] = ..., tracking: _Optional[str] = ..., timed_out: _Optional[bool] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
+    watched_directories: int
+    tracking_setup_seconds: float
+    tracking_resolve_seconds: float
+    def __init__(self, exit_code: _Optional[int] = ..., error: _Optional[str] = ..., files_returned: _Optional[int] = ..., bytes_returned: _Optional[int] = ..., deleted_paths: _Optional[_Iterable[str]] = ..., tracking: _Optional[str] = ..., timed_out: _Optional[bool] = ..., duration_seconds: _Optional[float] = ..., watched_directories: _Optional[int] = ..., tracking_setup_seconds: _Optional[float] = ..., tracking_resolve_seconds: _Optional[float] = ...) -> None: ...
 
 class ShutdownRequest(_message.Message):
     __slots__ = ()
