@@ -262,7 +262,9 @@ _bs_step_sources() {
     fi
     local -a excl=(--exclude=/.git --exclude=.venv --exclude=/venv --exclude=__pycache__
         --exclude=.pytest_cache --exclude=.mypy_cache --exclude=.ruff_cache --exclude=.hypothesis
-        --exclude='*.egg-info' --exclude=.buildr/out)
+        --exclude='*.egg-info' --exclude=.buildr/out --exclude='*.so')
+    # *.so: the S2 C extension is built in place by pip in $SRC; never copied in, never
+    # deleted by --delete (a fresh clone has none), rebuilt when its source changes.
     local n
     n="$(rsync -a --delete "${excl[@]}" --chown="$_bs_uid:$_bs_gid" --chmod=u+rwX \
         --out-format='%n' "$REPO/" "$SRC/" | wc -l)" || _bs_die "rsync of $REPO to $SRC failed (see above)"
@@ -318,7 +320,7 @@ _bs_step_venv() {
         cd "$SRC" &&
             printf '%s\n' "${reqs[*]}" &&
             "$VENV/bin/python" -VV &&
-            sha256sum setup.cfg pyproject.toml plugins/*/pyproject.toml plugins/*/setup.cfg plugins/*/setup.py 2>/dev/null
+            sha256sum setup.cfg setup.py pyproject.toml buildr_podman/s2/_s2block.c plugins/*/pyproject.toml plugins/*/setup.cfg plugins/*/setup.py 2>/dev/null
     )" || true
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         _bs_say "venv $VENV up to date"

@@ -1,0 +1,67 @@
+"""Wire constants of the S2 stream format and its masked CRC-32C."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import crc32c as _crc32c
+
+# Uncompressed size of one block: S2 allows up to 4 MiB, Snappy framing only 64 KiB.
+MAX_BLOCK_SIZE: Final = 4 << 20
+MAX_SNAPPY_BLOCK_SIZE: Final = 1 << 16
+DEFAULT_BLOCK_SIZE: Final = 1 << 20
+
+HEADER_SIZE: Final = 4  # chunk type (1 byte) + body length (3 bytes, little endian)
+CHECKSUM_SIZE: Final = 4
+
+S2_MAGIC: Final = b"S2sTwO"
+SNAPPY_MAGIC: Final = b"sNaPpY"
+STREAM_IDENTIFIER: Final = b"\xff\x06\x00\x00" + S2_MAGIC
+
+CHUNK_COMPRESSED: Final = 0x00
+CHUNK_UNCOMPRESSED: Final = 0x01
+LAST_UNSKIPPABLE: Final = 0x7F  # 0x02-0x7f are reserved: a reader must stop on them
+CHUNK_INDEX: Final = 0x99  # S2 seek index; skippable like any 0x80-0xfd chunk
+CHUNK_PADDING: Final = 0xFE
+CHUNK_STREAM_IDENTIFIER: Final = 0xFF
+
+_CRC_MASK_DELTA: Final = 0xA282EAD8
+
+
+def literal_overhead(n: int) -> int:
+    """Bytes a literal tag needs in front of `n` literal bytes."""
+    if n == 0:
+        return 0
+    if n < 60:
+        return 1
+    if n < 1 << 8:
+        return 2
+    if n < 1 << 16:
+        return 3
+    if n < 1 << 24:
+        return 4
+    return 5
+
+
+def max_encoded_len(n: int) -> int:
+    """Largest valid S2 block for `n` bytes of data (the reference's MaxEncodedLen)."""
+    return n + (n.bit_length() + 7) // 7 + literal_overhead(n)
+
+
+def max_chunk_body(block_limit: int) -> int:
+    """Largest body a data chunk may claim when blocks hold at most `block_limit` bytes.
+
+    Checked on the header, before any of the body is buffered, so a hostile
+    length costs nothing.
+    """
+    return CHECKSUM_SIZE + max_encoded_len(block_limit)
+
+
+def masked_crc(data: bytes | bytearray | memoryview) -> int:
+    """CRC-32C of `data`, rotated and offset as the framing format requires.
+
+    The mask keeps a CRC computed over data that itself contains CRCs from
+    being trivially predictable (framing_format.txt, section 3).
+    """
+    c = _crc32c.crc32c(data)
+    return (((c >> 15) | (c << 17)) + _CRC_MASK_DELTA) & 0xFFFFFFFF
