@@ -96,6 +96,8 @@ def _extract_into(fileobj: BinaryIO, root: Path, max_bytes: int) -> ExtractStats
                 writer.add(tar, member)
     except tarfile.TarError as exc:
         raise ArchiveError(f"broken archive: {exc}") from exc
+    finally:
+        writer.close()
     writer.finish()
     return writer.stats
 
@@ -110,6 +112,10 @@ class _StagingWriter:
         self._seen: set[str] = set()
         self._dir_times: list[tuple[str, float]] = []
         self._final_dir_modes: dict[str, int] = {}
+        # Members come grouped by directory: keeping the last parent open saves a walk of
+        # open() calls per file. Safe: only this writer creates entries under root, and a
+        # member can never replace a directory already made (duplicates are refused).
+        self._cached_parent: tuple[str, int] | None = None
 
     def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         reason = check_member(member)
@@ -119,13 +125,25 @@ class _StagingWriter:
         if rel in self._seen:
             raise UnsafeArchiveMember(member.name, "duplicate entry")
         self._seen.add(rel)
-        parent_fd = self._open_parent(rel, member.name)
+        parent_fd = self._parent(rel, member.name)
         try:
             self._create(tar, member, parent_fd, PurePosixPath(rel).name, rel)
         except OSError as exc:
             raise ArchiveError(f"cannot write {rel}: {exc.strerror}") from exc
-        finally:
-            os.close(parent_fd)
+
+    def _parent(self, rel: str, name: str) -> int:
+        parent = str(PurePosixPath(rel).parent)
+        if self._cached_parent and self._cached_parent[0] == parent:
+            return self._cached_parent[1]
+        self.close()
+        fd = self._open_parent(rel, name)
+        self._cached_parent = (parent, fd)
+        return fd
+
+    def close(self) -> None:
+        if self._cached_parent:
+            os.close(self._cached_parent[1])
+            self._cached_parent = None
 
     def _open_parent(self, rel: str, name: str) -> int:
         """An fd of rel's parent, created as needed, every component opened without following
