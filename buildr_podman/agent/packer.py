@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import queue
 import stat
-import tarfile
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from buildr_podman.agent.tarwriter import TarWriter
 from buildr_podman.s2 import S2Writer
 
 __all__ = ["PackStats", "pack_changes"]
@@ -69,35 +69,26 @@ def _write_tar(root: str, paths: list[str], stats: PackStats, compress: bool,
                chunks: queue.Queue[bytes | BaseException | None]) -> None:
     try:
         sink = _ChunkQueueWriter(chunks)
-        with S2Writer(sink, block_size=CHUNK_SIZE, compress=compress) as s2, \
-                tarfile.open(fileobj=s2, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        with S2Writer(sink, block_size=CHUNK_SIZE, compress=compress) as s2:
+            tar = TarWriter(s2)
             for rel in paths:
                 _add(tar, root, rel, stats)
+            tar.close()
         sink.flush()
         chunks.put(None)
     except BaseException as exc:  # handed to the consumer, which re-raises it
         chunks.put(exc)
 
 
-def _add(tar: tarfile.TarFile, root: str, rel: str, stats: PackStats) -> None:
+def _add(tar: TarWriter, root: str, rel: str, stats: PackStats) -> None:
     path = os.path.join(root, rel)
     try:
-        info = tar.gettarinfo(path, arcname=rel)
+        st = os.lstat(path)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)
+                or stat.S_ISDIR(st.st_mode)):
+            return  # devices, FIFOs, sockets never leave the container
+        stats.bytes += tar.add(path, rel, st)
     except FileNotFoundError:
         return  # deleted after tracking ended; nothing to return
-    # Ownership is the host's business (files come back owned by the user); never ship ids.
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    if info.isreg():
-        try:
-            with open(path, "rb") as data:
-                tar.addfile(info, data)
-        except FileNotFoundError:
-            return
-        stats.bytes += info.size
-    elif info.issym() or info.isdir():
-        tar.addfile(info)
-    else:
-        return  # devices, FIFOs, sockets never leave the container
-    if not stat.S_ISDIR(info.mode):
+    if not stat.S_ISDIR(st.st_mode):
         stats.files += 1

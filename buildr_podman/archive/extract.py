@@ -12,12 +12,12 @@ import errno
 import os
 import shutil
 import stat
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from buildr_podman.archive.tarstream import Member, TarReader
 from buildr_podman.errors import ArchiveError, UnsafeArchiveMember
 
 __all__ = ["DEFAULT_MAX_BYTES", "ExtractStats", "check_member", "extract_tar_stream",
@@ -37,7 +37,7 @@ class ExtractStats:
     bytes: int = 0
 
 
-def check_member(member: tarfile.TarInfo) -> str | None:
+def check_member(member: Member) -> str | None:
     """Why this member must be refused, or None when it is safe to extract."""
     name = member.name
     if not name or name in (".", "./"):
@@ -62,13 +62,9 @@ def check_member(member: tarfile.TarInfo) -> str | None:
     return None
 
 
-def list_tar_stream(fileobj: BinaryIO) -> list[tarfile.TarInfo]:
+def list_tar_stream(fileobj: BinaryIO) -> list[Member]:
     """The members of a tar stream, read sequentially (nothing is written)."""
-    try:
-        with tarfile.open(fileobj=fileobj, mode="r|") as tar:
-            return list(tar)
-    except tarfile.TarError as exc:
-        raise ArchiveError(f"broken archive: {exc}") from exc
+    return list(TarReader(fileobj))
 
 
 def extract_tar_stream(fileobj: BinaryIO, target: Path, *,
@@ -90,12 +86,10 @@ def extract_tar_stream(fileobj: BinaryIO, target: Path, *,
 
 def _extract_into(fileobj: BinaryIO, root: Path, max_bytes: int) -> ExtractStats:
     writer = _StagingWriter(root, max_bytes)
+    tar = TarReader(fileobj)
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|") as tar:
-            for member in tar:
-                writer.add(tar, member)
-    except tarfile.TarError as exc:
-        raise ArchiveError(f"broken archive: {exc}") from exc
+        for member in tar:
+            writer.add(tar, member)
     finally:
         writer.close()
     writer.finish()
@@ -117,7 +111,7 @@ class _StagingWriter:
         # member can never replace a directory already made (duplicates are refused).
         self._cached_parent: tuple[str, int] | None = None
 
-    def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def add(self, tar: TarReader, member: Member) -> None:
         reason = check_member(member)
         if reason:
             raise UnsafeArchiveMember(member.name, reason)
@@ -166,7 +160,7 @@ class _StagingWriter:
             fd = next_fd
         return fd
 
-    def _create(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent_fd: int, name: str,
+    def _create(self, tar: TarReader, member: Member, parent_fd: int, name: str,
                 rel: str) -> None:
         mode = member.mode & PERMISSION_BITS
         if member.isdir():
@@ -187,24 +181,21 @@ class _StagingWriter:
         else:
             self._write_file(tar, member, parent_fd, name, mode)
 
-    def _write_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent_fd: int,
+    def _write_file(self, tar: TarReader, member: Member, parent_fd: int,
                     name: str, mode: int) -> None:
         if self.stats.bytes + member.size > self.max_bytes:
             raise UnsafeArchiveMember(member.name, f"the archive expands beyond the limit of "
                                       f"{self.max_bytes} bytes")
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
                      dir_fd=parent_fd)
-        with os.fdopen(fd, "wb") as out:
-            source = tar.extractfile(member)
-            assert source is not None  # regular files always have a body
-            copied = 0
-            while chunk := source.read(COPY_SIZE):
-                out.write(chunk)
-                copied += len(chunk)
-            if copied != member.size:
-                raise UnsafeArchiveMember(member.name, f"body is {copied} bytes, header says "
-                                          f"{member.size}")
-            os.fchmod(out.fileno(), mode)
+        try:
+            while chunk := tar.read_body(COPY_SIZE):
+                _write_all(fd, chunk)
+            os.fchmod(fd, mode)
+        except ArchiveError as exc:
+            raise UnsafeArchiveMember(member.name, "the archive ends inside its body") from exc
+        finally:
+            os.close(fd)
         os.utime(name, ns=_times(member.mtime), dir_fd=parent_fd)
         self.stats.files += 1
         self.stats.bytes += member.size
@@ -216,6 +207,12 @@ class _StagingWriter:
             path = self.root / rel
             os.utime(path, ns=_times(mtime), follow_symlinks=False)
             os.chmod(path, self._final_dir_modes[rel], follow_symlinks=False)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _times(mtime: float) -> tuple[int, int]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import tarfile
 
 from buildr_podman.archive.extract import extract_tar_stream, list_tar_stream
+from buildr_podman.archive.tarstream import Member
 from buildr_podman.errors import ArchiveError
 from buildr_podman.s2 import S2Reader
 
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(member: tarfile.TarInfo) -> str:
+def _describe(member: Member) -> str:
     kind = "d" if member.isdir() else "l" if member.issym() else "-" if member.isreg() else "?"
     line = f"{kind}{member.mode & 0o7777:04o} {member.size:>12} {member.name}"
     return f"{line} -> {member.linkname}" if member.issym() else line
