@@ -1,9 +1,14 @@
-"""The `buildr-podman` command line: parses arguments, runs a command, maps errors to exit codes."""
+"""The `buildr-podman` command line: parses arguments, runs a command, maps errors to exit codes.
+
+Start-up stays lean: each command's module (and rich, podman, grpc) is imported only when
+that command runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import enum
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,31 +16,91 @@ from pathlib import Path
 from buildr_podman import __version__
 from buildr_podman.errors import BuildrError, ConfigError
 
-__all__ = ["ExitCode", "main"]
+__all__ = ["ExitCode", "build_parser", "main"]
+
+OUTPUT_MODES = ("auto", "rich", "plain", "json")  # kept here: importing output/ costs time
+EPILOG = """\
+examples:
+  buildr-podman list                      the modules of this repository
+  buildr-podman run hello                 run hello (and what it depends on)
+  buildr-podman run -j 4 -k test lint     up to 4 at once, keep going past failures
+  buildr-podman run --output json app     one JSON event per line, for tools
+  buildr-podman doctor                    check this machine, with a fix for each problem
+  buildr-podman clean                     remove pods, sockets and builds left behind
+  buildr-podman plugins make              what the "make" module type takes
+
+exit codes: 0 ok, 1 a task failed, 2 usage or configuration error, 130 interrupted
+"""
 
 
 class ExitCode(enum.IntEnum):
     OK = 0  #: every task succeeded
-    TASK_FAILED = 1  #: a task failed, or the backend could not run it
+    TASK_FAILED = 1  #: a task failed, or the backend could not run it; doctor: a check failed
     USAGE = 2  #: bad arguments or configuration
-    INTERRUPTED = 130  #: Ctrl-C
+    INTERRUPTED = 130  #: Ctrl-C (128 + SIGINT)
+    TERMINATED = 143  #: SIGTERM (128 + SIGTERM)
+
+
+def default_jobs() -> int:
+    """How many tasks run at once by default: the cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="buildr-podman", description="Run build tasks in rootless Podman pods.")
+        prog="buildr-podman", description="Run build tasks in rootless Podman pods.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"buildr-podman {__version__}")
     parser.add_argument("-C", dest="directory", type=Path, default=Path.cwd(),
                         help="start looking for .buildr/ in DIR instead of the current directory")
     parser.add_argument("-v", "--verbose", action="store_true", help="say more")
     parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="MODULE",
-                        help="load a plugin module (repeatable)")
+                        help="load a plugin module (repeatable), to try one out")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("list", help="list the tasks")
-    run = commands.add_parser("run", help="run tasks")
-    run.add_argument("names", nargs="+", metavar="TASK")
+    commands.add_parser("list", help="list the modules (tasks, builds, tools, packages)")
+    _add_run(commands)
+    plugins = commands.add_parser("plugins", help="list loaded plugins, module types, executors")
+    plugins.add_argument("type", nargs="?", metavar="TYPE",
+                         help="show one module type: its attributes, defaults and examples")
+    doctor = commands.add_parser("doctor", help="check this machine and say how to fix problems")
+    doctor.add_argument("--image", help="test container image (default: one the project uses, "
+                                        "or localhost/buildr-busybox:latest)")
+    clean = commands.add_parser("clean", help="remove pods, sockets and agent builds left behind")
+    clean.add_argument("--all", action="store_true",
+                       help="also what running buildr-podman processes use, and the current "
+                            "agent build (rebuilt on the next run)")
+    _add_archive(commands)
+    return parser
+
+
+def _add_run(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("run", help="run modules, their dependencies first")
+    run.add_argument("names", nargs="+", metavar="NAME")
+    run.add_argument("-j", "--jobs", type=_positive, default=default_jobs(), metavar="N",
+                     help="run up to N modules at once (default: the number of cores, "
+                          f"{default_jobs()} here)")
+    run.add_argument("-k", "--keep-going", action="store_true",
+                     help="after a failure, still run what does not depend on it")
+    run.add_argument("--output", choices=OUTPUT_MODES, default="auto",
+                     help="auto (rich on a terminal, else plain), rich, plain (logs and CI), "
+                          "json (one event per line)")
     run.add_argument("--executor", default="podman", help="executor backend (default: podman)")
-    commands.add_parser("plugins", help="list loaded plugins and their executors")
+
+
+def _add_archive(commands: argparse._SubParsersAction) -> None:
     archive = commands.add_parser("archive", help="inspect or extract a .tar.s2 archive")
     archive_commands = archive.add_subparsers(dest="archive_command", metavar="ACTION",
                                               required=True)
@@ -44,7 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     archive_extract = archive_commands.add_parser("extract", help="extract safely into DEST")
     archive_extract.add_argument("file", type=Path)
     archive_extract.add_argument("dest", type=Path)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,6 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # `buildr-podman list | head`: the reader left. Point stdout at /dev/null so that the
+        # interpreter's final flush does not complain about the pipe too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.TASK_FAILED
     except Exception as exc:  # a bug of ours: still one line, the traceback only with -v
         if args.verbose:
             raise
@@ -72,18 +141,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.TASK_FAILED
 
 
+COMMANDS = {
+    "archive": "buildr_podman.commands.archive",
+    "plugins": "buildr_podman.commands.plugins",
+    "doctor": "buildr_podman.commands.doctor",
+    "clean": "buildr_podman.commands.clean",
+    "list": "buildr_podman.commands.listing",
+    "run": "buildr_podman.commands.run",
+}
+
+
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "archive":
-        from buildr_podman.commands import archive
+    import importlib
 
-        return archive.run(args)
-    if args.command == "plugins":
-        from buildr_podman.commands import plugins
-
-        return plugins.run(args)
-    from buildr_podman.commands import tasks
-
-    return tasks.run(args)
+    return int(importlib.import_module(COMMANDS[args.command]).run(args))
 
 
 def _error(message: str) -> None:

@@ -1,28 +1,49 @@
-"""Reads `.buildr/*.hcl` into a validated Project; every mistake is a ConfigError at file:line."""
+"""Reads `.buildr/*.hcl` into a validated Project; every mistake is a ConfigError at file:line:col.
+
+Top-level blocks: `buildr { out_dir }`, `locals { NAME = value }`, and modules declared as
+`CATEGORY "TYPE" "NAME" { ... }` with CATEGORY one of task, build, tool, package and TYPE a
+module type some plugin provides. The attributes every module has are read here (and the
+container block in `config_container.py`); the type's own attributes go to its plugin.
+"""
 
 from __future__ import annotations
 
-import difflib
+import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from buildr_podman.config_values import (
+    check_names,
+    describe,
+    expect_bool,
+    expect_kind,
+    expect_string,
+    expect_string_map,
+    suggest,
+)
 from buildr_podman.errors import ConfigError
-from buildr_podman.model import DEFAULT_SHELL, ContainerSpec, Project, Task
+from buildr_podman.graph import find_cycle
+from buildr_podman.hcl import Attribute, Block, HclFile
+from buildr_podman.interpolate import InterpolationError, ModuleRef, Scope, evaluate
+from buildr_podman.model import CATEGORIES, DEFAULT_SHELL, Project, Task
+from buildr_podman.moduletype import ModuleSpecError, ModuleType
 
-__all__ = ["find_root", "load_project"]
+__all__ = ["find_root", "load_project", "parse_duration"]
 
 CONFIG_DIR = ".buildr"
 DEFAULT_OUT_DIR = ".buildr/out"
-TASK_TYPES = ("script",)
-TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MODULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 BUILDR_ATTRS = ("out_dir",)
-TASK_ATTRS = ("container", "input_mapping", "environment", "shell", "script", "inline",
-              "working_dir")
-CONTAINER_ATTRS = ("image", "user")
-USER_SPEC = re.compile(r"^\d+(:\d+)?$")
-HEREDOC = re.compile(r"\A<<(-?)([A-Za-z_][A-Za-z0-9_]*)\n(.*?)\n?[ \t]*\2\Z", re.S)
+TOP_LEVEL_BLOCKS = ("buildr", "locals", *CATEGORIES)
+#: attributes every module has, whatever its type
+MODULE_ATTRS = ("environment", "shell", "working_dir", "input_mapping", "depends_on",
+                "timeout", "write_back", "continue_on_error")
+DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_OUT_DIR_PLACEHOLDER = "\0out_dir\0"
 
 
 def find_root(start: Path) -> Path:
@@ -35,242 +56,357 @@ def find_root(start: Path) -> Path:
                       f"run inside a repository that has one, or pass -C DIR")
 
 
-def load_project(root: Path) -> Project:
-    """Reads every `.buildr/*.hcl` of the repository at `root`."""
+def load_project(root: Path, module_types: Mapping[tuple[str, str], ModuleType] | None = None,
+                 environ: Mapping[str, str] | None = None) -> Project:
+    """Reads every `.buildr/*.hcl` of the repository at `root`.
+
+    `module_types` come from the plugins (`buildr_module_types`); without them only the
+    built-in `script` type is known. `environ` is what env() sees (default: os.environ).
+    """
     files = sorted((root / CONFIG_DIR).glob("*.hcl"))
     if not files:
         raise ConfigError(f"no *.hcl files in {root / CONFIG_DIR}: add one with a task block")
-    out_dir = root / DEFAULT_OUT_DIR
-    tasks: dict[str, Task] = {}
-    for path in files:
-        source = _SourceFile.read(path, root)
-        document = source.parse()
-        for block in document.get("buildr", []):
-            out_dir = root / _read_buildr_block(source, block)
-        for task in _read_task_blocks(source, document.get("task", [])):
-            if task.name in tasks:
-                raise source.error(f'task "{task.name}" is defined twice (first at '
-                                   f'{tasks[task.name].source}): rename one', f'"{task.name}"')
-            tasks[task.name] = task
-        _reject_unknown_blocks(source, document)
-    return Project(root=root, out_dir=out_dir, tasks=tasks)
+    if module_types is None:
+        from buildr_podman.script import SCRIPT_TYPES
+
+        module_types = {t.key: t for t in SCRIPT_TYPES}
+    parsed = [HclFile.read(path, root) for path in files]
+    return _Loader(root, parsed, module_types, os.environ if environ is None else environ).load()
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in "90s", "10m", "1h30m", "500ms"; None when it is not such a duration."""
+    text = text.strip()
+    if not text or DURATION.sub("", text):
+        return None
+    return sum(float(n) * DURATION_UNITS[unit] for n, unit in DURATION.findall(text))
 
 
 @dataclass
-class _SourceFile:
-    """One HCL file's text, for parsing and for finding the line of a name in errors."""
+class _Declared:
+    """A module block seen in a first pass: enough to resolve names before reading bodies."""
 
-    path: Path
-    display: str
-    text: str
+    file: HclFile
+    block: Block
+    category: str
+    type_name: str
+    name: str
 
-    @classmethod
-    def read(cls, path: Path, root: Path) -> _SourceFile:
+    @property
+    def where(self) -> str:
+        return f"{self.file.display}:{self.block.line}"
+
+    @property
+    def title(self) -> str:
+        return f'{self.category} "{self.name}"'
+
+
+@dataclass
+class _Loader:
+    """One load: a first pass declares names (modules, locals), a second reads each module."""
+
+    root: Path
+    files: list[HclFile]
+    module_types: Mapping[tuple[str, str], ModuleType]
+    environ: Mapping[str, str]
+    declared: dict[str, _Declared] = field(default_factory=dict)
+    locals: dict[str, tuple[HclFile, Attribute]] = field(default_factory=dict)
+    _local_values: dict[str, tuple[Any, frozenset[str]]] = field(default_factory=dict)
+    _local_stack: list[str] = field(default_factory=list)
+    out_dir_rel: str = _OUT_DIR_PLACEHOLDER
+
+    def load(self) -> Project:
+        for file in self.files:
+            self._check_top_level(file)
+            self._collect_locals(file)
+            self._declare_modules(file)
+        self.out_dir_rel = self._read_out_dir()
+        tasks = {name: self._read_module(declared) for name, declared in self.declared.items()}
+        self._check_cycles(tasks)
+        return Project(root=self.root, out_dir=self.root / self.out_dir_rel, tasks=tasks)
+
+    # -- first pass: what exists -------------------------------------------------------------
+
+    def _check_top_level(self, file: HclFile) -> None:
+        for attribute in file.body.attributes.values():
+            raise file.error(f'unknown block or attribute "{attribute.name}"'
+                             f"{suggest(attribute.name, TOP_LEVEL_BLOCKS)}: the top level holds "
+                             f"only {', '.join(TOP_LEVEL_BLOCKS)} blocks", attribute.line,
+                             attribute.column)
+        for block in file.body.blocks:
+            if block.type not in TOP_LEVEL_BLOCKS:
+                raise file.error(f'unknown block or attribute "{block.type}"'
+                                 f"{suggest(block.type, TOP_LEVEL_BLOCKS)}", block.line,
+                                 block.column)
+            if block.type in ("buildr", "locals") and block.labels:
+                raise file.error(f"a {block.type} block has no labels: write {block.type} "
+                                 "{ ... }", block.line, block.column)
+
+    def _collect_locals(self, file: HclFile) -> None:
+        for block in file.body.blocks_of("locals"):
+            if block.blocks:
+                inner = block.blocks[0]
+                raise file.error(f'locals hold only NAME = value, not a "{inner.type}" block',
+                                 inner.line, inner.column)
+            for name, attribute in block.attributes.items():
+                if name in self.locals:
+                    first, first_attribute = self.locals[name]
+                    raise file.error(f'local "{name}" is defined twice (first at '
+                                     f"{first.display}:{first_attribute.line}): rename one",
+                                     attribute.line, attribute.column)
+                self.locals[name] = (file, attribute)
+
+    def _declare_modules(self, file: HclFile) -> None:
+        for block in file.body.blocks:
+            if block.type not in CATEGORIES:
+                continue
+            if len(block.labels) != 2:
+                raise file.error(f'a {block.type} block needs a type and a name: '
+                                 f'{block.type} "script" "NAME" {{ ... }}', block.line,
+                                 block.column)
+            type_name, name = block.labels
+            self._check_type(file, block, type_name)
+            if not MODULE_NAME.match(name):
+                raise file.error(f'{block.type} name "{name}" may hold only letters, digits, '
+                                 '".", "_" and "-"', *block.label_positions[1])
+            if name in self.declared:
+                raise self._duplicate(file, block, name)
+            self.declared[name] = _Declared(file, block, block.type, type_name, name)
+
+    def _check_type(self, file: HclFile, block: Block, type_name: str) -> None:
+        if (block.type, type_name) in self.module_types:
+            return
+        known = tuple(sorted(name for category, name in self.module_types
+                             if category == block.type))
+        listing = ", ".join(known) if known else "none"
+        raise file.error(f'unknown {block.type} type "{type_name}"{suggest(type_name, known)}; '
+                         f"known {block.type} types: {listing} (a plugin may provide more: "
+                         "buildr-podman plugins lists them)", *block.label_positions[0])
+
+    def _duplicate(self, file: HclFile, block: Block, name: str) -> ConfigError:
+        first = self.declared[name]
+        if first.category == block.type:
+            message = f'{block.type} "{name}" is defined twice (first at {first.where}): rename one'
+        else:
+            message = (f'the name "{name}" is used twice (first by {first.title} at '
+                       f"{first.where}): module names must be unique across "
+                       f"{', '.join(CATEGORIES)}")
+        return file.error(message, *block.label_positions[1])
+
+    # -- the buildr block and locals ---------------------------------------------------------
+
+    def _read_out_dir(self) -> str:
+        blocks = [(file, block) for file in self.files for block in file.body.blocks_of("buildr")]
+        if len(blocks) > 1:
+            file, block = blocks[1]
+            first_file, first = blocks[0]
+            raise file.error(f"a second buildr block (first at {first_file.display}:"
+                             f"{first.line}): keep one", block.line, block.column)
+        if not blocks:
+            return DEFAULT_OUT_DIR
+        file, block = blocks[0]
+        check_names(file, block, BUILDR_ATTRS, (), "buildr block")
+        attribute = block.attributes.get("out_dir")
+        if attribute is None:
+            return DEFAULT_OUT_DIR
+        refs: set[str] = set()
+        value = self._evaluate(file, attribute, refs)
+        pure = PurePosixPath(value) if isinstance(value, str) else None
+        if refs or pure is None or not value or pure.is_absolute() or ".." in pure.parts:
+            raise file.error_at('out_dir must be a path relative to the repository root, like '
+                                '".buildr/out"', attribute)
+        return pure.as_posix()
+
+    def _scope(self) -> Scope:
+        modules = {name: declared.category for name, declared in self.declared.items()}
+        return Scope(environ=self.environ, modules=modules, out_dir=self.out_dir_rel,
+                     local=self._local)
+
+    def _local(self, name: str, refs: set[str]) -> Any:
+        if name not in self.locals:
+            hint = suggest(name, tuple(self.locals))
+            raise InterpolationError(f'no local value named "{name}"{hint}', f"local.{name}")
+        if name in self._local_values:
+            value, local_refs = self._local_values[name]
+            refs |= local_refs
+            return value
+        if name in self._local_stack:
+            loop = " -> ".join([*self._local_stack[self._local_stack.index(name):], name])
+            raise InterpolationError(f"local values refer to each other in a loop: {loop}",
+                                     f"local.{name}")
+        file, attribute = self.locals[name]
+        own_refs: set[str] = set()
+        self._local_stack.append(name)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read it: {exc}", str(path)) from exc
-        return cls(path, str(path.relative_to(root)), text)
-
-    def parse(self) -> dict[str, Any]:
-        import hcl2  # deferred: only commands that read configuration pay for the parser
-        from lark.exceptions import LarkError
-
-        # Heredocs are kept raw and decoded here: the library's own conversion escapes them.
-        options = hcl2.SerializationOptions(with_comments=False, strip_string_quotes=True,
-                                            preserve_heredocs=True)
-        try:
-            return _decode_heredocs(hcl2.loads(self.text, serialization_options=options))
-        except LarkError as exc:
-            line, column = getattr(exc, "line", None), getattr(exc, "column", None)
-            raise ConfigError(f"HCL syntax error: {_describe_syntax_error(exc)}", self.display,
-                              line, column) from exc
-
-    def error(self, message: str, near: str, after: str | None = None) -> ConfigError:
-        """A ConfigError located at the first line mentioning `near` (after `after`)."""
-        line, column = self.locate(near, after)
-        return ConfigError(message, self.display, line, column)
-
-    def locate(self, near: str, after: str | None = None) -> tuple[int | None, int | None]:
-        start = self.text.find(after) if after else 0
-        index = self.text.find(near, max(start, 0))
-        if index < 0:
-            return None, None
-        line = self.text.count("\n", 0, index) + 1
-        column = index - (self.text.rfind("\n", 0, index) + 1) + 1
-        return line, column
-
-
-def _read_buildr_block(source: _SourceFile, block: dict[str, Any]) -> str:
-    _check_attrs(source, block, BUILDR_ATTRS, "buildr block", "buildr")
-    out_dir = block.get("out_dir", DEFAULT_OUT_DIR)
-    if not isinstance(out_dir, str) or not out_dir or PurePosixPath(out_dir).is_absolute() \
-            or ".." in PurePosixPath(out_dir).parts:
-        raise source.error("out_dir must be a path relative to the repository root, "
-                           'like ".buildr/out"', "out_dir")
-    return out_dir
-
-
-def _read_task_blocks(source: _SourceFile, blocks: list[dict[str, Any]]) -> list[Task]:
-    tasks = []
-    for by_type in blocks:
-        for module_type, by_name in _body(by_type).items():
-            if not isinstance(by_name, dict) or by_name.get("__is_block__"):
-                raise source.error('a task block needs a type and a name: '
-                                   'task "script" "NAME" { ... }', "task")
-            for name, body in _body(by_name).items():
-                tasks.append(_read_task(source, module_type, name, body))
-    return tasks
-
-
-def _read_task(source: _SourceFile, module_type: str, name: str, body: dict[str, Any]) -> Task:
-    header = f'"{name}"'
-    where = f"{source.display}:{source.locate(header)[0]}"
-    if module_type not in TASK_TYPES:
-        raise source.error(f'unknown task type "{module_type}"{_suggest(module_type, TASK_TYPES)}'
-                           f"; known types: {', '.join(TASK_TYPES)}", f'"{module_type}"')
-    if not TASK_NAME.match(name):
-        raise source.error(f'task name "{name}" may hold only letters, digits, ".", "_" and "-"',
-                           header)
-    _check_attrs(source, body, TASK_ATTRS, f'task "{name}"', header)
-    return Task(
-        name=name,
-        module_type=module_type,
-        container=_read_container(source, name, body.get("container")),
-        script=_read_script(source, name, body),
-        shell=_string(source, body, "shell", header, DEFAULT_SHELL),
-        environment=tuple(_string_map(source, body, "environment", header).items()),
-        input_mapping=_read_input_mapping(source, body, header),
-        working_dir=_relative_path(source, body, "working_dir", header, "."),
-        source=where,
-    )
-
-
-def _read_container(source: _SourceFile, task: str, blocks: Any) -> ContainerSpec:
-    header = f'"{task}"'
-    if not isinstance(blocks, list) or len(blocks) != 1:
-        raise source.error(f'task "{task}" needs exactly one container {{ image = "..." }} block',
-                           header)
-    block = blocks[0]
-    _check_attrs(source, block, CONTAINER_ATTRS, "container block", "container", header)
-    image = block.get("image")
-    if not isinstance(image, str) or not image.strip():
-        raise source.error(f'task "{task}": container needs image = "NAME:TAG"', "container",
-                           header)
-    user = block.get("user")
-    if user is not None and not (isinstance(user, str) and USER_SPEC.match(user)):
-        raise source.error(f'task "{task}": container user must be "UID" or "UID:GID", '
-                           f'like "1000:1000"', "user", header)
-    return ContainerSpec(image=image, user=user)
-
-
-def _read_script(source: _SourceFile, task: str, body: dict[str, Any]) -> str:
-    header = f'"{task}"'
-    if ("script" in body) == ("inline" in body):
-        raise source.error(f'task "{task}" needs either script = "..." or inline = [...], '
-                           "not both and not neither", header)
-    if "script" in body:
-        return _string(source, body, "script", header, "")
-    inline = body["inline"]
-    if not isinstance(inline, list) or not all(isinstance(line, str) for line in inline):
-        raise source.error(f'task "{task}": inline must be a list of strings', "inline", header)
-    # Like Packer's inline: each line must succeed for the next to run.
-    return "set -e\n" + "\n".join(inline)
-
-
-def _read_input_mapping(source: _SourceFile, body: dict[str, Any],
-                        header: str) -> tuple[tuple[str, str], ...]:
-    mapping = _string_map(source, body, "input_mapping", header)
-    for key, value in mapping.items():
-        for path in (key, value):
-            pure = PurePosixPath(path)
-            if pure.is_absolute() or ".." in pure.parts:
-                raise source.error(f'input_mapping "{key}" = "{value}": both sides must be '
-                                   "relative paths without ..", "input_mapping", header)
-    return tuple(mapping.items())
-
-
-def _check_attrs(source: _SourceFile, body: dict[str, Any], known: tuple[str, ...],
-                 what: str, near: str, after: str | None = None) -> None:
-    for key in body:
-        if key.startswith("__"):
-            continue
-        if key not in known:
-            raise source.error(f'unknown attribute "{key}" in {what}{_suggest(key, known)}',
-                               key, after or near)
-
-
-def _string(source: _SourceFile, body: dict[str, Any], key: str, header: str,
-            default: str) -> str:
-    value = body.get(key, default)
-    if not isinstance(value, str):
-        raise source.error(f"{key} must be a string", key, header)
-    return value
-
-
-def _string_map(source: _SourceFile, body: dict[str, Any], key: str,
-                header: str) -> dict[str, str]:
-    value = body.get(key, {})
-    if not isinstance(value, dict):
-        raise source.error(f"{key} must be a map like {{ NAME = \"value\" }}", key, header)
-    result = {}
-    for name, item in value.items():
-        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-            raise source.error(f'{key}: value of "{name}" must be a string', key, header)
-        result[str(name)] = str(item)
-    return result
-
-
-def _relative_path(source: _SourceFile, body: dict[str, Any], key: str, header: str,
-                   default: str) -> str:
-    value = _string(source, body, key, header, default)
-    pure = PurePosixPath(value)
-    if pure.is_absolute() or ".." in pure.parts:
-        raise source.error(f'{key} must be relative to the workspace, like "." or "src"',
-                           key, header)
-    return value
-
-
-def _reject_unknown_blocks(source: _SourceFile, document: dict[str, Any]) -> None:
-    for key in document:
-        if key not in ("buildr", "task") and not key.startswith("__"):
-            raise source.error(f'unknown block or attribute "{key}"'
-                               f"{_suggest(key, ('buildr', 'task'))}", key)
-
-
-def _describe_syntax_error(exc: Exception) -> str:
-    token = getattr(exc, "token", None)
-    if token is not None:
-        text = str(token).strip().splitlines()[0] if str(token).strip() else "end of file"
-        return f"unexpected {text!r}: check the line for a missing quote, brace or value"
-    char = getattr(exc, "char", None)
-    if char is not None:
-        return f"unexpected character {char!r}"
-    return re.sub(r" at line \d+, column \d+\.?", "", str(exc).splitlines()[0])
-
-
-def _decode_heredocs(value: Any) -> Any:
-    """Turns every raw heredoc string into its text, as HCL defines it (`<<-` strips the
-    smallest indentation; the text ends with a newline)."""
-    if isinstance(value, dict):
-        return {key: _decode_heredocs(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_decode_heredocs(item) for item in value]
-    if not isinstance(value, str) or not (match := HEREDOC.match(value)):
+            value = self._evaluate(file, attribute, own_refs, prefix=f"local.{name}")
+        finally:
+            self._local_stack.pop()
+        if self.out_dir_rel != _OUT_DIR_PLACEHOLDER or not own_refs:
+            self._local_values[name] = (value, frozenset(own_refs))
+        refs |= own_refs
         return value
-    strip_indent, _, text = match.groups()
-    lines = text.split("\n")
-    if strip_indent:
-        indents = [len(line) - len(line.lstrip(" \t")) for line in lines if line.strip()]
-        cut = min(indents, default=0)
-        lines = [line[cut:] for line in lines]
-    return "\n".join(lines) + "\n"
 
+    def _evaluate(self, file: HclFile, attribute: Attribute, refs: set[str],
+                  prefix: str | None = None) -> Any:
+        try:
+            return evaluate(attribute.value, self._scope(), refs)
+        except InterpolationError as exc:
+            raise file.error_at(f"{prefix or attribute.name}: {exc.message}", attribute,
+                                near=exc.expression) from None
 
-def _body(block: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in block.items() if not k.startswith("__")}
+    # -- second pass: each module --------------------------------------------------------------
 
+    def _read_module(self, declared: _Declared) -> Task:
+        from buildr_podman.config_container import read_container
 
-def _suggest(word: str, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f' (did you mean "{close[0]}"?)' if close else ""
+        file, block = declared.file, declared.block
+        module_type = self.module_types[(declared.category, declared.type_name)]
+        own = tuple(module_type.attributes)
+        check_names(file, block, (*MODULE_ATTRS, *own), ("container",), declared.title)
+        refs: set[str] = set()
+        values = {name: self._evaluate(file, attribute, refs)
+                  for name, attribute in block.attributes.items()}
+        for name, value in values.items():
+            if name in own:
+                expect_kind(file, block.attributes[name], value, module_type.attributes[name])
+        container = read_container(file, block, declared.title, self._evaluate, self.root,
+                                   refs)
+        if declared.name in refs:
+            raise file.error(f"{declared.title} refers to its own out dir: a module cannot use "
+                             "what it is about to produce", block.line, block.column)
+        return Task(
+            name=declared.name,
+            module_type=declared.type_name,
+            category=declared.category,
+            container=container,
+            script=self._expand(declared, module_type, values),
+            shell=self._shell(file, block, values),
+            environment=tuple(self._map(file, block, values, "environment").items()),
+            input_mapping=self._input_mapping(file, block, values),
+            working_dir=self._working_dir(file, block, values),
+            depends_on=self._depends_on(declared, values, refs),
+            timeout_seconds=self._timeout(file, block, values),
+            write_back=self._bool(file, block, values, "write_back"),
+            continue_on_error=self._bool(file, block, values, "continue_on_error"),
+            source=declared.where,
+            spec=module_type.spec({k: v for k, v in values.items() if k in own}),
+        )
+
+    def _expand(self, declared: _Declared, module_type: ModuleType,
+                values: dict[str, Any]) -> str:
+        file, block = declared.file, declared.block
+        given = {k: v for k, v in values.items() if k in module_type.attributes}
+        for name in module_type.required:
+            if given.get(name) is None and module_type.defaults.get(name) is None:
+                raise file.error(f'{declared.title} needs {name} = ... (its type '
+                                 f'"{module_type.name}" requires it)', block.line, block.column)
+        try:
+            script = module_type.expand(module_type.spec(given))
+        except ModuleSpecError as exc:
+            attribute = block.attributes.get(exc.attribute or "")
+            if attribute is None:
+                raise file.error(f"{declared.title} {exc.message}", block.line,
+                                 block.column) from None
+            raise file.error_at(f"{declared.title}: {exc.message}", attribute) from None
+        if not isinstance(script, str):
+            raise ConfigError(f'the plugin of {declared.category} type "{module_type.name}" '
+                              f"expanded {declared.title} to {describe(script)}, not a script")
+        return script
+
+    def _shell(self, file: HclFile, block: Block, values: dict[str, Any]) -> str:
+        shell = self._string(file, block, values, "shell", DEFAULT_SHELL)
+        if not shell.strip():
+            raise file.error_at('shell must name a program, like "/bin/sh"',
+                                block.attributes["shell"])
+        return shell
+
+    def _string(self, file: HclFile, block: Block, values: dict[str, Any], key: str,
+                default: str) -> str:
+        if key not in values:
+            return default
+        return expect_string(file, block.attributes[key], values[key])
+
+    def _bool(self, file: HclFile, block: Block, values: dict[str, Any], key: str) -> bool:
+        if key not in values:
+            return False
+        return expect_bool(file, block.attributes[key], values[key])
+
+    def _map(self, file: HclFile, block: Block, values: dict[str, Any],
+             key: str) -> dict[str, str]:
+        if key not in values:
+            return {}
+        return expect_string_map(file, block.attributes[key], values[key])
+
+    def _working_dir(self, file: HclFile, block: Block, values: dict[str, Any]) -> str:
+        value = self._string(file, block, values, "working_dir", ".")
+        pure = PurePosixPath(value)
+        if pure.is_absolute() or ".." in pure.parts:
+            raise file.error_at('working_dir must be relative to the workspace, like "." or '
+                                '"src"', block.attributes["working_dir"])
+        return value
+
+    def _input_mapping(self, file: HclFile, block: Block,
+                       values: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        mapping = self._map(file, block, values, "input_mapping")
+        for key, value in mapping.items():
+            for path in (key, value):
+                pure = PurePosixPath(path)
+                if pure.is_absolute() or ".." in pure.parts:
+                    raise file.error_at(f'input_mapping "{key}" = "{value}": both sides must be '
+                                        "relative paths without ..",
+                                        block.attributes["input_mapping"], near=key)
+        return tuple(mapping.items())
+
+    def _timeout(self, file: HclFile, block: Block, values: dict[str, Any]) -> float | None:
+        if "timeout" not in values:
+            return None
+        value = values["timeout"]
+        seconds = parse_duration(value) if isinstance(value, str) else None
+        if not seconds:
+            raise file.error_at(f'timeout must be a duration like "90s", "10m" or "1h30m", '
+                                f"not {describe(value)}", block.attributes["timeout"])
+        return seconds
+
+    def _depends_on(self, declared: _Declared, values: dict[str, Any],
+                    refs: set[str]) -> tuple[str, ...]:
+        file, block = declared.file, declared.block
+        names: list[str] = []
+        if "depends_on" in values:
+            attribute = block.attributes["depends_on"]
+            items = values["depends_on"]
+            if not isinstance(items, list):
+                raise file.error_at('depends_on must be a list of module names, like '
+                                    f'["lib", build.tools], not {describe(items)}', attribute)
+            for item in items:
+                names.append(self._dependency(declared, attribute, item))
+        # Using another module's out dir means needing it first, as in Terraform.
+        names += sorted(refs - set(names))
+        return tuple(dict.fromkeys(names))
+
+    def _dependency(self, declared: _Declared, attribute: Attribute, item: Any) -> str:
+        file = declared.file
+        if isinstance(item, ModuleRef):
+            return item.name
+        if not isinstance(item, str):
+            raise file.error_at(f"depends_on holds {describe(item)}: list module names, like "
+                                '["lib"] or [build.lib]', attribute)
+        if item not in self.declared:
+            raise file.error_at(f'{declared.title} depends on "{item}", which is not a module'
+                                f"{suggest(item, tuple(self.declared))}; modules: "
+                                f"{', '.join(sorted(self.declared))}", attribute,
+                                near=f'"{item}"')
+        return item
+
+    def _check_cycles(self, tasks: dict[str, Task]) -> None:
+        cycle = find_cycle({name: task.depends_on for name, task in tasks.items()})
+        if cycle is None:
+            return
+        first = self.declared[cycle[0]]
+        file, block = first.file, first.block
+        attribute = block.attributes.get("depends_on")
+        message = (f"dependency cycle: {' -> '.join(cycle)}: remove one of these dependencies "
+                   "(depends_on, or a use of another module's out_dir)")
+        if attribute is not None:
+            raise file.error_at(message, attribute, near=cycle[1])
+        raise file.error(message, block.line, block.column)
+

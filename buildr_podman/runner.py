@@ -1,39 +1,79 @@
-"""Runs the chosen tasks with an executor, reporting every event through the plugin hooks."""
+"""Runs modules in dependency order, up to `jobs` at once, and reports every event through hooks.
+
+The main thread schedules (graph.Plan says what may start) and waits; each task runs in a
+worker thread inside one executor session. Ctrl-C or a failure without keep-going cancels: the
+plan starts nothing more, `buildr_cancel_running` stops what runs, and an observer that is
+called for a cancelled task raises TaskCancelled, so every worker unwinds through the
+executor's own clean-up (its pod is removed) before the session closes.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+import traceback
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
 
 import pluggy
 
 from buildr_podman.errors import BuildrError, ConfigError
-from buildr_podman.executor import Executor
-from buildr_podman.model import Project, Task, TaskOutcome
+from buildr_podman.executor import Executor, ExecutorSession
+from buildr_podman.graph import Plan
+from buildr_podman.interrupts import SignalGuard
+from buildr_podman.model import Project, RunReport, Task, TaskOutcome
 from buildr_podman.plugins import executors
 
-__all__ = ["HookObserver", "run_tasks", "select_tasks"]
+__all__ = ["HookObserver", "TaskCancelled", "pick_executor", "run_tasks", "select_tasks"]
+
+POLL_SECONDS = 0.1  # how soon the main thread notices Ctrl-C while it waits for workers
+# While cancelling, stop again this often: a container that came up after the last stop
+# (its agent may not handle SIGTERM yet, so removing its pod would wait 10 s) is caught too.
+RESTOP_SECONDS = 0.5
+
+
+class TaskCancelled(BaseException):
+    """Raised into a worker by its observer once the run is cancelled (control flow, like
+    KeyboardInterrupt: no `except Exception` on the way may swallow it)."""
 
 
 class HookObserver:
-    """Fans run events out to every plugin's observer hooks."""
+    """Fans run events out to every plugin's hooks, one call at a time, from any thread."""
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self._hook = pm.hook
+        self._lock = threading.Lock()
+        self.cancelled = threading.Event()
+
+    def call(self, name: str, **kwargs: Any) -> None:
+        with self._lock:
+            getattr(self._hook, name)(**kwargs)
 
     def output(self, task: Task, stream: str, data: bytes) -> None:
-        self._hook.buildr_task_output(task=task, stream=stream, data=data)
+        self.call("buildr_task_output", task=task, stream=stream, data=data)
+        self._check()
 
     def log(self, task: Task, message: str) -> None:
-        self._hook.buildr_task_log(task=task, message=message)
+        self.call("buildr_task_log", task=task, message=message)
+        self._check()
+
+    def _check(self) -> None:
+        if self.cancelled.is_set():
+            raise TaskCancelled
 
 
 def select_tasks(project: Project, names: Sequence[str]) -> list[Task]:
     """The named tasks in the order given; an unknown name is a configuration error."""
-    unknown = [name for name in names if name not in project.tasks]
-    if unknown:
-        known = ", ".join(sorted(project.tasks)) or "none"
-        raise ConfigError(f"no task named {unknown[0]!r} in {project.root}/.buildr "
-                          f"(tasks: {known})")
+    import difflib
+
+    for name in names:
+        if name not in project.tasks:
+            close = difflib.get_close_matches(name, list(project.tasks), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            known = ", ".join(sorted(project.tasks)) or "none"
+            raise ConfigError(f"no task named {name!r}{hint} in {project.root}/.buildr "
+                              f"(tasks: {known})")
     return [project.tasks[name] for name in dict.fromkeys(names)]
 
 
@@ -46,15 +86,186 @@ def pick_executor(pm: pluggy.PluginManager, name: str) -> Executor:
 
 
 def run_tasks(pm: pluggy.PluginManager, project: Project, tasks: Sequence[Task],
-              executor_name: str = "podman") -> list[TaskOutcome]:
-    """Runs tasks one after another in one executor session; returns every outcome."""
+              executor_name: str = "podman", *, jobs: int = 1,
+              keep_going: bool = False) -> RunReport:
+    """Runs `tasks` and everything they depend on; returns every module's outcome."""
+    from buildr_podman.output.tasklog import TaskLogs
+
     executor = pick_executor(pm, executor_name)
-    observer = HookObserver(pm)
-    outcomes = []
-    with executor.open_session(project) as session:
-        for task in tasks:
-            pm.hook.buildr_task_started(task=task)
-            outcome = session.run_task(task, observer)
-            pm.hook.buildr_task_finished(task=task, outcome=outcome)
+    plan = Plan({name: task.depends_on for name, task in project.tasks.items()},
+                [task.name for task in tasks], keep_going=keep_going,
+                tolerated=[name for name, task in project.tasks.items()
+                           if task.continue_on_error])
+    logs = TaskLogs(project)
+    pm.register(logs, name="task-logs")
+    try:
+        with SignalGuard() as guard:
+            guard.raising = True  # opening cleans up by itself: let Ctrl-C interrupt it
+            with executor.open_session(project) as session:
+                guard.raising = False
+                run = _Run(pm, project, plan, executor_name, max(1, jobs), guard)
+                return run.execute(session)
+    finally:
+        pm.unregister(logs)
+        logs.close()
+
+
+class _Run:
+    """The state of one run while the main thread schedules it."""
+
+    def __init__(self, pm: pluggy.PluginManager, project: Project, plan: Plan,
+                 executor_name: str, jobs: int, guard: SignalGuard) -> None:
+        self.pm = pm
+        self.project = project
+        self.plan = plan
+        self.executor_name = executor_name
+        self.jobs = jobs
+        self.guard = guard
+        self.observer = HookObserver(pm)
+        self.outcomes: dict[str, TaskOutcome] = {}
+        self.running: dict[Future[TaskOutcome], Task] = {}
+        self._signals_seen = 0
+        self._last_stop = 0.0
+
+    def execute(self, session: ExecutorSession) -> RunReport:
+        started = time.monotonic()
+        tasks = [self.project.tasks[name] for name in self.plan.order]
+        self.observer.call("buildr_run_started", project=self.project, tasks=tasks,
+                           jobs=self.jobs)
+        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="buildr-task") as pool:
+            try:
+                self._schedule(pool, session)
+            except BaseException:
+                # A bug here must not leave workers running until their tasks end.
+                self.plan.stop("cancelled: internal error")
+                self._cancel("internal error")
+                raise
+        report = self._report(time.monotonic() - started)
+        self.observer.call("buildr_run_finished", report=report)
+        return report
+
+    def _schedule(self, pool: ThreadPoolExecutor, session: ExecutorSession) -> None:
+        while True:
+            self._check_signals()
+            self._start_ready(pool, session)
+            if not self.running:
+                return
+            done, _ = wait(self.running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+            for future in done:
+                self._finished(self.running.pop(future), future.result())
+            if self.running and self.observer.cancelled.is_set() \
+                    and time.monotonic() - self._last_stop > RESTOP_SECONDS:
+                self._stop_running()
+
+    def _start_ready(self, pool: ThreadPoolExecutor, session: ExecutorSession) -> None:
+        for name in self.plan.ready():
+            if len(self.running) >= self.jobs:
+                return
+            self.plan.start(name)
+            task = self.project.tasks[name]
+            self.running[pool.submit(self._run_one, session, task)] = task
+
+    def _finished(self, task: Task, outcome: TaskOutcome) -> None:
+        self.outcomes[task.name] = outcome
+        skipped = self.plan.finish(task.name, outcome.succeeded)
+        self._report_skipped(skipped)
+        if self.plan.stopping and self.running and not self.observer.cancelled.is_set():
+            self._cancel(f"{task.name} failed, so the rest is cancelled (-k runs what does "
+                         "not depend on it)")
+
+    def _check_signals(self) -> None:
+        if self.guard.presses == self._signals_seen:
+            return
+        first = self._signals_seen == 0
+        self._signals_seen = self.guard.presses
+        if first:
+            self._report_skipped(self.plan.stop("cancelled: interrupted"))
+            self._cancel("interrupted")
+        else:
+            # Again, in case a pod came up after the first stop; the clean-up still runs.
+            self._cancel("interrupted again: still stopping; if this hangs, kill -9 this "
+                         "process and run buildr-podman clean")
+
+    def _cancel(self, reason: str) -> None:
+        self.observer.cancelled.set()
+        running = list(self.running.values())
+        self.observer.call("buildr_run_cancelling", reason=reason, running=running)
+        if running:
+            self._stop_running()
+
+    def _stop_running(self) -> None:
+        self._last_stop = time.monotonic()
+        try:
+            self.pm.hook.buildr_cancel_running(executor_name=self.executor_name)
+        except Exception:  # noqa: BLE001, S110 - the observer check still stops each task
+            pass
+
+    def _report_skipped(self, names: Sequence[str]) -> None:
+        for name in names:
+            reason = self.plan.reasons[name]
+            self.outcomes[name] = TaskOutcome(task=name, exit_code=-1, skipped=reason)
+            self.observer.call("buildr_task_skipped", task=self.project.tasks[name],
+                               reason=reason)
+
+    def _run_one(self, session: ExecutorSession, task: Task) -> TaskOutcome:
+        """In a worker thread: runs one task and reports it; never raises."""
+        started = time.monotonic()
+        try:
+            self.observer.call("buildr_task_started", task=task)
+            _prepare_mount_sources(self.project, task)
+            outcome = session.run_task(task, self.observer)
+        except TaskCancelled:
+            outcome = TaskOutcome(task=task.name, exit_code=-1, error="cancelled")
+        except BuildrError as exc:
+            outcome = TaskOutcome(task=task.name, exit_code=-1, error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug, ours or a plugin's: report it, go on
+            outcome = TaskOutcome(task=task.name, exit_code=-1,
+                                  error=f"internal error: {type(exc).__name__}: {exc}")
+            self._log_quietly(task, traceback.format_exc())
+        if not outcome.duration_seconds:
+            outcome.duration_seconds = time.monotonic() - started
+        if self.observer.cancelled.is_set() and not outcome.succeeded:
+            outcome.cancelled = True
+        self._report_finished(task, outcome)
+        return outcome
+
+    def _report_finished(self, task: Task, outcome: TaskOutcome) -> None:
+        try:
+            if outcome.output_dir is not None and outcome.output_dir.is_dir():
+                self.observer.call("buildr_task_files_returned", task=task, outcome=outcome)
+            self.observer.call("buildr_task_finished", task=task, outcome=outcome)
+        except Exception as exc:  # noqa: BLE001 - an observer's bug must not lose the outcome
+            self._log_quietly(task, f"an observer failed: {type(exc).__name__}: {exc}")
+
+    def _log_quietly(self, task: Task, message: str) -> None:
+        try:
+            self.observer.call("buildr_task_log", task=task, message=message)
+        except Exception:  # noqa: BLE001, S110 - the observer that broke may be the one called
+            pass
+
+    def _report(self, duration: float) -> RunReport:
+        outcomes = []
+        for name in self.plan.order:
+            outcome = self.outcomes.get(name)
+            if outcome is None:  # never started and never skipped: only after a bug
+                outcome = TaskOutcome(task=name, exit_code=-1, skipped="not run")
             outcomes.append(outcome)
-    return outcomes
+        tolerated = tuple(o.task for o in outcomes if not o.succeeded and not o.skipped
+                          and self.project.tasks[o.task].continue_on_error
+                          and not o.cancelled)
+        if self.guard.signal_number is not None:
+            exit_code = self.guard.exit_code
+        elif all(o.succeeded or o.task in tolerated for o in outcomes):
+            exit_code = 0
+        else:
+            exit_code = 1
+        return RunReport(outcomes=outcomes, duration_seconds=duration, exit_code=exit_code,
+                         interrupted=self.guard.signal_number is not None, tolerated=tolerated)
+
+
+def _prepare_mount_sources(project: Project, task: Task) -> None:
+    """Creates bind-mount sources inside the out dir: a dependency may have returned nothing."""
+    out_dir = project.out_dir.resolve()
+    for mount in task.container.bind_mounts:
+        if mount.source.resolve().is_relative_to(out_dir):
+            mount.source.mkdir(parents=True, exist_ok=True)

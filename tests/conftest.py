@@ -22,7 +22,8 @@ def leftovers() -> list[str]:
     found = []
     for kind in ("pod", "container"):
         listing = subprocess.run(
-            ["podman", kind, "ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}"]
+            # `podman pod ps` lists every pod; it has no -a (an error in Podman 4.3).
+            ["podman", "pod", "ps", "--filter", f"label={LABEL}", "--format", "{{.Name}}"]
             if kind == "pod" else
             ["podman", "ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}"],
             capture_output=True, text=True, check=False)

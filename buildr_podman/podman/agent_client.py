@@ -56,7 +56,7 @@ class AgentClient:
         if response.protocol_version != PROTOCOL_VERSION:
             raise AgentError(f"agent {response.agent_version} speaks protocol "
                              f"{response.protocol_version}, this host {PROTOCOL_VERSION}: "
-                             "run buildr-podman clean to rebuild the agent")
+                             "run buildr-podman clean --all to rebuild the agent")
         self.compression = response.compression
         return response
 

@@ -88,10 +88,13 @@ def _run_request(task: Task) -> agent_pb2.RunRequest:
     from buildr_podman._protos.buildr.remote.v1 import agent_pb2
     from buildr_podman.podman.pods import BASELINE_MOUNT
 
-    environment = dict(task.environment)
+    # The agent gives the task only the request's environment: the container's first, the
+    # task's own on top.
+    environment = {**dict(task.container.environment), **dict(task.environment)}
     return agent_pb2.RunRequest(task_name=task.name, argv=task.argv(), environment=environment,
                                 working_dir=task.container_working_dir(), workspace=WORKSPACE,
-                                baseline=BASELINE_MOUNT, user=task.container.user or "")
+                                baseline=BASELINE_MOUNT, user=task.container.user or "",
+                                timeout_seconds=task.timeout_seconds or 0.0)
 
 
 @contextmanager

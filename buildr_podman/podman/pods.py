@@ -79,6 +79,7 @@ def _create_container(client: podman.PodmanClient, project: Project, task: Task,
                       labels: dict[str, str]) -> Any:
     import podman.errors
 
+    spec = task.container
     try:
         return client.containers.create(
             task.container.image,
@@ -88,22 +89,40 @@ def _create_container(client: podman.PodmanClient, project: Project, task: Task,
             entrypoint=list(agent.command),
             command=["serve", "--socket", f"{SOCKET_MOUNT}/{SOCKET_NAME}"],
             working_dir=WORKSPACE,
+            # "private": a network namespace of the container's own, with Podman's rootless
+            # user-mode networking (slirp4netns or pasta); "none": loopback only.
             network_mode=task.container.network,
-            no_new_privileges=True,
+            privileged=spec.privileged,
+            no_new_privileges=not spec.privileged,
+            cap_add=list(spec.cap_add),
+            cap_drop=list(spec.cap_drop),
+            environment=dict(spec.environment),
             mounts=[_bind(agent.path, AGENT_MOUNT, read_only=True),
                     _bind(socket_dir, SOCKET_MOUNT, read_only=False),
-                    *_baseline_mounts(project, task)],
+                    *_baseline_mounts(project, task),
+                    *(_bind(m.source, m.target, m.read_only) for m in spec.bind_mounts),
+                    *(_tmpfs(m.target, m.size) for m in spec.tmpfs_mounts)],
             overlay_volumes=_workspace_volumes(project, task),
         )
     except podman.errors.ImageNotFound as exc:
-        raise BackendError(f"image {task.container.image!r} of task {task.name!r} is not here: "
-                           "build or pull it (podman images lists what is)", name) from exc
+        raise BackendError(_missing_image(task), name) from exc
     except podman.errors.APIError as exc:
         if "image not known" in str(exc) or "no such image" in str(exc).lower():
-            raise BackendError(f"image {task.container.image!r} of task {task.name!r} is not "
-                               "here: build or pull it (podman images lists what is)",
-                               name) from exc
+            raise BackendError(_missing_image(task), name) from exc
         raise
+
+
+def _missing_image(task: Task) -> str:
+    where = f" ({task.container.image_source})" if task.container.image_source else ""
+    return (f"image {task.container.image!r} of task {task.name!r}{where} is not here: "
+            "build or pull it (podman images lists what is)")
+
+
+def _tmpfs(target: str, size: str | None) -> dict[str, Any]:
+    mount: dict[str, Any] = {"type": "tmpfs", "source": "tmpfs", "target": target}
+    if size:
+        mount["size"] = size
+    return mount
 
 
 def _bind(source: Path, target: str, read_only: bool) -> dict[str, Any]:
@@ -141,6 +160,12 @@ def _baseline_mounts(project: Project, task: Task) -> list[dict[str, Any]]:
 def _remove(pod: Any) -> None:
     import podman.errors
 
+    try:
+        # SIGKILL first: removal would otherwise wait the 10 s stop timeout for an agent that
+        # has not installed its SIGTERM handler yet (or a task that ignores it).
+        pod.kill(signal="KILL")
+    except podman.errors.APIError:
+        pass  # nothing running any more: fine
     try:
         pod.remove(force=True)
     except podman.errors.NotFound:

@@ -98,17 +98,17 @@ def test_no_buildr_folder_says_what_to_do(tmp_path: Path) -> None:
      r'tasks\.hcl:1:\d+: task "x" needs exactly one container'),
     ('task "script" "x" {\n  container { image = "i" }\n}\n',
      r'task "x" needs either script = "\.\.\." or inline'),
-    ('task "script" "x" {\n  container {\n    image = "i"\n    user = "bob"\n  }\n'
-     '  script = "true"\n}\n', r'tasks\.hcl:4:\d+: task "x": container user must be'),
+    (('task "script" "x" {\n  container {\n    image = "i"\n    user = "bob"\n  }\n'
+     '  script = "true"\n}\n'), r'tasks\.hcl:4:\d+: task "x": container user must be'),
     ('task "scirpt" "x" {\n  container { image = "i" }\n  script = "true"\n}\n',
      r'unknown task type "scirpt" \(did you mean "script"\?\)'),
-    ('task "script" "x" {\n  container { image = "i" }\n  script = "true"\n'
-     '  input_mapping = { "../etc" = "etc" }\n}\n', r"input_mapping .* relative paths"),
-    ('task "script" "x" {\n  container { image = "i" }\n  script = "true"\n'
-     '  working_dir = "/abs"\n}\n', r"working_dir must be relative"),
+    (('task "script" "x" {\n  container { image = "i" }\n  script = "true"\n'
+     '  input_mapping = { "../etc" = "etc" }\n}\n'), r"input_mapping .* relative paths"),
+    (('task "script" "x" {\n  container { image = "i" }\n  script = "true"\n'
+     '  working_dir = "/abs"\n}\n'), r"working_dir must be relative"),
     ('buildr {\n  out_dir = "/tmp/out"\n}\n', r'tasks\.hcl:2:\d+: out_dir must be a path relative'),
-    ('task "script" "x" {\n  container { image = "i" }\n  script = "true"\n}\n'
-     'task "script" "x" {\n  container { image = "i" }\n  script = "true"\n}\n',
+    (('task "script" "x" {\n  container { image = "i" }\n  script = "true"\n}\n'
+     'task "script" "x" {\n  container { image = "i" }\n  script = "true"\n}\n'),
      r'task "x" is defined twice'),
     ('tsak "script" "x" {\n}\n', r'unknown block or attribute "tsak" \(did you mean "task"\?\)'),
 ])
@@ -117,3 +117,235 @@ def test_mistakes_are_one_located_line(tmp_path: Path, text: str, expected: str)
         load_project(write(tmp_path, text))
     assert "\n" not in str(info.value)
     assert str(info.value).startswith(".buildr/tasks.hcl")
+
+
+# -- modules of every category, the attributes beyond the script's, variables ---------------
+
+FULL = '''
+locals {
+  image = "localhost/buildr-busybox:latest"
+  flags = { CFLAGS = "-O2" }
+}
+
+build "script" "lib" {
+  container { image = local.image }
+  script = "make lib"
+}
+
+task "script" "test" {
+  container {
+    image      = local.image
+    user       = "1000"
+    network    = "private"
+    privileged = false
+    environment = { LANG = "C.UTF-8" }
+    capabilities {
+      add  = ["net_admin", "CAP_SYS_PTRACE"]
+      drop = ["ALL"]
+    }
+    bind_mount {
+      source    = build.lib.out_dir
+      target    = "/deps/lib"
+      read_only = true
+    }
+    bind_mount {
+      source = "src"
+      target = "/src"
+    }
+    tmpfs_mount {
+      target = "/scratch"
+      size   = "64m"
+    }
+  }
+  environment       = local.flags
+  depends_on        = [tool.fmt, "lib"]
+  timeout           = "1h30m"
+  write_back        = true
+  continue_on_error = true
+  script            = "make test HOME=$${HOME} from=${env("BUILDR_TEST_FROM", "nowhere")}"
+}
+
+tool "script" "fmt" {
+  container { image = local.image }
+  inline = ["fmt"]
+}
+
+package "script" "deb" {
+  container { image = "${local.image}" }
+  script = "echo ${package.deb2.out_dir}/x"
+}
+
+package "script" "deb2" {
+  container { image = local.image }
+  script = "true"
+}
+'''
+
+
+def test_every_category_attribute_and_variable(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    project = load_project(write(tmp_path, FULL), environ={"BUILDR_TEST_FROM": "env"})
+    assert {name: t.category for name, t in project.tasks.items()} == {
+        "lib": "build", "test": "task", "fmt": "tool", "deb": "package", "deb2": "package"}
+    test = project.tasks["test"]
+    spec = test.container
+    assert (spec.image, spec.user, spec.network, spec.privileged) == (
+        "localhost/buildr-busybox:latest", "1000", "private", False)
+    assert spec.environment == (("LANG", "C.UTF-8"),)
+    assert (spec.cap_add, spec.cap_drop) == (("NET_ADMIN", "SYS_PTRACE"), ("ALL",))
+    assert [(m.source, m.target, m.read_only) for m in spec.bind_mounts] == [
+        (tmp_path / ".buildr/out/lib", "/deps/lib", True), (tmp_path / "src", "/src", False)]
+    assert [(m.target, m.size) for m in spec.tmpfs_mounts] == [("/scratch", "64m")]
+    assert spec.image_source == ".buildr/tasks.hcl:14:18"
+    assert test.environment == (("CFLAGS", "-O2"),)
+    # The out dir reference adds lib; it is named already, so it appears once.
+    assert test.depends_on == ("fmt", "lib")
+    assert test.timeout_seconds == 5400
+    assert test.write_back and test.continue_on_error
+    assert test.script == "make test HOME=${HOME} from=env"
+    assert project.tasks["deb"].script == "echo .buildr/out/deb2/x"
+    assert project.tasks["deb"].depends_on == ("deb2",), "an out dir reference is a dependency"
+    assert project.tasks["fmt"].timeout_seconds is None and not project.tasks["fmt"].write_back
+
+
+def test_env_defaults_and_the_out_dir_setting(tmp_path: Path) -> None:
+    project = load_project(write(tmp_path, '''
+buildr {
+  out_dir = env("BUILDR_TEST_OUT", "build/out")
+}
+task "script" "a" {
+  container { image = "i" }
+  script = "echo ${task.b.out_dir}"
+}
+task "script" "b" {
+  container { image = "i" }
+  script = "true"
+}
+'''), environ={})
+    assert project.out_dir == tmp_path / "build/out"
+    assert project.tasks["a"].script == "echo build/out/b"
+    assert project.log_path("a") == tmp_path / "build/out/a.log"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # unknown attributes, with the nearest valid name
+    ('task "script" "x" {\n  container {\n    imag = "i"\n  }\n  script = "t"\n}\n',
+     r':3:5: unknown attribute "imag" in container block \(did you mean "image"\?\)'),
+    ('task "script" "x" {\n  container { image = "i" }\n  script = "t"\n  dependson = []\n}\n',
+     r':4:3: unknown attribute "dependson" in task "x" \(did you mean "depends_on"\?\)'),
+    (('task "script" "x" {\n  container {\n    image = "i"\n    bind_mounts {\n    }\n  }\n'
+     '  script = "t"\n}\n'),
+     r':4:5: unknown block "bind_mounts" in container block \(did you mean "bind_mount"\?\)'),
+    ('task "script" "x" {\n  container = { image = "i" }\n  script = "t"\n}\n',
+     r':2:3: container is a block in the task "x": write container \{ \.\.\. \} without "="'),
+    ('buildr {\n  outdir = "o"\n}\n',
+     r':2:3: unknown attribute "outdir" in buildr block \(did you mean "out_dir"\?\)'),
+    # wrong types
+    ('task "script" "x" {\n  container { image = "i" }\n  script = "t"\n  timeout = 90\n}\n',
+     r':4:13: timeout must be a duration like "90s", "10m" or "1h30m", not 90'),
+    ('task "script" "x" {\n  container { image = "i" }\n  script = "t"\n  write_back = "yes"\n}\n',
+     r':4:16: write_back must be true or false, not "yes"'),
+    ('task "script" "x" {\n  container { image = "i" }\n  script = ["t"]\n}\n',
+     r':3:12: script must be a string, like "text", not a list'),
+    ('task "script" "x" {\n  container { image = "i" }\n  script = "t"\n  depends_on = "y"\n}\n',
+     r':4:16: depends_on must be a list of module names'),
+    (('task "script" "x" {\n  container {\n    image = "i"\n    privileged = 1\n  }\n'
+     '  script = "t"\n}\n'), r':4:18: privileged must be true or false, not 1'),
+    (('task "script" "x" {\n  container {\n    image = "i"\n    network = "host"\n  }\n'
+     '  script = "t"\n}\n'), r':4:15: network must be "none" \(the default\) or "private"'),
+    (('task "script" "x" {\n  container {\n    image = "i"\n    capabilities {\n'
+     '      add = ["NET_ADMN"]\n    }\n  }\n  script = "t"\n}\n'),
+     r':5:14: unknown capability "NET_ADMN" \(did you mean "NET_ADMIN"\?\)'),
+    (('task "script" "x" {\n  container {\n    image = "i"\n    tmpfs_mount {\n'
+     '      target = "/t"\n      size = "lots"\n    }\n  }\n  script = "t"\n}\n'),
+     r':6:14: tmpfs_mount size must be bytes with an optional unit'),
+    (('task "script" "x" {\n  container {\n    image = "i"\n    tmpfs_mount {\n'
+     '      target = "/workspace/tmp"\n    }\n  }\n  script = "t"\n}\n'),
+     r':5:16: tmpfs_mount target "/workspace/tmp" is taken'),
+    # unknown modules, cycles, duplicates
+    (('task "script" "x" {\n  container { image = "i" }\n  script = "t"\n'
+     '  depends_on = ["yy"]\n}\ntask "script" "y" {\n  container { image = "i" }\n'
+     '  script = "t"\n}\n'),
+     r':4:17: task "x" depends on "yy", which is not a module \(did you mean "y"\?\)'),
+    (('task "script" "a" {\n  container { image = "i" }\n  script = "t"\n'
+     '  depends_on = ["b"]\n}\nbuild "script" "b" {\n  container { image = "i" }\n'
+     '  script = "${task.a.out_dir}"\n}\n'), r':4:18: dependency cycle: a -> b -> a'),
+    (('task "script" "a" {\n  container { image = "i" }\n  script = "t"\n'
+     '  depends_on = ["a"]\n}\n'), r':4:18: dependency cycle: a -> a'),
+    (('task "script" "x" {\n  container { image = "i" }\n  script = "t"\n}\n'
+     'tool "script" "x" {\n  container { image = "i" }\n  script = "t"\n}\n'),
+     r':5:15: the name "x" is used twice \(first by task "x" at \.buildr/tasks\.hcl:1\)'),
+    ('locals {\n  a = "1"\n}\nlocals {\n  a = "2"\n}\n',
+     r':5:3: local "a" is defined twice \(first at \.buildr/tasks\.hcl:2\)'),
+    ('task "script" "x" {\n  container { image = "i" }\n  script = "t"\n  script = "u"\n}\n',
+     r':4:3: attribute "script" is set twice \(first on line 3\)'),
+    # image and mounts
+    ('task "script" "x" {\n  container {\n    user = "1"\n  }\n  script = "t"\n}\n',
+     r':2:3: task "x": container needs image = "NAME:TAG"'),
+    (('task "script" "x" {\n  container {\n    image = "i"\n    bind_mount {\n'
+     '      source = "no/such/dir"\n      target = "/d"\n    }\n  }\n  script = "t"\n}\n'),
+     r':5:16: bind_mount source "no/such/dir" does not exist \(.*no/such/dir\): create it'),
+    (('task "script" "x" {\n  container {\n    image = "i"\n    bind_mount {\n'
+     '      source = "."\n    }\n  }\n  script = "t"\n}\n'),
+     r':4:5: task "x": bind_mount needs target = "\.\.\."'),
+    # variables
+    ('task "script" "x" {\n  container { image = env("BUILDR_TEST_UNSET") }\n  script = "t"\n}\n',
+     (r':2:23: image: environment variable BUILDR_TEST_UNSET is not set: export it, or give a '
+     r'default: env\("BUILDR_TEST_UNSET", "value"\)')),
+    ('task "script" "x" {\n  container { image = "i" }\n  script = "echo $${A} ${HOME}"\n}\n',
+     r':3:24: script: unknown reference "HOME": use env\("NAME"\)'),
+    ('task "script" "x" {\n  container { image = "i" }\n  script = lower("T")\n}\n',
+     r':3:12: script: unknown function "lower"'),
+    ('task "script" "x" {\n  container { image = local.img }\n  script = "t"\n}\n',
+     r':2:23: image: no local value named "img"'),
+    (('locals {\n  a = local.b\n  b = "${local.a}!"\n}\ntask "script" "x" {\n'
+     '  container { image = local.a }\n  script = "t"\n}\n'),
+     r':3:8: local\.b: local values refer to each other in a loop: a -> b -> a'),
+    ('task "script" "x" {\n  container { image = "i" }\n  script = "${build.x.out_dir}"\n}\n',
+     r':3:13: script: module "x" is a task, not a build: write task\.x\.out_dir'),
+    ('task "script" "x" {\n  container { image = "i" }\n  script = "${task.y.out_dir}"\n}\n',
+     r':3:13: script: "task\.y\.out_dir" refers to no module named "y"'),
+    ('task "script" "x" {\n  container { image = "i" }\n  script = "%{ if true }t%{ endif }"\n}\n',
+     r':3:13: script: template directives'),
+])
+def test_more_mistakes_are_one_located_line(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_project(write(tmp_path, text), environ={})
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith(".buildr/tasks.hcl:")
+
+
+def test_module_types_come_from_plugins(tmp_path: Path) -> None:
+    from buildr_podman.moduletype import ModuleSpecError, ModuleType
+
+    def expand(spec: dict) -> str:
+        if spec["count"] < 1:
+            raise ModuleSpecError("count must be 1 or more", "count")
+        return "echo hi\n" * spec["count"]
+
+    twice = ModuleType(name="twice", category="tool", summary="says hi", expand=expand,
+                       attributes={"count": "number"}, defaults={"count": 2})
+    types = {twice.key: twice}
+    root = write(tmp_path, 'tool "twice" "a" {\n  container { image = "i" }\n}\n'
+                           'tool "twice" "b" {\n  container { image = "i" }\n  count = 0\n}\n')
+    with pytest.raises(ConfigError, match=r':6:11: tool "b": count must be 1 or more'):
+        load_project(root, types)
+    (root / ".buildr" / "tasks.hcl").write_text('tool "twice" "a" {\n  container { image = "i" }'
+                                                '\n}\ntask "script" "c" {}\n')
+    with pytest.raises(ConfigError, match=r':4:6: unknown task type "script"; known task types: '
+                                          r'none \(a plugin may provide more'):
+        load_project(root, types)
+    (root / ".buildr" / "tasks.hcl").write_text('tool "twice" "a" {\n  container { image = "i" }'
+                                                '\n  count = "3"\n}\n')
+    with pytest.raises(ConfigError, match=r':3:11: count must be a number, like 4, not "3"'):
+        load_project(root, types)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("90s", 90), ("10m", 600), ("1h30m", 5400), ("500ms", 0.5), ("1.5h", 5400),
+    ("90", None), ("", None), ("10 m", None), ("1d", None),
+])
+def test_durations(text: str, seconds: float | None) -> None:
+    from buildr_podman.config import parse_duration
+
+    assert parse_duration(text) == seconds

@@ -1,0 +1,299 @@
+"""Finding and removing what runs left behind: labelled pods and containers, API services,
+socket directories and stale agent builds; and stopping this process's own containers at once.
+
+Ownership comes from the pod label (LABEL = the host pid): a pod whose process is gone is a
+leftover. A socket directory or agent build is in use while a live container mounts it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from buildr_podman.podman.podman_cli import PodmanCliError, podman, podman_json
+from buildr_podman.podman.pods import LABEL, SOCKET_NAME
+
+__all__ = ["clean", "kill_own_containers"]
+
+API_DIR_PREFIX = "buildr-podman-api-"
+SOCKET_DIR_PREFIX = "buildr-agent-"
+# A directory this young may belong to a run that has not mounted it yet.
+GRACE_SECONDS = 60.0
+# ensure_agent touches a bundle on every use; one used this recently may be about to be
+# mounted by a run of another checkout (another agent version).
+BUNDLE_GRACE_SECONDS = 600.0
+
+
+def kill_own_containers(pid: int | None = None) -> list[str]:
+    """SIGKILLs the running containers of process `pid` (default: this one); returns their ids.
+
+    The agent is PID 1 of its container, so the task dies with it; the run's own clean-up then
+    removes each pod as usual.
+    """
+    owner = os.getpid() if pid is None else pid
+    try:
+        # -a: a container whose pod is being removed is "Stopping", which plain ps omits; its
+        # agent may not handle SIGTERM yet, and the removal would wait 10 s for it.
+        ids = podman("ps", "-a", "-q", "--filter", f"label={LABEL}={owner}", timeout=20).split()
+    except PodmanCliError:
+        return []  # Podman is broken: the workers' own clean-up still runs
+    if ids:
+        try:
+            podman("kill", "--signal", "KILL", *ids, timeout=20)
+        except PodmanCliError:
+            pass  # some were not running (created, or exited already): the rest got it
+    return ids
+
+
+def clean(everything: bool = False) -> Iterator[str]:
+    """Removes leftovers, yielding one line per thing removed or kept."""
+    kept_mounts: set[str] = set()
+    yield from _clean_pods(everything, kept_mounts)
+    runtime = _runtime_dir()
+    if runtime is not None:
+        yield from _clean_api_services(runtime, everything)
+        yield from _clean_socket_dirs(runtime, everything, kept_mounts)
+    yield from _clean_agent_builds(everything, kept_mounts)
+
+
+# -- pods and containers ---------------------------------------------------------------------
+
+def _clean_pods(everything: bool, kept_mounts: set[str]) -> Iterator[str]:
+    try:
+        pods = podman_json("pod", "ps", "--filter", f"label={LABEL}") or []
+        containers = podman_json("ps", "-a", "--filter", f"label={LABEL}") or []
+    except PodmanCliError as exc:
+        yield f"could not list pods and containers ({exc}): run buildr-podman doctor"
+        return
+    kept_pods = set()
+    for pod in pods:
+        owner = _owner(pod.get("Labels") or {})
+        name = pod.get("Name") or pod.get("Id", "?")[:12]
+        if owner is not None and _alive(owner) and not everything:
+            kept_pods.add(pod.get("Id"))
+            yield (f"kept pod {name}: its run (pid {owner}) is still going "
+                   "(clean --all removes it anyway)")
+            continue
+        yield _remove_pod(pod, name, owner, everything)
+    for container in containers:
+        if container.get("Pod") in kept_pods:
+            kept_mounts.update(_mount_sources(container.get("Id", "")))
+            continue
+        if container.get("Pod"):
+            continue  # removed with its pod
+        yield _remove_container(container)
+
+
+def _remove_pod(pod: dict, name: str, owner: int | None, everything: bool) -> str:
+    why = (f"its run, pid {owner}, is gone" if owner is not None and not _alive(owner)
+           else "--all" if everything else "it has no owner")
+    try:
+        podman("pod", "rm", "-f", "-t", "0", str(pod.get("Id") or name))
+    except PodmanCliError as exc:
+        return f"could not remove pod {name}: {exc}"
+    return f"removed pod {name} ({why})"
+
+
+def _remove_container(container: dict) -> str:
+    names = container.get("Names") or [container.get("Id", "?")[:12]]
+    name = names[0] if isinstance(names, list) else str(names)
+    try:
+        podman("rm", "-f", "-t", "0", str(container.get("Id") or name))
+    except PodmanCliError as exc:
+        return f"could not remove container {name}: {exc}"
+    return f"removed container {name} (outside any pod)"
+
+
+def _mount_sources(container_id: str) -> set[str]:
+    try:
+        inspected = podman_json("container", "inspect", container_id) or []
+    except PodmanCliError:
+        return set()
+    return {mount.get("Source", "") for item in inspected for mount in item.get("Mounts", [])}
+
+
+def _owner(labels: dict) -> int | None:
+    try:
+        return int(labels.get(LABEL, ""))
+    except ValueError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a live process of this user (another user's cannot own our pods)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+# -- API services and socket directories ------------------------------------------------------
+
+def _runtime_dir() -> Path | None:
+    value = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(value) if value and os.path.isdir(value) else None
+
+
+def _clean_api_services(runtime: Path, everything: bool) -> Iterator[str]:
+    served: set[Path] = set()
+    for pid, directory in _api_services(runtime):
+        if _owner_alive(pid) and not everything:
+            served.add(directory)
+            continue
+        _stop_process(pid)
+        shutil.rmtree(directory, ignore_errors=True)
+        served.discard(directory)
+        yield f"stopped podman API service pid {pid} (its run is gone) and removed {directory}"
+    for directory in sorted(runtime.glob(API_DIR_PREFIX + "*")):
+        sock = directory / "podman.sock"
+        if directory in served or (not everything and (_answers(sock) or (
+                _young(directory) and not sock.exists()))):
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        yield f"removed API socket directory {directory} (no service behind it)"
+
+
+def _api_services(runtime: Path) -> Iterator[tuple[int, Path]]:
+    """(pid, socket directory) of every `podman system service` of ours on such a directory."""
+    uid = os.getuid()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if proc.stat().st_uid != uid:
+                continue
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"system" not in argv or b"service" not in argv:
+            continue
+        for arg in argv:
+            text = arg.decode(errors="replace").removeprefix("unix://")
+            path = Path(text)
+            if path.name == "podman.sock" and path.parent.name.startswith(API_DIR_PREFIX) \
+                    and path.parent.parent == runtime:
+                yield int(proc.name), path.parent
+
+
+def _owner_alive(pid: int) -> bool:
+    """Whether the process that started service `pid` still runs: an orphan is reparented to
+    init or a subreaper, which is not a Python process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        parent_argv = Path(f"/proc/{parent}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return False
+    return parent > 1 and (b"python" in parent_argv or b"buildr" in parent_argv)
+
+
+def _stop_process(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            time.sleep(0.1)
+            os.kill(pid, 0)
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _clean_socket_dirs(runtime: Path, everything: bool, kept_mounts: set[str]) -> Iterator[str]:
+    for directory in sorted(runtime.glob(SOCKET_DIR_PREFIX + "*")):
+        if not everything and _socket_dir_in_use(directory, kept_mounts):
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        yield f"removed agent socket directory {directory}"
+
+
+def _socket_dir_in_use(directory: Path, kept_mounts: set[str]) -> bool:
+    """Mounted by a live run's container, its agent answers, or so new that its run has not
+    started the agent yet."""
+    sock = directory / SOCKET_NAME
+    if str(directory) in kept_mounts or _answers(sock):
+        return True
+    return _young(directory) and not sock.exists()
+
+
+def _answers(sock: Path) -> bool:
+    import socket
+
+    if not sock.exists():
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(sock))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _young(path: Path) -> bool:
+    return _age(path) < GRACE_SECONDS
+
+
+def _age(path: Path) -> float:
+    """Seconds since the last change; a vanished path counts as old."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
+# -- agent builds ------------------------------------------------------------------------------
+
+def _clean_agent_builds(everything: bool, kept_mounts: set[str]) -> Iterator[str]:
+    import fcntl
+
+    from buildr_podman.podman.agent_build import bundle_key, default_cache_dir
+
+    agent_dir = default_cache_dir() / "agent"
+    if not agent_dir.is_dir():
+        return
+    current = bundle_key()
+    try:
+        lock = open(agent_dir / ".lock", "a")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        yield f"could not open {agent_dir / '.lock'}: {exc.strerror}"
+        return
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield f"left the agent builds in {agent_dir} alone: an agent is being built now"
+            return
+        for path in sorted(agent_dir.iterdir()):
+            line = _remove_build(path, current, everything, kept_mounts)
+            if line:
+                yield line
+
+
+def _remove_build(path: Path, current: str, everything: bool,
+                  kept_mounts: set[str]) -> str | None:
+    if not path.is_dir() or path.name == ".lock" or str(path) in kept_mounts:
+        return None
+    if path.name.startswith(".build-"):
+        reason = "an unfinished build"
+    elif path.name != current:
+        if _age(path) < BUNDLE_GRACE_SECONDS and not everything:
+            return None
+        reason = "another agent version, unused for a while"
+    elif everything:
+        reason = "--all; it is rebuilt on the next run"
+    else:
+        return None
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    shutil.rmtree(path, ignore_errors=True)
+    return f"removed agent build {path} ({reason}, {size / 1e6:.0f} MB)"

@@ -1,0 +1,177 @@
+"""The command line in-process, with a local executor plugin given by -p: commands, output
+modes, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from buildr_podman.cli import main
+
+LOCAL_EXECUTOR = '''
+"""An executor for tests: runs the task's shell on this machine, in its out dir."""
+import subprocess
+from contextlib import contextmanager
+
+from buildr_podman.hookspecs import hookimpl
+from buildr_podman.model import TaskOutcome
+
+
+class Session:
+    def __init__(self, project):
+        self.project = project
+
+    def run_task(self, task, observer):
+        out = self.project.out_dir / task.name
+        out.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen(task.argv(), cwd=out, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        for line in proc.stdout:
+            observer.output(task, "stdout", line)
+        return TaskOutcome(task=task.name, exit_code=proc.wait(), output_dir=out,
+                           files_returned=len(list(out.iterdir())))
+
+
+class Local:
+    name = "local"
+
+    @contextmanager
+    def open_session(self, project):
+        yield Session(project)
+
+
+@hookimpl
+def buildr_executors():
+    return [Local()]
+'''
+
+CONFIG = '''
+build "script" "lib" {
+  container { image = "i" }
+  script = "echo building lib; echo x > lib.txt"
+}
+task "script" "app" {
+  container { image = "i" }
+  depends_on = ["lib"]
+  script = "echo app uses ${build.lib.out_dir}"
+}
+task "script" "broken" {
+  container { image = "i" }
+  script = "echo about to fail; exit 3"
+}
+'''
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "buildr_test_local.py").write_text(LOCAL_EXECUTOR)
+    monkeypatch.syspath_prepend(str(plugins))
+    root = tmp_path / "repo"
+    (root / ".buildr").mkdir(parents=True)
+    (root / ".buildr" / "tasks.hcl").write_text(CONFIG)
+    return root
+
+
+def cli(repo: Path, *args: str) -> int:
+    return main(["-C", str(repo), "-p", "buildr_test_local", *args])
+
+
+def test_list_shows_modules_with_category_and_dependencies(repo: Path, capsys) -> None:
+    assert cli(repo, "list") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "app\tscript\ti\ttask\tlib", "broken\tscript\ti\ttask\t-", "lib\tscript\ti\tbuild\t-"]
+
+
+def test_run_plain_runs_dependencies_first_and_keeps_logs(repo: Path, capsys) -> None:
+    assert cli(repo, "run", "app", "--executor", "local", "--output", "plain", "-j", "1") == 0
+    captured = capsys.readouterr()
+    assert captured.out == "building lib\napp uses .buildr/out/lib\n", "-j 1: no prefixes"
+    err = captured.err.splitlines()
+    assert err[0] == "buildr: running lib in i"
+    assert err[-1].startswith("buildr: 2 ok in ")
+    assert "  lib     ok      " in captured.err
+    assert "building lib" in (repo / ".buildr/out/lib.log").read_text()
+
+
+def test_parallel_lines_get_a_prefix(repo: Path, capsys) -> None:
+    assert cli(repo, "run", "app", "--executor", "local", "--output", "plain", "-j", "2") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["lib | building lib", "app | app uses .buildr/out/lib"]
+
+
+def test_a_failure_exits_1_and_says_why_last(repo: Path, capsys) -> None:
+    code = cli(repo, "run", "broken", "app", "-k", "--executor", "local", "--output", "plain")
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "broken | about to fail" in captured.out
+    assert "buildr: broken failed with exit code 3 in " in captured.err
+    assert captured.err.splitlines()[-1].startswith("buildr: 2 ok, 1 failed in ")
+
+
+def test_json_output_is_one_event_per_line(repo: Path, capsys) -> None:
+    assert cli(repo, "run", "app", "--executor", "local", "--output", "json") == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [event["event"] for event in events]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    assert {"task_started", "output", "files_returned", "task_finished"} <= set(kinds)
+    lines = [e["line"] for e in events if e["event"] == "output"]
+    assert lines == ["building lib", "app uses .buildr/out/lib"]
+    assert events[-1]["exit_code"] == 0
+    assert [o["status"] for o in events[-1]["outcomes"]] == ["ok", "ok"]
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (("run", "ap"), 2, r"no task named 'ap' \(did you mean 'app'\?\)"),
+    (("run", "app", "--executor", "nope"), 1, (r"no executor named 'nope' \(available: local, "
+                                               r"podman\)")),
+    (("run", "app", "-j", "0"), 2, r"argument -j/--jobs: must be 1 or more"),
+    (("plugins", "nope"), 1, r"no module type named 'nope' is loaded"),
+])
+def test_mistakes_are_one_line_with_an_exit_code(repo: Path, capsys, args: tuple[str, ...],
+                                                  code: int, message: str) -> None:
+    try:
+        assert cli(repo, *args) == code
+    except SystemExit as exit_:  # argparse's own errors
+        assert exit_.code == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert re.search(message, err[-1]), err
+
+
+def test_a_config_error_exits_2_naming_the_place(repo: Path, capsys) -> None:
+    (repo / ".buildr" / "tasks.hcl").write_text('task "script" "x" {\n  container { image = '
+                                                '"i" }\n  scirpt = "t"\n}\n')
+    assert cli(repo, "list") == 2
+    assert capsys.readouterr().err == ('buildr-podman: error: .buildr/tasks.hcl:3:3: unknown '
+                                       'attribute "scirpt" in task "x" (did you mean "script"?)\n')
+
+
+def test_plugins_lists_plugins_types_and_executors(repo: Path, capsys) -> None:
+    assert cli(repo, "plugins") == 0
+    out = capsys.readouterr().out
+    assert "buildr_test_local (-p or registered by code)" in out
+    assert "podman               buildr_podman.podman.executor.PodmanExecutor [podman]" in out
+    assert 'task "script"' in out and 'package "script"' in out
+    assert cli(repo, "plugins", "script") == 0
+    shown = capsys.readouterr().out
+    assert "inline           list(string)" in shown and 'task "script" "hello" {' in shown
+
+
+def test_start_up_imports_no_heavy_library() -> None:
+    code = textwrap.dedent('''
+        import sys
+        from buildr_podman.cli import build_parser
+        build_parser()
+        heavy = {"rich", "podman", "grpc", "hcl2", "lark", "pluggy", "requests"}
+        print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
+    ''')
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"

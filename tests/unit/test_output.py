@@ -1,0 +1,89 @@
+"""Reporters and logs: line splitting, prefixes, verdicts, the summary, task log notes."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from buildr_podman.model import ContainerSpec, Project, RunReport, Task, TaskOutcome
+from buildr_podman.output.lines import MAX_LINE, LineSplitter
+from buildr_podman.output.plain import PlainReporter
+from buildr_podman.output.summary import counts_line, rows, verdict
+from buildr_podman.output.tasklog import TaskLogs
+
+
+def task(name: str) -> Task:
+    return Task(name=name, module_type="script", container=ContainerSpec(image="img"),
+                script="true")
+
+
+def test_lines_are_split_across_chunks_and_flushed_at_the_end() -> None:
+    splitter = LineSplitter()
+    assert splitter.feed(b"one\ntw") == [b"one\n"]
+    assert splitter.feed(b"o\r\nthree\rfour") == [b"two\n", b"three\n"]
+    assert splitter.flush() == b"four\n"
+    assert splitter.flush() == b""
+    assert len(splitter.feed(b"x" * (MAX_LINE + 1))) == 1, "an endless line still shows"
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return False
+
+
+def reporter() -> tuple[PlainReporter, io.BytesIO, io.StringIO]:
+    out, err = io.BytesIO(), Tty()
+    return PlainReporter(out=out, err=err), out, err
+
+
+def test_one_task_passes_output_through_untouched(tmp_path: Path) -> None:
+    plain, out, _ = reporter()
+    project = Project(root=tmp_path, out_dir=tmp_path / "out")
+    plain.buildr_run_started(project=project, tasks=[task("a")], jobs=4)
+    plain.buildr_task_output(task=task("a"), stream="stdout", data=b"no newline")
+    assert out.getvalue() == b"no newline"
+
+
+def test_several_at_once_get_aligned_prefixes(tmp_path: Path) -> None:
+    plain, out, _ = reporter()
+    project = Project(root=tmp_path, out_dir=tmp_path / "out")
+    plain.buildr_run_started(project=project, tasks=[task("a"), task("long")], jobs=2)
+    plain.buildr_task_output(task=task("long"), stream="stdout", data=b"1\n2")
+    plain.buildr_task_output(task=task("a"), stream="stdout", data=b"x\n")
+    plain.buildr_task_finished(task=task("long"), outcome=TaskOutcome(task="long", exit_code=0))
+    assert out.getvalue() == b"long | 1\na    | x\nlong | 2\n"
+
+
+def test_verdicts_and_the_summary() -> None:
+    outcomes = [
+        TaskOutcome(task="a", exit_code=0, duration_seconds=1.25, files_returned=3,
+                    output_dir=Path("/r/out/a")),
+        TaskOutcome(task="b", exit_code=2, duration_seconds=0.5),
+        TaskOutcome(task="c", exit_code=-1, skipped="dependency b failed"),
+        TaskOutcome(task="d", exit_code=137, timed_out=True),
+        TaskOutcome(task="e", exit_code=-1, error="cancelled", cancelled=True),
+        TaskOutcome(task="f", exit_code=1),
+    ]
+    assert [verdict(o) for o in outcomes] == [
+        "ok", "failed with exit code 2", "skipped (dependency b failed)", "timed out",
+        "cancelled", "failed with exit code 1"]
+    assert verdict(outcomes[5], tolerated=True) == "failed with exit code 1 (continue_on_error)"
+    report = RunReport(outcomes=outcomes, duration_seconds=3.0, exit_code=1, tolerated=("f",))
+    table = rows(report)
+    assert [(r.name, r.status, r.time, r.files) for r in table] == [
+        ("a", "ok", "1.2 s", "3"), ("b", "failed (2)", "0.5 s", "-"),
+        ("c", "skipped", "-", "-"), ("d", "timed-out", "0.0 s", "-"),
+        ("e", "cancelled", "0.0 s", "-"), ("f", "failed (tolerated)", "0.0 s", "-")]
+    assert counts_line(report) == "1 ok, 2 failed, 1 timed-out, 1 cancelled, 1 skipped in 3.0 s"
+
+
+def test_task_logs_put_notes_on_their_own_lines(tmp_path: Path) -> None:
+    project = Project(root=tmp_path, out_dir=tmp_path / "out")
+    logs = TaskLogs(project)
+    logs.buildr_task_started(task=task("a"))
+    logs.buildr_task_output(task=task("a"), stream="stdout", data=b"partial")
+    logs.buildr_task_log(task=task("a"), message="pod started")
+    logs.buildr_task_output(task=task("a"), stream="stderr", data=b"rest\n")
+    logs.buildr_task_finished(task=task("a"), outcome=TaskOutcome(task="a", exit_code=0))
+    lines = (tmp_path / "out" / "a.log").read_text().splitlines()
+    assert lines[1:] == ["partial", "# buildr: pod started", "rest", "# buildr: a ok in 0.0 s"]
