@@ -108,6 +108,9 @@ class TaskOutcome:
     duration_seconds: float = 0.0
     output_dir: Path | None = None
     cancelled: bool = False  #: stopped by Ctrl-C or by another module's failure
+    watched_directories: int = 0  #: inotify watches the agent held during the task
+    tracking_setup_seconds: float = 0.0  #: watching, before the task started
+    tracking_resolve_seconds: float = 0.0  #: finding the change set, after it ended
     skipped: str = ""  #: why it never ran (a dependency failed, the run was cancelled)
 
     @property

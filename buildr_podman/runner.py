@@ -18,6 +18,7 @@ from typing import Any
 
 import pluggy
 
+from buildr_podman.archive.write_back import write_back
 from buildr_podman.errors import BuildrError, ConfigError
 from buildr_podman.executor import Executor, ExecutorSession
 from buildr_podman.graph import Plan
@@ -214,6 +215,8 @@ class _Run:
             self.observer.call("buildr_task_started", task=task)
             _prepare_mount_sources(self.project, task)
             outcome = session.run_task(task, self.observer)
+            if task.write_back:
+                self._write_back(task, outcome)
         except TaskCancelled:
             outcome = TaskOutcome(task=task.name, exit_code=-1, error="cancelled")
         except BuildrError as exc:
@@ -228,6 +231,22 @@ class _Run:
             outcome.cancelled = True
         self._report_finished(task, outcome)
         return outcome
+
+    def _write_back(self, task: Task, outcome: TaskOutcome) -> None:
+        """Applies a successful task's changes to the repository instead of its out dir."""
+        if outcome.output_dir is None:
+            return
+        if not outcome.succeeded:
+            self._log_quietly(task, f"not written back because the task failed; its changes "
+                              f"are in {outcome.output_dir}")
+            return
+        stats = write_back(self.project.root, task.input_mapping, outcome.output_dir,
+                           outcome.deleted_paths)
+        outcome.output_dir = self.project.root
+        self._log_quietly(task, f"wrote back {stats.written} paths and deleted {stats.deleted} "
+                          "in the repository")
+        for rel in stats.skipped:
+            self._log_quietly(task, f"not written back (outside every input mapping): {rel}")
 
     def _report_finished(self, task: Task, outcome: TaskOutcome) -> None:
         try:

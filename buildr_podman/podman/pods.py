@@ -96,7 +96,7 @@ def _create_container(client: podman.PodmanClient, project: Project, task: Task,
             no_new_privileges=not spec.privileged,
             cap_add=list(spec.cap_add),
             cap_drop=list(spec.cap_drop),
-            environment=dict(spec.environment),
+            environment={**dict(spec.environment), **_agent_knobs()},
             mounts=[_bind(agent.path, AGENT_MOUNT, read_only=True),
                     _bind(socket_dir, SOCKET_MOUNT, read_only=False),
                     *_baseline_mounts(project, task),
@@ -110,6 +110,12 @@ def _create_container(client: podman.PodmanClient, project: Project, task: Task,
         if "image not known" in str(exc) or "no such image" in str(exc).lower():
             raise BackendError(_missing_image(task), name) from exc
         raise
+
+
+def _agent_knobs() -> dict[str, str]:
+    """BUILDR_AGENT_* variables of the host reach the agent: the knobs that let tests and
+    benchmarks force the change tracker's safety nets (see agent/watcher.TrackerLimits)."""
+    return {key: value for key, value in os.environ.items() if key.startswith("BUILDR_AGENT_")}
 
 
 def _missing_image(task: Task) -> str:

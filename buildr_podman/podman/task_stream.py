@@ -79,4 +79,6 @@ def _outcome(task: Task, result: agent_pb2.TaskResult, output_dir: Path | None) 
                        bytes_returned=result.bytes_returned,
                        deleted_paths=tuple(result.deleted_paths), tracking=result.tracking,
                        timed_out=result.timed_out, duration_seconds=result.duration_seconds,
-                       output_dir=output_dir)
+                       output_dir=output_dir, watched_directories=result.watched_directories,
+                       tracking_setup_seconds=result.tracking_setup_seconds,
+                       tracking_resolve_seconds=result.tracking_resolve_seconds)

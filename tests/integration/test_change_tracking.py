@@ -132,3 +132,43 @@ def test_random_file_operations_come_back_exactly(image: str, tmp_path_factory, 
     assert came_back(project / ".buildr" / "out" / "t") == returned, operations
     reported = set(re.findall(r"t: deleted (.+)", run.stderr))
     assert reported == deleted, operations
+
+
+def run_task(project: Path, script: str, image: str, **env: str) -> subprocess.CompletedProcess:
+    (project / ".buildr" / "net.hcl").write_text(
+        f'task "script" "net" {{\n  container {{\n    image = "{image}"\n  }}\n'
+        f"  script = <<-EOT\n{script}\n  EOT\n}}\n")
+    return subprocess.run([sys.executable, "-m", "buildr_podman", "-v", "run", "--output",
+                           "plain", "net"], cwd=project, capture_output=True, text=True,
+                          timeout=600, check=False, env={**os.environ, **env})
+
+
+# 7,000 files in an existing directory make ~21,000 events, more than the kernel queue's
+# 16,384; 7,000 more land in directories created and filled at once.
+FILL = ("i=0; while [ $i -lt 7000 ]; do mkdir -p src/gen/d$((i % 50)); "
+        "echo $i > src/gen/d$((i % 50))/f$i; echo $i > a/f$i; i=$((i + 1)); done; rm c")
+
+
+def expected_fill() -> set[str]:
+    return ({f"src/gen/d{i % 50}/f{i}" for i in range(7000)} | {f"a/f{i}" for i in range(7000)})
+
+
+@pytest.mark.parametrize(("knob", "reason"), [
+    ({"BUILDR_AGENT_READER_DELAY": "8"}, "the inotify queue overflowed"),
+    ({"BUILDR_AGENT_MAX_WATCHES": "2"}, "the inotify watch limit was reached"),
+    ({}, None),
+])
+def test_every_safety_net_gives_the_exact_result(image: str, tmp_path: Path, knob: dict,
+                                                  reason: str | None) -> None:
+    """A real queue overflow (the reader stalls while 9,000+ events pour in), the watch limit,
+    and the plain path with directories created and filled at once: all exact."""
+    project = tmp_path / "project"
+    seed(project)
+    run = run_task(project, FILL, image, **knob)
+    assert run.returncode == 0, run.stderr
+    out = project / ".buildr" / "out" / "net"
+    assert came_back(out) == expected_fill()
+    assert (out / "a" / "f6999").read_text() == "6999\n"
+    assert re.findall(r"net: deleted (.+)", run.stderr) == ["c"]
+    tracking = re.search(r"changes found by (.+)", run.stderr).group(1)
+    assert tracking == (f"rescan: {reason}" if reason else "inotify")
