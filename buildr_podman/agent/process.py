@@ -86,6 +86,10 @@ class TaskProcess:
             reader.join()
         return 128 - code if code < 0 else code
 
+    def kill_leftovers(self) -> None:
+        """Kills what the task started in the background and left running."""
+        self._signal_group(signal.SIGKILL)
+
     def kill(self) -> None:
         """Stops the whole process group: TERM first, KILL after a short grace."""
         self._signal_group(signal.SIGTERM)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import grpc
 
@@ -19,7 +20,8 @@ from buildr_podman._protos.buildr.common.v1 import common_pb2
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
 from buildr_podman.agent.packer import PackStats, pack_changes
 from buildr_podman.agent.process import TaskProcess
-from buildr_podman.agent.watcher import ChangeTracker, TrackerLimits
+from buildr_podman.agent.revert import revert
+from buildr_podman.agent.watcher import ChangeSet, ChangeTracker, TrackerLimits
 
 __all__ = ["PROTOCOL_VERSION", "AgentService"]
 
@@ -36,6 +38,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def __init__(self, on_shutdown: threading.Event) -> None:
         self._busy = threading.Lock()
         self._on_shutdown = on_shutdown
+        self._undo_previous: Callable[[], None] | None = None
+        self._workspace_clean = True
 
     def Hello(self, request: agent_pb2.HelloRequest,
               context: grpc.ServicerContext) -> agent_pb2.HelloResponse:
@@ -54,9 +58,35 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         if not self._busy.acquire(blocking=False):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the agent is already running a task")
         try:
-            yield from _run_task(request, context)
+            self._reset_workspace(context)
+            self._workspace_clean = False  # until this task's change set is known
+            yield from _run_task(request, context, self._remember_changes(request))
         finally:
             self._busy.release()
+
+    def _reset_workspace(self, context: grpc.ServicerContext) -> None:
+        """A warm container's next task starts from the baseline: undo the previous task."""
+        if self._undo_previous is not None:
+            undo, self._undo_previous = self._undo_previous, None
+            try:
+                undo()
+            except OSError as exc:
+                self._workspace_clean = False
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"cannot reset the workspace for the next task: {exc}")
+        if not self._workspace_clean:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          "the previous task was interrupted and its changes are unknown: "
+                          "run the next task in a new container")
+
+    def _remember_changes(self, request: agent_pb2.RunRequest) -> Callable[[ChangeSet], None]:
+        def remember(changes: ChangeSet) -> None:
+            # Without a baseline there is nothing to go back to: the workspace carries over.
+            if request.baseline:
+                self._undo_previous = partial(revert, request.workspace, request.baseline,
+                                              changes)
+            self._workspace_clean = True
+        return remember
 
     def Shutdown(self, request: agent_pb2.ShutdownRequest,
                  context: grpc.ServicerContext) -> agent_pb2.ShutdownResponse:
@@ -64,8 +94,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         return agent_pb2.ShutdownResponse()
 
 
-def _run_task(request: agent_pb2.RunRequest,
-              context: grpc.ServicerContext) -> Iterator[agent_pb2.RunEvent]:
+def _run_task(request: agent_pb2.RunRequest, context: grpc.ServicerContext,
+              on_changes: Callable[[ChangeSet], None]) -> Iterator[agent_pb2.RunEvent]:
     started = time.monotonic()
     tracker = ChangeTracker(request.workspace, request.baseline or None,
                             TrackerLimits.from_environment(os.environ))
@@ -74,7 +104,7 @@ def _run_task(request: agent_pb2.RunRequest,
         process = TaskProcess(list(request.argv), _environment(request), request.working_dir,
                               request.user, request.timeout_seconds)
     except OSError as exc:
-        tracker.stop()
+        on_changes(tracker.stop())
         yield _result(exit_code=127, error=f"cannot start {request.argv[0]!r}: {exc.strerror}",
                       duration_seconds=time.monotonic() - started)
         return
@@ -83,7 +113,9 @@ def _run_task(request: agent_pb2.RunRequest,
         yield agent_pb2.RunEvent(output=agent_pb2.OutputChunk(stream=STREAMS[chunk.stream],
                                                               data=chunk.data))
     exit_code = process.wait()
+    process.kill_leftovers()  # background jobs must not outlive their task in a warm container
     changes = tracker.stop()
+    on_changes(changes)
     stats = PackStats()
     compress = request.compression != common_pb2.COMPRESSION_S2_STORED
     for data in pack_changes(request.workspace, changes.returned, stats, compress=compress):

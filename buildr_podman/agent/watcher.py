@@ -12,6 +12,7 @@ which path was taken and why (watchdog#654 is the bug this avoids: overflow sile
 from __future__ import annotations
 
 import errno
+import select
 import os
 import stat
 import threading
@@ -80,6 +81,9 @@ class ChangeTracker:
         self._reasons: list[str] = []
         self._setup_seconds = 0.0
         self._stopping = threading.Event()
+        # Writing to this pipe wakes the reader at once on stop(); a poll timeout would make
+        # every task wait for it.
+        self._wake_read, self._wake_write = os.pipe()
         self._reader = threading.Thread(target=self._drain, name="inotify-reader", daemon=True)
 
     def start(self) -> None:
@@ -103,7 +107,10 @@ class ChangeTracker:
         """Stops watching, releases every watch, and resolves the change set."""
         started = time.monotonic()
         self._stopping.set()
+        os.write(self._wake_write, b"x")
         self._reader.join()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
         self._read_events(timeout_ms=0)  # whatever arrived after the reader's last read
         watched = len(self._paths)
         self._inotify.close()
@@ -131,8 +138,12 @@ class ChangeTracker:
 
     def _drain(self) -> None:
         self._stopping.wait(self.limits.reader_delay)
+        poller = select.poll()
+        poller.register(self._inotify.fileno(), select.POLLIN)
+        poller.register(self._wake_read, select.POLLIN)
         while not self._stopping.is_set():
-            self._read_events(timeout_ms=50)
+            if any(fd == self._inotify.fileno() for fd, _ in poller.poll()):
+                self._read_events(timeout_ms=0)
 
     def _read_events(self, timeout_ms: int) -> None:
         try:

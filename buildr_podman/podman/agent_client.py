@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 
@@ -18,32 +19,46 @@ PROTOCOL_VERSION = common_pb2.PROTOCOL_VERSION_1
 # Stored blocks first: on a local unix socket compression costs more time than it saves.
 ACCEPTED_COMPRESSIONS = (common_pb2.COMPRESSION_S2_STORED, common_pb2.COMPRESSION_S2)
 MAX_MESSAGE = 8 << 20
+POLL_INTERVAL = 0.003  # seconds between looks at the agent's socket while it starts
+CHECK_INTERVAL = 0.25  # seconds between asking Podman whether the container still runs
 
 
 class AgentClient:
     """Talks to one agent over its unix socket."""
 
     def __init__(self, socket_path: str) -> None:
+        self._socket_path = socket_path
         self._channel = grpc.insecure_channel(
             f"unix:{socket_path}",
             options=[("grpc.max_receive_message_length", MAX_MESSAGE),
-                     ("grpc.enable_http_proxy", 0)])
+                     ("grpc.enable_http_proxy", 0),
+                     # gRPC's default first reconnect waits 1 s: far too long on a local socket.
+                     ("grpc.initial_reconnect_backoff_ms", 20),
+                     ("grpc.min_reconnect_backoff_ms", 20),
+                     ("grpc.max_reconnect_backoff_ms", 500)])
         self._stub = agent_pb2_grpc.AgentStub(self._channel)
         self.compression = common_pb2.COMPRESSION_S2
 
     def wait_ready(self, timeout: float, still_starting: Callable[[], bool]) -> None:
         """Waits for the agent to listen; `still_starting` says whether it can still come up."""
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                grpc.channel_ready_future(self._channel).result(timeout=0.1)
-                return
-            except grpc.FutureTimeoutError:
-                pass
-            if time.monotonic() > deadline:
+        next_check = time.monotonic() + CHECK_INTERVAL
+        # Poll the socket itself, cheaply: gRPC would back off between failed connects.
+        while not _accepts(self._socket_path):
+            now = time.monotonic()
+            if now > deadline:
                 raise AgentError(f"the agent did not start listening within {timeout:.0f} s")
-            if not still_starting():
-                raise AgentError("the agent exited before it listened")
+            if now >= next_check:
+                if not still_starting():
+                    raise AgentError("the agent exited before it listened")
+                next_check = now + CHECK_INTERVAL
+            time.sleep(POLL_INTERVAL)
+        try:
+            grpc.channel_ready_future(self._channel).result(
+                timeout=max(1.0, deadline - time.monotonic()))
+        except grpc.FutureTimeoutError:
+            raise AgentError("the agent's socket accepts connections but gRPC does not "
+                             "answer") from None
 
     def hello(self) -> agent_pb2.HelloResponse:
         request = agent_pb2.HelloRequest(protocol_version=PROTOCOL_VERSION,
@@ -85,6 +100,17 @@ class AgentClient:
 
     def close(self) -> None:
         self._channel.close()
+
+
+def _accepts(socket_path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(socket_path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 def _describe(exc: grpc.RpcError) -> str:

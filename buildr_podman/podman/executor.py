@@ -1,4 +1,4 @@
-"""The Podman executor: runs each task in its own rootless pod through the in-container agent."""
+"""The Podman executor: runs tasks in rootless pods, kept warm across a run, through the agent."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
     from buildr_podman._protos.buildr.remote.v1 import agent_pb2
     from buildr_podman.podman.agent_build import AgentBundle
+    from buildr_podman.podman.agent_client import AgentClient
     from buildr_podman.podman.pods import TaskPod
+    from buildr_podman.podman.warm_pods import WarmPod
 
 __all__ = ["PodmanExecutor", "PodmanSession"]
 
@@ -38,50 +40,74 @@ class PodmanExecutor:
 
         agent = ensure_agent()
         with podman_client() as client:
-            yield PodmanSession(client, project, agent)
+            session = PodmanSession(client, project, agent)
+            try:
+                yield session
+            finally:
+                session.close()
 
 
 class PodmanSession:
-    """Runs tasks of one project with one API connection and one agent build."""
+    """Runs tasks of one project with one API connection, one agent build and warm pods."""
 
     def __init__(self, client: podman.PodmanClient, project: Project, agent: AgentBundle) -> None:
+        from buildr_podman.podman.warm_pods import PodPool
+
         self.client = client
         self.project = project
         self.agent = agent
+        self.pool = PodPool(self._start_pod)
 
     def run_task(self, task: Task, observer: RunObserver) -> TaskOutcome:
-        from buildr_podman.podman.pods import task_pod
+        from buildr_podman.podman.task_stream import receive_events
 
         started = time.monotonic()
+        warm = self.pool.take(task)
+        observer.log(task, f"pod {warm.pod.name} " +
+                     (f"reused after {warm.tasks_run} tasks" if warm.tasks_run else "started"))
+        try:
+            events = warm.client.run(_run_request(task))
+            outcome = receive_events(task, events, self.output_dir(task), observer)
+        except BaseException:
+            warm.close()  # its state is unknown: never reuse it
+            raise
+        if outcome.error:
+            warm.close()
+        else:
+            self.pool.give_back(warm)
+        outcome.duration_seconds = time.monotonic() - started
+        return outcome
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def _start_pod(self, task: Task) -> WarmPod:
+        """Creates and starts a pod for the task's settings and waits for its agent."""
+        from buildr_podman.podman.agent_client import AgentClient
+        from buildr_podman.podman.pods import task_pod
+        from buildr_podman.podman.warm_pods import WarmPod, container_key
+
         with ExitStack() as stack:
             socket_dir = stack.enter_context(_private_socket_dir())
             pod = stack.enter_context(task_pod(self.client, self.project, task, self.agent,
                                                socket_dir))
-            observer.log(task, f"pod {pod.name} started")
-            outcome = self._run_in_pod(task, pod, observer)
-        outcome.duration_seconds = time.monotonic() - started
-        return outcome
-
-    def _run_in_pod(self, task: Task, pod: TaskPod, observer: RunObserver) -> TaskOutcome:
-        from buildr_podman.podman.agent_client import AgentClient
-        from buildr_podman.podman.task_stream import receive_events
-
-        client = AgentClient(str(pod.socket_path))
-        try:
-            try:
-                client.wait_ready(AGENT_START_TIMEOUT, pod.is_running)
-            except AgentError as exc:
-                raise AgentError(f"task {task.name!r} in image {task.container.image!r}: {exc}"
-                                 f"{': ' + pod.logs() if pod.logs() else ''}") from exc
+            client = AgentClient(str(pod.socket_path))
+            stack.callback(client.close)
+            _wait_for_agent(task, pod, client)
             client.hello()
-            events = client.run(_run_request(task))
-            return receive_events(task, events, self.output_dir(task), observer)
-        finally:
-            client.shutdown()
-            client.close()
+            return WarmPod(container_key(task), pod, client, stack.pop_all())
 
     def output_dir(self, task: Task) -> Path:
         return self.project.out_dir / task.name
+
+
+def _wait_for_agent(task: Task, pod: TaskPod, client: AgentClient) -> None:
+    try:
+        client.wait_ready(AGENT_START_TIMEOUT, pod.is_running)
+    except AgentError as exc:
+        logs = pod.logs()
+        raise AgentError(f"task {task.name!r} in image {task.container.image!r}: {exc}"
+                         f"{': ' + logs if logs else ''}") from exc
 
 
 def _run_request(task: Task) -> agent_pb2.RunRequest:

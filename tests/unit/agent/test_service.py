@@ -7,6 +7,7 @@ process, so the protocol and the archive path are tested without Podman.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -139,3 +140,27 @@ def test_tasks_do_not_inherit_the_frozen_agents_loader_settings() -> None:
                                              "IMAGE_VAR": "kept"}
     del frozen["LD_LIBRARY_PATH_ORIG"]
     assert "LD_LIBRARY_PATH" not in task_base_environment(frozen)
+
+
+def test_each_task_of_a_warm_agent_starts_from_the_baseline(agent, tmp_path: Path) -> None:
+    baseline = tmp_path / "base"
+    (baseline / "src").mkdir(parents=True)
+    (baseline / "src" / "a.c").write_text("original\n")
+    (baseline / "gone.txt").write_text("keep me\n")
+    workspace = tmp_path / "ws"
+    shutil.copytree(baseline, workspace)
+
+    def run_with_baseline(script: str, out: Path) -> Observer:
+        task = make_task(script)
+        request = agent_pb2.RunRequest(task_name="t", argv=task.argv(), workspace=str(workspace),
+                                       working_dir=str(workspace), baseline=str(baseline))
+        observer = Observer()
+        receive_events(task, agent.run(request), out, observer)
+        return observer
+
+    run_with_baseline("echo changed > src/a.c; rm gone.txt; mkdir -p new/deep; "
+                      "echo x > new/deep/f; chmod 600 src/a.c", tmp_path / "o1")
+    second = run_with_baseline("cat src/a.c gone.txt; ls", tmp_path / "o2")
+    assert second.text("stdout") == "original\nkeep me\ngone.txt\nsrc\n"
+    assert (workspace / "src" / "a.c").stat().st_mode & 0o777 == 0o644
+    assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())
