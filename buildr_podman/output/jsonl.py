@@ -37,6 +37,9 @@ def outcome_fields(outcome: TaskOutcome) -> dict[str, Any]:
         "deleted_paths": list(outcome.deleted_paths),
         "output_dir": str(outcome.output_dir) if outcome.output_dir else None,
         "tracking": outcome.tracking or None,
+        "watched_directories": outcome.watched_directories,
+        "tracking_setup_seconds": round(outcome.tracking_setup_seconds, 4),
+        "tracking_resolve_seconds": round(outcome.tracking_resolve_seconds, 4),
     }
 
 
