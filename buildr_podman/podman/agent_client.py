@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Iterator
 
@@ -12,6 +11,7 @@ from buildr_podman import __version__
 from buildr_podman._protos.buildr.common.v1 import common_pb2
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
 from buildr_podman.errors import AgentError
+from buildr_podman.podman.connection import socket_accepts
 
 __all__ = ["AgentClient", "PROTOCOL_VERSION"]
 
@@ -44,7 +44,7 @@ class AgentClient:
         deadline = time.monotonic() + timeout
         next_check = time.monotonic() + CHECK_INTERVAL
         # Poll the socket itself, cheaply: gRPC would back off between failed connects.
-        while not _accepts(self._socket_path):
+        while not socket_accepts(self._socket_path):
             now = time.monotonic()
             if now > deadline:
                 raise AgentError(f"the agent did not start listening within {timeout:.0f} s")
@@ -100,17 +100,6 @@ class AgentClient:
 
     def close(self) -> None:
         self._channel.close()
-
-
-def _accepts(socket_path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(socket_path)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
 
 
 def _describe(exc: grpc.RpcError) -> str:

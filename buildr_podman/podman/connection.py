@@ -2,7 +2,9 @@
 
 Podman is daemonless: when no API socket answers, a `podman system service` is started on a
 socket in a private directory for the length of the run and stopped afterwards, so that nothing
-keeps running once buildr-podman exits.
+keeps running once buildr-podman exits. If that service dies during the run (killed, or the OOM
+killer), the next API call that cannot connect starts it again on the same socket and retries:
+containers run on without it (conmon keeps them), so the run can still remove its pods.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,9 +27,10 @@ from buildr_podman.errors import BackendError
 if TYPE_CHECKING:
     import podman
 
-__all__ = ["podman_client", "runtime_dir", "user_socket"]
+__all__ = ["podman_client", "runtime_dir", "socket_accepts", "user_socket"]
 
 SERVICE_START_TIMEOUT = 20.0
+MAX_RESTARTS = 3  # a service that keeps dying is a broken installation, not a fault to ride out
 API_TIMEOUT = 120  # seconds for one API call; pulls and removals can take a while
 
 
@@ -50,11 +55,13 @@ def user_socket() -> Path:
 def podman_client() -> Iterator[podman.PodmanClient]:
     """Yields a client; a service started here is stopped on exit, whatever happened."""
     existing = user_socket()
-    if _answers(existing):
+    if socket_accepts(existing):
         yield _client(existing)
         return
-    with _private_service() as sock:
-        yield _client(sock)
+    with _private_service() as service:
+        client = _client(service.sock)
+        _retry_after_restart(client, service)
+        yield client
 
 
 def _client(sock: Path) -> podman.PodmanClient:
@@ -63,29 +70,90 @@ def _client(sock: Path) -> podman.PodmanClient:
     return podman.PodmanClient(base_url=f"unix://{sock}", timeout=API_TIMEOUT)
 
 
+class _Service:
+    """A private `podman system service` for one run, started again if it dies mid-run."""
+
+    def __init__(self, podman_bin: str, sock: Path) -> None:
+        self.sock = sock
+        self.restarts = 0
+        self._podman = podman_bin
+        self._lock = threading.Lock()  # worker threads may all find it dead at once
+        self._process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # --time=0: no idle timeout (podman#5840: the default 5 s stops it under our feet).
+        process = subprocess.Popen(
+            [self._podman, "system", "service", "--time=0", f"unix://{self.sock}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True)
+        try:
+            _wait_untilsocket_accepts(self.sock, process)
+        except BaseException:
+            _stop(process)
+            raise
+        return process
+
+    def revive(self) -> bool:
+        """Starts the service again if it has died; whether a retry is worth it."""
+        with self._lock:
+            if self._process.poll() is None:
+                return False  # alive: the failure was something else
+            if self.restarts >= MAX_RESTARTS:
+                return False
+            self.restarts += 1
+            _stop(self._process)  # reaps it and closes its stderr pipe
+            print(f"buildr-podman: warning: the Podman API service (pid {self._process.pid}) "
+                  f"exited with {self._process.returncode} during the run; starting a new one",
+                  file=sys.stderr)
+            try:
+                self._process = self._spawn()
+            except BackendError:
+                return False
+            return True
+
+    def stop(self) -> None:
+        with self._lock:
+            _stop(self._process)
+
+
 @contextmanager
-def _private_service() -> Iterator[Path]:
+def _private_service() -> Iterator[_Service]:
     podman_bin = shutil.which("podman")
     if podman_bin is None:
         raise BackendError("podman is not installed: install it (e.g. apt-get install podman), "
                            "then run buildr-podman doctor")
     directory = Path(tempfile.mkdtemp(prefix="buildr-podman-api-", dir=runtime_dir()))
-    sock = directory / "podman.sock"
-    # --time=0: no idle timeout (podman#5840: the default 5 s stops it under our feet).
-    service = subprocess.Popen([podman_bin, "system", "service", "--time=0", f"unix://{sock}"],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, start_new_session=True)
     try:
-        _wait_until_answers(sock, service)
-        yield sock
+        service = _Service(podman_bin, directory / "podman.sock")
+        try:
+            yield service
+        finally:
+            service.stop()
     finally:
-        _stop(service)
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _wait_until_answers(sock: Path, service: subprocess.Popen[bytes]) -> None:
+def _retry_after_restart(client: podman.PodmanClient, service: _Service) -> None:
+    """Makes every API call that fails to reach a dead service revive it and retry once."""
+    import requests
+
+    session = client.api  # podman-py's APIClient is a requests.Session
+    send = session.request
+
+    def request(*args: object, **kwargs: object) -> requests.Response:
+        try:
+            return send(*args, **kwargs)  # type: ignore[arg-type]
+        except requests.ConnectionError:
+            if not service.revive():
+                raise
+            return send(*args, **kwargs)  # type: ignore[arg-type]
+
+    session.request = request  # type: ignore[method-assign]
+
+
+def _wait_untilsocket_accepts(sock: Path, service: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + SERVICE_START_TIMEOUT
-    while not _answers(sock):
+    while not socket_accepts(sock):
         if service.poll() is not None:
             detail = (service.stderr.read() if service.stderr else b"").decode(errors="replace")
             last = detail.strip().splitlines()[-1] if detail.strip() else "no message"
@@ -97,9 +165,9 @@ def _wait_until_answers(sock: Path, service: subprocess.Popen[bytes]) -> None:
         time.sleep(0.01)
 
 
-def _answers(sock: Path) -> bool:
+def socket_accepts(sock: Path | str) -> bool:
     """Whether something accepts connections on this unix socket (cheaper than an API ping)."""
-    if not sock.exists():
+    if not os.path.exists(sock):
         return False
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from buildr_podman.podman.connection import socket_accepts
 from buildr_podman.podman.podman_cli import PodmanCliError, podman, podman_json
 from buildr_podman.podman.pods import LABEL, SOCKET_NAME
 
@@ -155,7 +156,7 @@ def _clean_api_services(runtime: Path, everything: bool) -> Iterator[str]:
         yield f"stopped podman API service pid {pid} (its run is gone) and removed {directory}"
     for directory in sorted(runtime.glob(API_DIR_PREFIX + "*")):
         sock = directory / "podman.sock"
-        if directory in served or (not everything and (_answers(sock) or (
+        if directory in served or (not everything and (socket_accepts(sock) or (
                 _young(directory) and not sock.exists()))):
             continue
         shutil.rmtree(directory, ignore_errors=True)
@@ -219,25 +220,9 @@ def _socket_dir_in_use(directory: Path, kept_mounts: set[str]) -> bool:
     """Mounted by a live run's container, its agent answers, or so new that its run has not
     started the agent yet."""
     sock = directory / SOCKET_NAME
-    if str(directory) in kept_mounts or _answers(sock):
+    if str(directory) in kept_mounts or socket_accepts(sock):
         return True
     return _young(directory) and not sock.exists()
-
-
-def _answers(sock: Path) -> bool:
-    import socket
-
-    if not sock.exists():
-        return False
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(str(sock))
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
 
 
 def _young(path: Path) -> bool:
