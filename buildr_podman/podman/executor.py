@@ -83,7 +83,6 @@ class PodmanSession:
 
     def _start_pod(self, task: Task) -> WarmPod:
         """Creates and starts a pod for the task's settings and waits for its agent."""
-        from buildr_podman.podman.agent_client import AgentClient
         from buildr_podman.podman.pods import task_pod
         from buildr_podman.podman.warm_pods import WarmPod, container_key
 
@@ -91,6 +90,9 @@ class PodmanSession:
             socket_dir = stack.enter_context(_private_socket_dir())
             pod = stack.enter_context(task_pod(self.client, self.project, task, self.agent,
                                                socket_dir))
+            # Imported only now: loading grpc (~0.1 s) overlaps the agent's own start-up.
+            from buildr_podman.podman.agent_client import AgentClient
+
             client = AgentClient(str(pod.socket_path))
             stack.callback(client.close)
             _wait_for_agent(task, pod, client)
