@@ -31,18 +31,20 @@ from buildr_podman.interpolate import InterpolationError, ModuleRef, Scope, eval
 from buildr_podman.model import CATEGORIES, DEFAULT_SHELL, Project, Task
 from buildr_podman.moduletype import ModuleSpecError, ModuleType
 
-__all__ = ["find_root", "load_project", "parse_duration"]
+__all__ = ["find_root", "load_project", "parse_duration", "parse_size"]
 
 CONFIG_DIR = ".buildr"
 DEFAULT_OUT_DIR = ".buildr/out"
 MODULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-BUILDR_ATTRS = ("out_dir",)
+BUILDR_ATTRS = ("out_dir", "max_return_size")
 TOP_LEVEL_BLOCKS = ("buildr", "locals", *CATEGORIES)
 #: attributes every module has, whatever its type
-MODULE_ATTRS = ("environment", "shell", "working_dir", "input_mapping", "depends_on",
-                "timeout", "write_back", "continue_on_error")
+MODULE_ATTRS = ("environment", "secret_environment", "shell", "working_dir", "input_mapping",
+                "depends_on", "timeout", "write_back", "continue_on_error")
 DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+SIZE = re.compile(r"^(\d+)([kmgt]?)$", re.IGNORECASE)
+SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _OUT_DIR_PLACEHOLDER = "\0out_dir\0"
 
 
@@ -72,6 +74,12 @@ def load_project(root: Path, module_types: Mapping[tuple[str, str], ModuleType] 
         module_types = {t.key: t for t in SCRIPT_TYPES}
     parsed = [HclFile.read(path, root) for path in files]
     return _Loader(root, parsed, module_types, os.environ if environ is None else environ).load()
+
+
+def parse_size(text: str) -> int | None:
+    """Bytes in "512", "64k", "10m", "2g", "1t" (powers of 1024); None when it is not a size."""
+    match = SIZE.match(text.strip())
+    return int(match[1]) * SIZE_UNITS[match[2].lower()] if match else None
 
 
 def parse_duration(text: str) -> float | None:
@@ -114,6 +122,7 @@ class _Loader:
     _local_values: dict[str, tuple[Any, frozenset[str]]] = field(default_factory=dict)
     _local_stack: list[str] = field(default_factory=list)
     out_dir_rel: str = _OUT_DIR_PLACEHOLDER
+    max_return_bytes: int | None = None
 
     def load(self) -> Project:
         for file in self.files:
@@ -121,6 +130,7 @@ class _Loader:
             self._collect_locals(file)
             self._declare_modules(file)
         self.out_dir_rel = self._read_out_dir()
+        self.max_return_bytes = self._read_max_return()
         tasks = {name: self._read_module(declared) for name, declared in self.declared.items()}
         self._check_cycles(tasks)
         return Project(root=self.root, out_dir=self.root / self.out_dir_rel, tasks=tasks)
@@ -217,6 +227,21 @@ class _Loader:
                                 '".buildr/out"', attribute)
         return pure.as_posix()
 
+    def _read_max_return(self) -> int | None:
+        """`max_return_size`: what one task's archive may expand to (a bomb stops there)."""
+        found = [(file, block.attributes["max_return_size"]) for file in self.files
+                 for block in file.body.blocks_of("buildr")
+                 if "max_return_size" in block.attributes]
+        if not found:
+            return None
+        file, attribute = found[0]
+        value = self._evaluate(file, attribute, set())
+        size = parse_size(str(value)) if isinstance(value, (str, int)) else None
+        if not size:
+            raise file.error_at('max_return_size must be a size with an optional unit, like '
+                                f'"10g" or "512m", not {describe(value)}', attribute)
+        return size
+
     def _scope(self) -> Scope:
         modules = {name: declared.category for name, declared in self.declared.items()}
         return Scope(environ=self.environ, modules=modules, out_dir=self.out_dir_rel,
@@ -282,6 +307,7 @@ class _Loader:
             script=self._expand(declared, module_type, values),
             shell=self._shell(file, block, values),
             environment=tuple(self._map(file, block, values, "environment").items()),
+            secret_environment=self._secrets(file, block, values),
             input_mapping=self._input_mapping(file, block, values),
             working_dir=self._working_dir(file, block, values),
             depends_on=self._depends_on(declared, values, refs),
@@ -290,6 +316,7 @@ class _Loader:
             continue_on_error=self._bool(file, block, values, "continue_on_error"),
             source=declared.where,
             spec=module_type.spec({k: v for k, v in values.items() if k in own}),
+            max_return_bytes=self.max_return_bytes,
         )
 
     def _expand(self, declared: _Declared, module_type: ModuleType,
@@ -336,6 +363,17 @@ class _Loader:
         if key not in values:
             return {}
         return expect_string_map(file, block.attributes[key], values[key])
+
+    def _secrets(self, file: HclFile, block: Block,
+                 values: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        """`secret_environment`: like environment, but its values are never shown."""
+        secrets = self._map(file, block, values, "secret_environment")
+        for name in secrets:
+            if name in self._map(file, block, values, "environment"):
+                raise file.error_at(f'"{name}" is in both environment and secret_environment: '
+                                    "keep it in secret_environment only",
+                                    block.attributes["secret_environment"], near=name)
+        return tuple(secrets.items())
 
     def _working_dir(self, file: HclFile, block: Block, values: dict[str, Any]) -> str:
         value = self._string(file, block, values, "working_dir", ".")

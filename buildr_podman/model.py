@@ -59,6 +59,9 @@ class Task:
     script: str  #: the text the shell runs (`inline` lines are joined under `set -e`)
     shell: str = DEFAULT_SHELL
     environment: tuple[tuple[str, str], ...] = ()
+    #: like `environment` for the task's process, but the values are never shown: output, logs,
+    #: reports and errors carry *** instead; they reach the agent only in its run request
+    secret_environment: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     #: (path relative to the repository root, path relative to the workspace); empty = whole repo
     input_mapping: tuple[tuple[str, str], ...] = ()
     working_dir: str = "."
@@ -68,6 +71,8 @@ class Task:
     timeout_seconds: float | None = None  #: None: no limit
     write_back: bool = False  #: apply the returned changes to the repository
     continue_on_error: bool = False  #: a failure lets dependents run and does not fail the run
+    #: what the returned archive may expand to (`buildr { max_return_size }`); None: the default
+    max_return_bytes: int | None = None
     #: the module type's own attributes, defaults filled in (what its plugin expanded)
     spec: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 

@@ -25,6 +25,7 @@ from buildr_podman.graph import Plan
 from buildr_podman.interrupts import SignalGuard
 from buildr_podman.model import Project, RunReport, Task, TaskOutcome
 from buildr_podman.plugins import executors
+from buildr_podman.secrets import Redactor, redact, secret_values
 
 __all__ = ["HookObserver", "TaskCancelled", "pick_executor", "run_tasks", "select_tasks"]
 
@@ -40,23 +41,40 @@ class TaskCancelled(BaseException):
 
 
 class HookObserver:
-    """Fans run events out to every plugin's hooks, one call at a time, from any thread."""
+    """Fans run events out to every plugin's hooks, one call at a time, from any thread.
+
+    Every executor's output and notes pass through here, so this is where the values of a
+    task's `secret_environment` are masked: no hook ever sees them.
+    """
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self._hook = pm.hook
         self._lock = threading.Lock()
         self.cancelled = threading.Event()
+        self._redactors: dict[tuple[str, str], Redactor] = {}
 
     def call(self, name: str, **kwargs: Any) -> None:
         with self._lock:
             getattr(self._hook, name)(**kwargs)
 
     def output(self, task: Task, stream: str, data: bytes) -> None:
-        self.call("buildr_task_output", task=task, stream=stream, data=data)
+        if task.secret_environment:
+            key = (task.name, stream)
+            data = self._redactors.setdefault(key, Redactor(secret_values(task))).feed(data)
+        if data:
+            self.call("buildr_task_output", task=task, stream=stream, data=data)
         self._check()
 
+    def flush_output(self, task: Task) -> None:
+        """The output held back while it might have been the start of a secret value."""
+        for stream in ("stdout", "stderr"):
+            redactor = self._redactors.pop((task.name, stream), None)
+            rest = redactor.flush() if redactor else b""
+            if rest:
+                self.call("buildr_task_output", task=task, stream=stream, data=rest)
+
     def log(self, task: Task, message: str) -> None:
-        self.call("buildr_task_log", task=task, message=message)
+        self.call("buildr_task_log", task=task, message=redact(message, secret_values(task)))
         self._check()
 
     def _check(self) -> None:
@@ -227,6 +245,8 @@ class _Run:
             self._log_quietly(task, traceback.format_exc())
         if not outcome.duration_seconds:
             outcome.duration_seconds = time.monotonic() - started
+        # One line, whatever raised it: a Podman error's explanation can span several.
+        outcome.error = " ".join(redact(outcome.error, secret_values(task)).split())
         if self.observer.cancelled.is_set() and not outcome.succeeded:
             outcome.cancelled = True
         self._report_finished(task, outcome)
@@ -250,6 +270,7 @@ class _Run:
 
     def _report_finished(self, task: Task, outcome: TaskOutcome) -> None:
         try:
+            self.observer.flush_output(task)
             if outcome.output_dir is not None and outcome.output_dir.is_dir():
                 self.observer.call("buildr_task_files_returned", task=task, outcome=outcome)
             self.observer.call("buildr_task_finished", task=task, outcome=outcome)
@@ -258,7 +279,8 @@ class _Run:
 
     def _log_quietly(self, task: Task, message: str) -> None:
         try:
-            self.observer.call("buildr_task_log", task=task, message=message)
+            self.observer.call("buildr_task_log", task=task,
+                               message=redact(message, secret_values(task)))
         except Exception:  # noqa: BLE001, S110 - the observer that broke may be the one called
             pass
 

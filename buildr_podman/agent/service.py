@@ -7,11 +7,19 @@ always gets one final result it can print.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
+
+# Before grpc is imported: its fork handlers restart gRPC threads in every forked child, and a
+# task with `user` is started by fork() (setuid rules out vfork), so it died of SIGSEGV
+# before exec. The image's own value, if any, is given back to the task.
+FORK_SUPPORT = "GRPC_ENABLE_FORK_SUPPORT"
+_IMAGE_FORK_SUPPORT = os.environ.get(FORK_SUPPORT)
+os.environ[FORK_SUPPORT] = "false"
 
 import grpc
 
@@ -27,6 +35,7 @@ __all__ = ["PROTOCOL_VERSION", "AgentService"]
 
 PROTOCOL_VERSION = common_pb2.PROTOCOL_VERSION_1
 SUPPORTED_COMPRESSIONS = (common_pb2.COMPRESSION_S2_STORED, common_pb2.COMPRESSION_S2)
+BUSY_WAIT_SECONDS = 2.0
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STREAMS = {"stdout": agent_pb2.OutputChunk.STREAM_STDOUT,
            "stderr": agent_pb2.OutputChunk.STREAM_STDERR}
@@ -55,14 +64,23 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 
     def Run(self, request: agent_pb2.RunRequest,
             context: grpc.ServicerContext) -> Iterator[agent_pb2.RunEvent]:
-        if not self._busy.acquire(blocking=False):
+        # A short wait: the previous stream may still be closing after its result was sent.
+        if not self._busy.acquire(timeout=BUSY_WAIT_SECONDS):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the agent is already running a task")
+        busy = True
         try:
             self._reset_workspace(context)
             self._workspace_clean = False  # until this task's change set is known
-            yield from _run_task(request, context, self._remember_changes(request))
+            for event in _run_task(request, context, self._remember_changes(request)):
+                if event.HasField("result"):
+                    # Free before the host has the result: it sends the next task at once,
+                    # while this generator is only resumed (and ended) later by gRPC.
+                    self._busy.release()
+                    busy = False
+                yield event
         finally:
-            self._busy.release()
+            if busy:
+                self._busy.release()
 
     def _reset_workspace(self, context: grpc.ServicerContext) -> None:
         """A warm container's next task starts from the baseline: undo the previous task."""
@@ -105,7 +123,7 @@ def _run_task(request: agent_pb2.RunRequest, context: grpc.ServicerContext,
                               request.user, request.timeout_seconds)
     except OSError as exc:
         on_changes(tracker.stop())
-        yield _result(exit_code=127, error=f"cannot start {request.argv[0]!r}: {exc.strerror}",
+        yield _result(exit_code=127, error=_start_error(request, exc),
                       duration_seconds=time.monotonic() - started)
         return
     context.add_callback(process.kill)  # the host went away or cancelled: stop the task
@@ -128,6 +146,18 @@ def _run_task(request: agent_pb2.RunRequest, context: grpc.ServicerContext,
                   tracking_resolve_seconds=changes.resolve_seconds)
 
 
+def _start_error(request: agent_pb2.RunRequest, exc: OSError) -> str:
+    """Why the task's process could not start, and what to change: one line."""
+    program = request.argv[0] if request.argv else "?"
+    if exc.filename == request.working_dir:
+        return (f"cannot enter the working directory {request.working_dir!r} "
+                f"({exc.strerror}): set working_dir to a directory of the workspace")
+    if exc.errno == errno.ENOENT:
+        return (f"the shell {program!r} is not in the image: set shell to a program the "
+                'image has, like "/bin/sh"')
+    return f"cannot start the shell {program!r} ({exc.strerror}): set shell to another one"
+
+
 def _environment(request: agent_pb2.RunRequest) -> dict[str, str]:
     """The image's environment (as the agent received it), cleaned of the frozen agent's own
     loader settings, plus the workspace and the task's variables."""
@@ -148,6 +178,9 @@ def task_base_environment(agent_env: dict[str, str] | os._Environ[str]) -> dict[
     env.pop("LD_LIBRARY_PATH", None)
     if agent_env.get("LD_LIBRARY_PATH_ORIG"):
         env["LD_LIBRARY_PATH"] = agent_env["LD_LIBRARY_PATH_ORIG"]
+    env.pop(FORK_SUPPORT, None)  # the agent's own setting (see the top of this module)
+    if _IMAGE_FORK_SUPPORT is not None:
+        env[FORK_SUPPORT] = _IMAGE_FORK_SUPPORT
     return env
 
 

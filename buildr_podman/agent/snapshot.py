@@ -123,16 +123,37 @@ class Baseline:
 
     def __init__(self, root: str) -> None:
         self.root = root
+        self._real_dirs: dict[str, bool] = {"": True}
 
     def get(self, rel: str) -> Entry | None:
+        # A path whose parent was a symlink in the baseline did not exist there: looking it up
+        # would follow the link (out of the tree, or into a loop).
+        if not self._is_real_dir(os.path.dirname(rel)):
+            return None
         # Inodes differ between the baseline and the workspace's copy-on-write layer.
         return entry_of(os.path.join(self.root, rel), with_inode=False)
 
+    def _is_real_dir(self, rel_dir: str) -> bool:
+        """Whether rel_dir and each of its ancestors is a directory, not a symlink (memoised:
+        lookups come grouped by directory)."""
+        known = self._real_dirs.get(rel_dir)
+        if known is None:
+            known = self._is_real_dir(os.path.dirname(rel_dir))  # parents first: never follow
+            if known:
+                entry = entry_of(os.path.join(self.root, rel_dir), with_inode=False)
+                known = entry is not None and entry.is_dir
+            self._real_dirs[rel_dir] = known
+        return known
+
     def under(self, rel_dir: str) -> Iterator[str]:
+        if rel_dir and not self._is_real_dir(rel_dir):
+            return  # a symlink (or file) in the baseline has nothing below it
         for rel, _ in walk(self.root, rel_dir):
             yield rel
 
     def same_content(self, rel: str, current_path: str) -> bool:
+        if not self._is_real_dir(os.path.dirname(rel)):
+            return False
         try:
             return filecmp.cmp(current_path, os.path.join(self.root, rel), shallow=False)
         except OSError:

@@ -24,9 +24,12 @@ __all__ = ["DEFAULT_MAX_BYTES", "ExtractStats", "check_member", "extract_tar_str
            "list_tar_stream"]
 
 MAX_NAME_LENGTH = 4096
+MAX_COMPONENT_LENGTH = 255  # NAME_MAX of every Linux file system we write to
+SHOWN_NAME_LENGTH = 120  # a message shows a longer member name shortened in the middle
 DEFAULT_MAX_BYTES = 64 << 30  # a decompression bomb stops here; raise it with care
 COPY_SIZE = 1 << 20
 PERMISSION_BITS = 0o777  # setuid, setgid and sticky never survive extraction
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @dataclass
@@ -47,6 +50,9 @@ def check_member(member: Member) -> str | None:
     if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_LENGTH:
         return f"name longer than {MAX_NAME_LENGTH} bytes"
     path = PurePosixPath(name)
+    if any(len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_LENGTH
+           for part in path.parts):
+        return f"a path component longer than {MAX_COMPONENT_LENGTH} bytes"
     if path.is_absolute():
         return "absolute path"
     if ".." in path.parts:
@@ -73,19 +79,45 @@ def extract_tar_stream(fileobj: BinaryIO, target: Path, *,
 
     On any error the target is left as it was and the error names the member and the reason.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
     try:
-        stats = _extract_into(fileobj, staging, max_bytes)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    except OSError as exc:
+        raise _write_error(f"making {target}", exc, target.parent) from exc
+    try:
+        stats = _extract_into(fileobj, staging, max_bytes, target.parent)
         _replace(staging, target)
         return stats
+    except OSError as exc:  # finishing or renaming; members' own errors name the member
+        shutil.rmtree(staging, ignore_errors=True)
+        raise _write_error(f"putting {target} in place", exc, target.parent) from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def _extract_into(fileobj: BinaryIO, root: Path, max_bytes: int) -> ExtractStats:
-    writer = _StagingWriter(root, max_bytes)
+def _refuse(name: str, reason: str) -> UnsafeArchiveMember:
+    """The error for a refused member, its name shortened to keep the message one short line."""
+    return UnsafeArchiveMember(_shown_name(name), reason)
+
+
+def _shown_name(name: str) -> str:
+    if len(name) <= SHOWN_NAME_LENGTH:
+        return name
+    return f"{name[:70]}...{name[-40:]} ({len(name)} characters)"
+
+
+def _write_error(what: str, exc: OSError, where: Path) -> ArchiveError:
+    """A one-line error for a failed write; a full disk says where and what to do."""
+    if exc.errno in DISK_FULL:
+        return ArchiveError(f"no space left under {where} ({exc.strerror}) while {what}: "
+                            "free some space there and run again; the previous output is "
+                            "unchanged")
+    return ArchiveError(f"cannot write under {where} while {what}: {exc.strerror}")
+
+
+def _extract_into(fileobj: BinaryIO, root: Path, max_bytes: int, where: Path) -> ExtractStats:
+    writer = _StagingWriter(root, max_bytes, where)
     tar = TarReader(fileobj)
     try:
         for member in tar:
@@ -99,9 +131,10 @@ def _extract_into(fileobj: BinaryIO, root: Path, max_bytes: int) -> ExtractStats
 class _StagingWriter:
     """Creates members under root, refusing anything unsafe, then fixes directory times."""
 
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, where: Path) -> None:
         self.root = root
         self.max_bytes = max_bytes
+        self.where = where  # the directory named in messages: the out dir, not the staging
         self.stats = ExtractStats()
         self._seen: set[str] = set()
         self._dir_times: list[tuple[str, float]] = []
@@ -114,16 +147,21 @@ class _StagingWriter:
     def add(self, tar: TarReader, member: Member) -> None:
         reason = check_member(member)
         if reason:
-            raise UnsafeArchiveMember(member.name, reason)
+            raise _refuse(member.name, reason)
         rel = str(PurePosixPath(member.name))
         if rel in self._seen:
-            raise UnsafeArchiveMember(member.name, "duplicate entry")
+            raise _refuse(member.name, "duplicate entry")
         self._seen.add(rel)
         parent_fd = self._parent(rel, member.name)
         try:
             self._create(tar, member, parent_fd, PurePosixPath(rel).name, rel)
+        except FileExistsError as exc:
+            # An earlier member's path made this one a directory: a symlink or file here would
+            # replace it (and redirect or hide what was extracted into it).
+            raise _refuse(member.name, "duplicate entry (an earlier member made it a "
+                                       "directory)") from exc
         except OSError as exc:
-            raise ArchiveError(f"cannot write {rel}: {exc.strerror}") from exc
+            raise _write_error(f"writing {_shown_name(rel)}", exc, self.where) from exc
 
     def _parent(self, rel: str, name: str) -> int:
         parent = str(PurePosixPath(rel).parent)
@@ -140,22 +178,26 @@ class _StagingWriter:
             self._cached_parent = None
 
     def _open_parent(self, rel: str, name: str) -> int:
-        """An fd of rel's parent, created as needed, every component opened without following
-        symlinks: a symlink in the archive can never redirect a later member."""
+        """An fd of rel's parent, created as needed."""
+        return self._open_dir(PurePosixPath(rel).parts[:-1], name, create=True)
+
+    def _open_dir(self, parts: tuple[str, ...], name: str, create: bool) -> int:
+        """An fd of root/parts, every component opened without following symlinks: a symlink
+        in the archive can never redirect a later member. Relative opens also work for paths
+        longer than PATH_MAX."""
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        for part in PurePosixPath(rel).parts[:-1]:
+        for part in parts:
             try:
-                os.mkdir(part, 0o755, dir_fd=fd)
-            except FileExistsError:
-                pass
-            try:
+                if create:
+                    _mkdir_if_missing(part, fd)
                 next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
             except OSError as exc:
                 os.close(fd)
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise UnsafeArchiveMember(name, f"path goes through the non-directory "
-                                              f"{part!r} (a symlink or file)") from exc
-                raise ArchiveError(f"cannot create {rel}: {exc.strerror}") from exc
+                    raise _refuse(name, f"path goes through the non-directory {part!r} (a "
+                                        "symlink or file)") from exc
+                raise _write_error(f"making the directories of {_shown_name(name)}", exc,
+                                   self.where) from exc
             os.close(fd)
             fd = next_fd
         return fd
@@ -184,8 +226,8 @@ class _StagingWriter:
     def _write_file(self, tar: TarReader, member: Member, parent_fd: int,
                     name: str, mode: int) -> None:
         if self.stats.bytes + member.size > self.max_bytes:
-            raise UnsafeArchiveMember(member.name, f"the archive expands beyond the limit of "
-                                      f"{self.max_bytes} bytes")
+            raise _refuse(member.name, f"the archive expands beyond the limit of "
+                                       f"{self.max_bytes} bytes (max_return_size)")
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
                      dir_fd=parent_fd)
         try:
@@ -193,7 +235,7 @@ class _StagingWriter:
                 _write_all(fd, chunk)
             os.fchmod(fd, mode)
         except ArchiveError as exc:
-            raise UnsafeArchiveMember(member.name, "the archive ends inside its body") from exc
+            raise _refuse(member.name, "the archive ends inside its body") from exc
         finally:
             os.close(fd)
         os.utime(name, ns=_times(member.mtime), dir_fd=parent_fd)
@@ -201,12 +243,23 @@ class _StagingWriter:
         self.stats.bytes += member.size
 
     def finish(self) -> None:
-        """Directory modes and times last: writing into a directory moves its mtime."""
+        """Directory modes and times last: writing into a directory moves its mtime. Deepest
+        first, so that a parent that ends up read-only can still be walked through."""
         for rel, mtime in sorted(self._dir_times, key=lambda item: item[0].count("/"),
                                  reverse=True):
-            path = self.root / rel
-            os.utime(path, ns=_times(mtime), follow_symlinks=False)
-            os.chmod(path, self._final_dir_modes[rel], follow_symlinks=False)
+            fd = self._open_dir(PurePosixPath(rel).parts, rel, create=False)
+            try:
+                os.utime(fd, ns=_times(mtime))
+                os.fchmod(fd, self._final_dir_modes[rel])
+            finally:
+                os.close(fd)
+
+
+def _mkdir_if_missing(name: str, dir_fd: int) -> None:
+    try:
+        os.mkdir(name, 0o755, dir_fd=dir_fd)
+    except FileExistsError:
+        pass
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -13,7 +13,7 @@ from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
 from buildr_podman.errors import AgentError
 from buildr_podman.podman.connection import socket_accepts
 
-__all__ = ["AgentClient", "PROTOCOL_VERSION"]
+__all__ = ["PROTOCOL_VERSION", "AgentClient"]
 
 PROTOCOL_VERSION = common_pb2.PROTOCOL_VERSION_1
 # Stored blocks first: on a local unix socket compression costs more time than it saves.
@@ -50,7 +50,8 @@ class AgentClient:
                 raise AgentError(f"the agent did not start listening within {timeout:.0f} s")
             if now >= next_check:
                 if not still_starting():
-                    raise AgentError("the agent exited before it listened")
+                    raise AgentError("the agent exited before it listened (if its bundle "
+                                     "is damaged, buildr-podman clean --all rebuilds it)")
                 next_check = now + CHECK_INTERVAL
             time.sleep(POLL_INTERVAL)
         try:
@@ -87,7 +88,7 @@ class AgentClient:
             if not got_result:
                 raise AgentError("the agent closed the stream without a result")
         except grpc.RpcError as exc:
-            raise AgentError(f"the agent stopped mid-task: {_describe(exc)}") from exc
+            raise AgentError(_stopped(exc)) from exc
         finally:
             stream.cancel()  # no-op once complete; stops the task if we leave early
 
@@ -100,6 +101,15 @@ class AgentClient:
 
     def close(self) -> None:
         self._channel.close()
+
+
+def _stopped(exc: grpc.RpcError) -> str:
+    """Why the event stream broke off; a lost connection means the agent itself is gone."""
+    code = exc.code() if hasattr(exc, "code") else None
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+        return (f"the agent stopped mid-task ({_describe(exc)}): its container was killed or "
+                "removed from outside, or ran out of memory; run the task again")
+    return f"the agent stopped mid-task: {_describe(exc)}"
 
 
 def _describe(exc: grpc.RpcError) -> str:

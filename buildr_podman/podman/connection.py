@@ -87,7 +87,9 @@ class _Service:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             start_new_session=True)
         try:
-            _wait_untilsocket_accepts(self.sock, process)
+            import podman  # noqa: F401 - loads (~0.1 s) while the service starts in parallel
+
+            _wait_until_answers(self.sock, process)
         except BaseException:
             _stop(process)
             raise
@@ -151,7 +153,7 @@ def _retry_after_restart(client: podman.PodmanClient, service: _Service) -> None
     session.request = request  # type: ignore[method-assign]
 
 
-def _wait_untilsocket_accepts(sock: Path, service: subprocess.Popen[bytes]) -> None:
+def _wait_until_answers(sock: Path, service: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + SERVICE_START_TIMEOUT
     while not socket_accepts(sock):
         if service.poll() is not None:

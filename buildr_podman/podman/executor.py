@@ -118,7 +118,9 @@ def _run_request(task: Task) -> agent_pb2.RunRequest:
 
     # The agent gives the task only the request's environment: the container's first, the
     # task's own on top.
-    environment = {**dict(task.container.environment), **dict(task.environment)}
+    # Secrets last, and only here: never in the container's own environment (podman inspect).
+    environment = {**dict(task.container.environment), **dict(task.environment),
+                   **dict(task.secret_environment)}
     return agent_pb2.RunRequest(task_name=task.name, argv=task.argv(), environment=environment,
                                 working_dir=task.container_working_dir(), workspace=WORKSPACE,
                                 baseline=BASELINE_MOUNT, user=task.container.user or "",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ LABEL = "io.buildr-podman"  # value: the pid of the host process that made it
 SOCKET_MOUNT = "/.buildr/sock"
 BASELINE_MOUNT = "/.buildr/base"  # the inputs again, read-only: what the workspace started as
 SOCKET_NAME = "agent.sock"
+REMOVE_ATTEMPTS = 25
+REMOVE_RETRY_SECONDS = 0.2
 
 
 @dataclass
@@ -167,9 +170,20 @@ def _baseline_mounts(project: Project, task: Task) -> list[dict[str, Any]]:
 
 
 def _remove(pod: Any) -> None:
+    """Removes the pod and its container. Podman 4.3 calls a container whose process has just
+    died "stopped" until conmon's clean-up has run, and `pod rm -f` fails on it with
+    "container state improper" meanwhile: so try again, briefly."""
     import podman.errors
 
-    try:
-        pod.remove(force=True)  # stops with the container's stop timeout of 0: SIGKILL at once
-    except podman.errors.NotFound:
-        pass  # already gone: removed from outside, which is what we wanted anyway
+    for attempt in range(REMOVE_ATTEMPTS):
+        try:
+            pod.remove(force=True)  # stop timeout 0: SIGKILL at once
+            return
+        except podman.errors.NotFound:
+            return  # already gone: removed from outside, which is what we wanted anyway
+        except podman.errors.APIError as exc:
+            if attempt == REMOVE_ATTEMPTS - 1:
+                detail = " ".join(str(exc.explanation or exc).split())
+                raise BackendError(f"cannot remove the pod ({detail}): run buildr-podman "
+                                   "clean", pod.name) from exc
+            time.sleep(REMOVE_RETRY_SECONDS)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from buildr_podman.archive.extract import extract_tar_stream
+from buildr_podman.archive.extract import DEFAULT_MAX_BYTES, extract_tar_stream
 from buildr_podman.errors import AgentError
 from buildr_podman.executor import RunObserver
 from buildr_podman.model import Task, TaskOutcome
@@ -36,7 +36,8 @@ def receive_events(task: Task, events: Iterator[agent_pb2.RunEvent], output_dir:
             observer.log(task, event.log.message)
         elif kind == "archive":
             archive = _ArchiveChunks(event.archive.data, events)
-            extract_tar_stream(S2Reader(archive), output_dir)
+            extract_tar_stream(S2Reader(archive), output_dir,
+                               max_bytes=task.max_return_bytes or DEFAULT_MAX_BYTES)
             archive.drain()  # tar stops reading at its end marker; the result follows
             if archive.result is None:
                 raise AgentError("the agent ended the archive without a result")

@@ -20,14 +20,16 @@ if TYPE_CHECKING:
     from buildr_podman.podman.agent_client import AgentClient
     from buildr_podman.podman.pods import TaskPod
 
-__all__ = ["PodPool", "WarmPod", "container_key"]
+__all__ = ["MAX_IDLE", "PodPool", "WarmPod", "container_key"]
+
+MAX_IDLE = 4  # idle pods kept for later tasks; each holds a container's memory meanwhile
 
 
 def container_key(task: Task) -> str:
-    """Tasks with equal keys can share a container: same image, mounts, network, capabilities
-    and inputs. The user and the environment are set per task by the agent, so they may differ;
+    """Tasks with equal keys can share a container: same image, mounts, network, capabilities,
+    container environment and inputs. The user is set per task by the agent, so it may differ;
     where the image was named in the configuration does not matter."""
-    shared = replace(task.container, user=None, environment=(), image_source="")
+    shared = replace(task.container, user=None, image_source="")
     return repr((shared, task.input_mapping))
 
 
@@ -56,6 +58,7 @@ class PodPool:
     def __init__(self, start: Callable[[Task], WarmPod]) -> None:
         self._start = start
         self._idle: dict[str, list[WarmPod]] = {}
+        self._order: list[WarmPod] = []  # idle pods, least recently used first
         self._lock = threading.Lock()
         self._closed = False
 
@@ -65,7 +68,58 @@ class PodPool:
         with self._lock:
             idle = self._idle.get(key)
             if idle:
-                return idle.pop()
+                pod = idle.pop()
+                self._order.remove(pod)
+                return pod
+        return self._start(task)  # outside the lock: starting takes a few hundred ms
+
+    def give_back(self, pod: WarmPod) -> None:
+        """Keeps the pod for the next task with the same settings (or closes it after close)."""
+        pod.tasks_run += 1
+        with self._lock:
+            if self._closed:
+                evicted: WarmPod | None = pod
+            else:
+                self._idle.setdefault(pod.key, []).append(pod)
+                self._order.append(pod)
+                evicted = self._evict_oldest() if len(self._order) > MAX_IDLE else None
+        if evicted is not None:
+            evicted.close()
+
+    def _evict_oldest(self) -> WarmPod:
+        """The least recently used idle pod, taken out of the pool (to be closed)."""
+        oldest = self._order.pop(0)
+        self._idle[oldest.key].remove(oldest)
+        return oldest
+
+    def close(self) -> None:
+        """Asks the agent to exit, then removes the pod and its socket directory."""
+        try:
+            self.client.shutdown()
+            self.client.close()
+        finally:
+            self.resources.close()
+
+
+class PodPool:
+    """Idle warm pods by container key; safe to use from the runner's worker threads."""
+
+    def __init__(self, start: Callable[[Task], WarmPod]) -> None:
+        self._start = start
+        self._idle: dict[str, list[WarmPod]] = {}
+        self._order: list[WarmPod] = []  # idle pods, least recently used first
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take(self, task: Task) -> WarmPod:
+        """An idle pod for this task's settings, or a newly started one."""
+        key = container_key(task)
+        with self._lock:
+            idle = self._idle.get(key)
+            if idle:
+                pod = idle.pop()
+                self._order.remove(pod)
+                return pod
         return self._start(task)  # outside the lock: starting takes a few hundred ms
 
     def give_back(self, pod: WarmPod) -> None:
@@ -74,8 +128,19 @@ class PodPool:
         with self._lock:
             if not self._closed:
                 self._idle.setdefault(pod.key, []).append(pod)
-                return
+                pod, self._order = self._evict_beyond_limit(pod)
+                if pod is None:
+                    return
         pod.close()
+
+    def _evict_beyond_limit(self, newest: WarmPod) -> tuple[WarmPod | None, list[WarmPod]]:
+        """Keeps at most MAX_IDLE idle pods (the most recently used); returns one to close."""
+        order = [p for p in self._order if p is not newest] + [newest]
+        if len(order) <= MAX_IDLE:
+            return None, order
+        oldest = order.pop(0)
+        self._idle[oldest.key].remove(oldest)
+        return oldest, order
 
     def close(self) -> None:
         """Closes every idle pod; pods in use are closed by their takers' give_back."""
@@ -83,6 +148,7 @@ class PodPool:
             self._closed = True
             pods = [pod for idle in self._idle.values() for pod in idle]
             self._idle.clear()
+            self._order.clear()
         errors = []
         for pod in pods:
             try:

@@ -273,3 +273,21 @@ def test_without_a_baseline_a_snapshot_gives_the_same_answer(tmp_path: Path) -> 
     returned, deleted = expected_changes(before, tree_state(tmp_path))
     assert set(changes.returned) == returned == {"src/main.c", "gen/x/y.o"}
     assert set(changes.deleted) == deleted == {"docs/readme.txt"}
+
+
+def test_a_symlink_replaced_by_a_directory_is_never_followed_in_the_baseline(
+        tmp_path: Path) -> None:
+    seed(tmp_path)
+    os.symlink("loop", tmp_path / "loop")  # a symlink loop
+    os.symlink("/etc", tmp_path / "etc")  # and one pointing out of the tree
+
+    def task(root: Path) -> None:
+        for name in ("loop", "etc"):
+            (root / name).unlink()
+            (root / name).mkdir()
+        (root / "loop" / "x").write_text("new\n")
+        (root / "etc" / "passwd").write_text("not the host's\n")
+
+    changes, returned, deleted = track(tmp_path, task)
+    assert set(changes.returned) == returned == {"loop/x", "etc/passwd"}
+    assert set(changes.deleted) == deleted

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -23,6 +25,21 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", mode: in
     info.linkname = linkname
     info.mtime = 1_700_000_000
     return info, data
+
+
+def with_pax(info_data: tuple[tarfile.TarInfo, bytes],
+             **headers: str) -> tuple[tarfile.TarInfo, bytes]:
+    """The member with pax records forced in (how a name with NUL can travel)."""
+    info, data = info_data
+    info.pax_headers = headers
+    return info, data
+
+
+def claiming(name: str, size: int, body: bytes) -> bytes:
+    """A header that claims `size` bytes, followed by a body that is much shorter."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info.tobuf(tarfile.PAX_FORMAT) + body
 
 
 def tar_bytes(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
@@ -63,6 +80,24 @@ HOSTILE = {
     "control character": [member("new\nline", data=b"x")],
     "longer than": [member("a/" * 2100 + "f", data=b"x")],
     "duplicate entry": [member("f", data=b"1"), member("f", data=b"2")],
+    "duplicate entry (same path spelt ./f)": [member("f", data=b"1"), member("./f", data=b"2")],
+    "duplicate entry (a symlink replaces a directory mid-archive)": [
+        member("d", tarfile.DIRTYPE), member("d/f", data=b"1"),
+        member("d", tarfile.SYMTYPE, linkname=".."), member("d/outside.txt", data=b"x")],
+    "duplicate entry (a symlink replaces a directory made for earlier members)": [
+        member("a/b/f", data=b"1"), member("a/b", tarfile.SYMTYPE, linkname="/tmp"),
+        member("a/b/g", data=b"2")],
+    "duplicate entry (a file replaces a directory made for earlier members)": [
+        member("a/f", data=b"1"), member("a", data=b"2")],
+    "a path component longer than 255 bytes (a 4,000-character name)": [
+        member("y" * 4000, data=b"x")],
+    "control character (NUL in a pax path)": [
+        with_pax(member("innocent", data=b"x"), path="evil\x00/../../outside.txt")],
+    "control character (newline in a pax path)": [
+        with_pax(member("innocent", data=b"x"), path="two\nlines")],
+    "hard link (to a path outside, then a write through it)": [
+        member("h", tarfile.LNKTYPE, linkname="../../outside.txt"), member("h", data=b"x")],
+    "device (block)": [member("disk", tarfile.BLKTYPE)],
 }
 
 
@@ -73,6 +108,92 @@ def test_hostile_members_are_refused_and_nothing_changes(target: Path, reason: s
         extract_tar_stream(io.BytesIO(data), target)
     assert reason.split(" (")[0] in str(info.value)
     assert "\n" not in str(info.value)
+    assert_untouched(target)
+
+
+def test_a_4000_character_path_stays_inside_even_past_path_max(tmp_path: Path) -> None:
+    """Deep but legal: components of 99 bytes. The staging path plus the name is longer than
+    PATH_MAX (4096), so only fd-relative calls can reach it."""
+    target = tmp_path / ("long-" * 40) / "out" / "task"
+    deep = "/".join(["x" * 99] * 40)
+    data = tar_bytes(member(deep, tarfile.DIRTYPE, mode=0o750), member(deep + "/f", data=b"ok"))
+    stats = extract_tar_stream(io.BytesIO(data), target)
+    assert (stats.files, stats.directories) == (1, 1)
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        for part in deep.split("/"):
+            fd, parent = os.open(part, os.O_RDONLY, dir_fd=fd), fd
+            os.close(parent)
+        assert os.stat(fd).st_mode & 0o777 == 0o750
+        assert os.stat("f", dir_fd=fd).st_size == 2
+    finally:
+        os.close(fd)
+
+
+def test_a_long_name_is_shortened_in_the_message(target: Path) -> None:
+    with pytest.raises(UnsafeArchiveMember) as info:
+        extract_tar_stream(io.BytesIO(tar_bytes(member("z" * 5000, data=b"x"))), target)
+    assert len(str(info.value)) < 300 and "(5000 characters)" in str(info.value)
+
+
+@pytest.mark.parametrize(("size", "reason"), [
+    (10 << 30, "ends inside its body"),  # under the limit: refused when the body runs out
+    (1 << 40, "beyond the limit"),  # over it: refused before a byte is written
+])
+def test_a_huge_claimed_size_with_a_short_body_is_refused(target: Path, size: int,
+                                                          reason: str) -> None:
+    with pytest.raises(UnsafeArchiveMember, match=reason) as info:
+        extract_tar_stream(io.BytesIO(claiming("huge", size, b"x" * 1000)), target)
+    assert "'huge'" in str(info.value)
+    assert_untouched(target)
+
+
+@pytest.mark.parametrize("cut", [100, 612, 2560], ids=["in-a-header", "in-a-body", "no-end"])
+def test_a_truncated_tar_stream_changes_nothing(target: Path, cut: int) -> None:
+    """a: header 512 + body 1024 (600 padded); b: header 512 + body 512; then the end marker."""
+    data = tar_bytes(member("a", data=b"x" * 600), member("b", data=b"y"))
+    assert len(data) >= 2560 + 1024
+    with pytest.raises(ArchiveError, match="broken archive|ends inside"):
+        extract_tar_stream(io.BytesIO(data[:cut]), target)
+    assert_untouched(target)
+
+
+def test_the_bomb_limit_comes_from_max_return_size(tmp_path: Path) -> None:
+    from buildr_podman.config import load_project
+
+    (tmp_path / ".buildr").mkdir()
+    (tmp_path / ".buildr" / "t.hcl").write_text(
+        'buildr {\n  max_return_size = "1m"\n}\ntask "script" "t" {\n'
+        '  container { image = "i" }\n  script = "true"\n}\n')
+    task = load_project(tmp_path).tasks["t"]
+    assert task.max_return_bytes == 1 << 20
+    bomb = compress(tar_bytes(member("zeros", data=bytes(2 << 20))))
+    with pytest.raises(UnsafeArchiveMember, match="max_return_size"):
+        extract_tar_stream(S2Reader(io.BytesIO(bomb)), tmp_path / "out",
+                           max_bytes=task.max_return_bytes or 0)
+    assert not (tmp_path / "out").exists()
+
+
+FULL_DISK = """
+import io, resource, sys
+from pathlib import Path
+from buildr_podman.archive.extract import extract_tar_stream
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+try:
+    extract_tar_stream(io.BytesIO(sys.stdin.buffer.read()), Path(sys.argv[1]))
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_a_full_disk_is_one_line_that_names_the_out_dir(target: Path) -> None:
+    """RLIMIT_FSIZE makes writes past 1 MiB fail (EFBIG), as a full disk would (ENOSPC; the
+    integration tests fill a real tmpfs). Python ignores SIGXFSZ, so the write just fails."""
+    data = tar_bytes(member("small", data=b"s"), member("big", data=os.urandom(2 << 20)))
+    said = subprocess.run([sys.executable, "-c", FULL_DISK, str(target)], input=data,
+                          capture_output=True, check=True).stdout.decode()
+    assert said.startswith(f"ArchiveError no space left under {target.parent} ")
+    assert "while writing big" in said and said.count("\n") == 1
     assert_untouched(target)
 
 

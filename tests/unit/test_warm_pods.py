@@ -1,0 +1,56 @@
+"""The warm pod pool's logic, with stand-in pods (the real ones are in the integration tests)."""
+
+from __future__ import annotations
+
+
+from buildr_podman.model import ContainerSpec, Task
+from buildr_podman.podman.warm_pods import MAX_IDLE, PodPool, container_key
+
+
+class FakePod:
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.tasks_run = 0
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def task(image: str = "img", user: str | None = None, env: tuple = ()) -> Task:
+    return Task(name="t", module_type="script",
+                container=ContainerSpec(image=image, user=user, environment=env), script="true")
+
+
+def test_tasks_differing_only_in_user_share_a_container() -> None:
+    assert container_key(task(user="1000")) == container_key(task(user=None))
+    assert container_key(task(image="a")) != container_key(task(image="b"))
+    assert container_key(task(env=(("A", "1"),))) != container_key(task())
+
+
+def test_a_pod_given_back_is_taken_again_for_the_same_settings() -> None:
+    started = []
+    pool = PodPool(lambda t: started.append(FakePod(container_key(t))) or started[-1])
+    first = pool.take(task())
+    pool.give_back(first)
+    assert pool.take(task()) is first
+    assert pool.take(task(image="other")) is not first
+    assert len(started) == 2
+
+
+def test_idle_pods_beyond_the_limit_are_closed_oldest_first() -> None:
+    pool = PodPool(lambda t: FakePod(container_key(t)))
+    pods = [pool.take(task(image=f"i{n}")) for n in range(MAX_IDLE + 1)]
+    for pod in pods:
+        pool.give_back(pod)
+    assert pods[0].closed and not any(p.closed for p in pods[1:])
+    pool.close()
+    assert all(p.closed for p in pods)
+
+
+def test_a_pod_given_back_after_close_is_closed() -> None:
+    pool = PodPool(lambda t: FakePod(container_key(t)))
+    pod = pool.take(task())
+    pool.close()
+    pool.give_back(pod)
+    assert pod.closed
