@@ -1,0 +1,1043 @@
+"""Benchmark of `buildr-podman run` beside the plain Podman commands a user would script instead.
+
+    python bench/bench_executor.py [--rounds 5] [--quick] [--cases 1,2,3,4,5] [--json FILE]
+    python bench/bench_executor.py --profile [--cases 1,3,4]   where the host process spends time
+
+Run it as the rootless Podman user (scripts/bench does the set-up and that for you). Cases
+(issue 6), each timed as a whole process, ours and its baselines alternately (ABAB, the order
+flipped every round), medians over the rounds:
+
+1. cold no-op: `buildr-podman run noop` (a task running `true`) against
+   `podman run --rm --network none IMAGE true`.
+2. warm: `buildr-podman run t0 .. t49 -j 1` in one process; per task
+   (total - `run t0` total) / 49 - the command's own time, against `podman exec CTR true`.
+3. many small outputs: the task writes N files of 4 KiB in N/10 directories; time until they
+   are all on the host, against `podman run -d` (same writes) + `podman exec CTR tar -c |
+   tar -x`, and against `podman run` + `podman cp CTR:DIR HOSTDIR`. Everything a user waits
+   for is inside the time: container start, the writes, the transfer, the container's removal.
+   "writes only" (`podman run --rm` doing the writes) is printed as the floor of all three.
+4. one large output: the task writes a 256 MiB file from /dev/urandom; same baselines.
+5. inputs: a host repository of N files is read whole by the task (`cat` of every file),
+   against `podman cp HOSTDIR CTR:DIR` and `tar -c | podman exec -i CTR tar -x`, each followed
+   by the same read in the container.
+6. host memory: peak resident memory of the `buildr-podman run` process in cases 3 and 4.
+
+All containers the baselines make carry the label io.buildr-podman.bench=<pid of this process>
+and unique names, and are removed at the end whatever happened; pods that our runs leave behind
+(label io.buildr-podman=<their pid>) are removed too. Work happens in a temporary directory,
+on tmpfs (/dev/shm) by default: see bench/README.md for why (ext4 without a journal refuses to
+reuse recently deleted inodes, which makes file creation 10x slower and noisy on this machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BENCH_LABEL = "io.buildr-podman.bench"
+PRODUCT_LABEL = "io.buildr-podman"  # the product labels its pods with the host process's pid
+GCC_IMAGE = "localhost/buildr-gcc:bookworm"
+TIMEOUT = 900.0  # seconds for any one command
+
+# The writes, in POSIX sh with builtins only (no process per file): $1 dir, $2 files,
+# $3 directories, $4 bytes per file. Every file differs (its number, zero-padded).
+WRITES_SH = r"""set -e
+out=$1; n=$2; nd=$3; size=$4
+mkdir -p "$out"; cd "$out"
+i=0; dirs=
+while [ $i -lt $nd ]; do dirs="$dirs d$i"; i=$((i+1)); done
+mkdir $dirs
+fmt="%0${size}d"
+i=0
+while [ $i -lt $n ]; do printf "$fmt" $i > d$((i % nd))/f$i; i=$((i+1)); done
+"""
+# $1 dir, $2 bytes.
+LARGE_SH = r"""set -e
+mkdir -p "$1"
+head -c "$2" /dev/urandom > "$1/big.bin"
+"""
+# $1 the repository: reads every file but our own .buildr/; prints the bytes read.
+READ_SH = r"""set -e
+cd "$1"
+find . -path ./.buildr -prune -o -type f -exec cat {} + | wc -c
+"""
+
+
+# ------------------------------------------------------------------------------ measuring
+
+@dataclass
+class Sample:
+    seconds: float
+    rss_kb: int | None = None  # VmHWM of the process itself (polled), KiB
+    tree_rss_kb: int | None = None  # ru_maxrss from wait4: it or its largest reaped child, KiB
+
+
+@dataclass
+class Sizes:
+    rounds: int
+    cold_reps: int
+    warm_tasks: int
+    execs: int
+    files: int
+    dirs: int
+    file_size: int
+    large_bytes: int
+    input_files: int
+    input_dirs: int
+
+
+DEFAULT = Sizes(rounds=5, cold_reps=3, warm_tasks=50, execs=20, files=20_000, dirs=2_000,
+                file_size=4096, large_bytes=256 << 20, input_files=20_000, input_dirs=2_000)
+QUICK = Sizes(rounds=2, cold_reps=2, warm_tasks=10, execs=10, files=5_000, dirs=500,
+              file_size=4096, large_bytes=64 << 20, input_files=5_000, input_dirs=500)
+
+
+class BenchError(Exception):
+    pass
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class _HwmPoller(threading.Thread):
+    """Polls /proc/PID/status for VmHWM (the process's own peak RSS) until it exits."""
+
+    def __init__(self, pid: int, interval: float = 0.01) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.peak_kb = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        path = f"/proc/{self.pid}/status"
+        while not self.stopped.is_set():
+            try:
+                with open(path) as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+                            break
+                    else:
+                        return  # a zombie: no memory any more
+            except (OSError, ValueError):
+                return
+            self.stopped.wait(self.interval)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, sizes: Sizes, tmp: Path) -> None:
+        self.args = args
+        self.sizes = sizes
+        self.tmp = tmp
+        self.image = args.image
+        self.label = f"{BENCH_LABEL}={os.getpid()}"
+        self.cli = _cli_command(args.cli)
+        self.ours_pids: list[int] = []
+        self.samples: dict[str, dict[str, list[Sample]]] = {}
+        self.extra: dict[str, float] = {}
+        self.errors: dict[str, list[str]] = {}
+        self.loads: dict[str, tuple[float, float]] = {}
+        self._n = 0
+        self.last_log = Path()
+        self._logs = tmp / "logs"
+        self._logs.mkdir()
+        self.scripts = tmp / "scripts"
+        self.scripts.mkdir()
+        for name, text in (("writes.sh", WRITES_SH), ("large.sh", LARGE_SH),
+                           ("read.sh", READ_SH)):
+            (self.scripts / name).write_text(text)
+
+    # -- commands
+
+    def name(self, what: str) -> str:
+        self._n += 1
+        return f"buildr-bench-{os.getpid()}-{what}-{self._n}"
+
+    def _log(self, what: str) -> Path:
+        self._n += 1
+        self.last_log = self._logs / f"{self._n:04d}-{what}.log"
+        return self.last_log
+
+    def sh(self, script: str, what: str, *, cwd: Path | None = None) -> float:
+        """Times one bash script (pipefail), as a user would type it; raises on failure."""
+        log = self._log(what)
+        with open(log, "wb") as out:
+            started = time.perf_counter()
+            proc = subprocess.run(["bash", "-o", "pipefail", "-c", script], cwd=cwd or self.tmp,
+                                  stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                  timeout=TIMEOUT, check=False)
+            seconds = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise BenchError(f"{what} failed (exit {proc.returncode}): {script}\n{_tail(log)}")
+        return seconds
+
+    def podman(self, *argv: str, check: bool = True) -> str:
+        proc = subprocess.run(["podman", *argv], stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=TIMEOUT, check=False)
+        if check and proc.returncode != 0:
+            raise BenchError(f"podman {' '.join(argv)} failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def ours(self, argv: Sequence[str], cwd: Path, what: str) -> Sample:
+        """Times `buildr-podman ARGV` as a whole process, with its peak memory."""
+        log = self._log(what)
+        with open(log, "wb") as out:
+            started = time.perf_counter()
+            proc = subprocess.Popen([*self.cli, *argv], cwd=cwd, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=out)
+            self.ours_pids.append(proc.pid)
+            poller = _HwmPoller(proc.pid)
+            poller.start()
+            try:
+                _, status, usage = _wait4(proc.pid, started + TIMEOUT)
+            except BaseException:
+                proc.send_signal(signal.SIGINT)  # let it remove its pod
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                raise
+            seconds = time.perf_counter() - started
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            poller.stopped.set()
+            poller.join()
+        if proc.returncode != 0:
+            words = list(argv) if len(argv) < 8 else [*argv[:4], "...", *argv[-3:]]
+            shown = " ".join(words)
+            raise BenchError(f"buildr-podman {shown} failed (exit {proc.returncode}) in {cwd}:"
+                             f"\n{_tail(log)}")
+        return Sample(seconds, poller.peak_kb or None, usage.ru_maxrss)
+
+    def container(self, *run_args: str, what: str) -> str:
+        """Starts a labelled detached container (untimed), returns its name."""
+        name = self.name(what)
+        self.podman("run", "-d", "--name", name, "--label", self.label, "--network", "none",
+                    *run_args)
+        return name
+
+    def remove(self, name: str) -> None:
+        self.podman("rm", "-f", "-t", "0", name, check=False)
+
+    def record(self, case: str, variant: str, sample: Sample) -> None:
+        self.samples.setdefault(case, {}).setdefault(variant, []).append(sample)
+        if self.args.verbose:
+            rss = f", rss {sample.rss_kb / 1024:.0f} MiB" if sample.rss_kb else ""
+            print(f"    {case}/{variant}: {sample.seconds:.3f} s{rss}", file=sys.stderr)
+
+    def rounds(self, case: str, variants: Sequence[tuple[str, Callable[[], None]]],
+               rounds: int | None = None) -> None:
+        """Runs every variant once per round, the order reversed on every other round."""
+        count = rounds or self.sizes.rounds
+        load_before = os.getloadavg()[0]
+        for r in range(count):
+            _say(f"{case}: round {r + 1}/{count}")
+            order = variants if r % 2 == 0 else list(reversed(variants))
+            for variant, run in order:
+                _settle()
+                try:
+                    run()
+                except BenchError as exc:  # one failed run: say so, keep measuring
+                    self.errors.setdefault(case, []).append(f"{variant}: {exc}")
+                    _say(f"{case}/{variant} FAILED: {str(exc).splitlines()[-1].strip()}")
+        self.loads[case] = (load_before, os.getloadavg()[0])
+
+    # -- clean-up
+
+    def cleanup(self) -> None:
+        out = self.podman("ps", "-a", "--filter", f"label={self.label}", "--format",
+                          "{{.Names}}", check=False).split()
+        if out:
+            self.podman("rm", "-f", "-t", "0", *out, check=False)
+        pids = {str(p) for p in self.ours_pids}
+        pods = []
+        try:
+            listing = json.loads(self.podman("pod", "ps", "--filter", f"label={PRODUCT_LABEL}",
+                                             "--format", "json", check=False) or "[]")
+        except json.JSONDecodeError:
+            listing = []
+        for pod in listing:
+            if (pod.get("Labels") or {}).get(PRODUCT_LABEL) in pids:
+                pods.append(pod.get("Name") or pod.get("Id"))
+        if pods:
+            print(f"bench: removing {len(pods)} pod(s) our runs left behind: {pods}",
+                  file=sys.stderr)
+            self.podman("pod", "rm", "-f", *pods, check=False)
+
+
+def _wait4(pid: int, deadline: float) -> tuple[int, int, resource.struct_rusage]:
+    while True:
+        got, status, usage = os.wait4(pid, os.WNOHANG)
+        if got == pid:
+            return got, status, usage
+        if time.perf_counter() > deadline:
+            raise BenchError(f"process {pid} took longer than {TIMEOUT:.0f} s")
+        time.sleep(0.002)
+
+
+def _settle() -> None:
+    """Before each timed run: write out dirty pages, so that one run's writeback is not
+    charged to the next."""
+    os.sync()
+
+
+def _cli_command(cli: str | None) -> list[str]:
+    """`buildr-podman` as a user types it: the console script beside this Python if there is
+    one (it honours PYTHONPATH like python -m), else python -m buildr_podman."""
+    if cli:
+        return cli.split()
+    script = Path(sys.executable).parent / "buildr-podman"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "buildr_podman"]
+
+
+def _say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def _count_files(root: Path) -> tuple[int, int]:
+    files = size = 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            files += 1
+            size += os.lstat(os.path.join(dirpath, name)).st_size
+    return files, size
+
+
+def _fresh(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    return path
+
+
+def _write_project(root: Path, tasks: dict[str, str], image: str) -> Path:
+    (root / ".buildr").mkdir(parents=True, exist_ok=True)
+    blocks = [f'task "script" "{name}" {{\n  container {{\n    image = "{image}"\n  }}\n'
+              f"  script = {json.dumps(script)}\n}}\n" for name, script in tasks.items()]
+    (root / ".buildr" / "bench.hcl").write_text("\n".join(blocks))
+    return root
+
+
+class PrivateStore:
+    """Podman storage and runtime directory of the benchmark's own, on tmpfs.
+
+    On the project's machines the user's Podman storage sits on ext4 without a journal, which
+    refuses for ~30 s to reuse the inodes of deleted files: after a container with 20,000
+    files is removed, creating 20,000 files again costs 4-17 s instead of 1 s, whoever does
+    it. That noise would drown every difference between the tools. Here every Podman command
+    (ours through its `podman system service`, and the baselines) uses a storage on tmpfs,
+    with its own XDG_RUNTIME_DIR (so its own runroot and rootless pause process: nothing is
+    shared with other users of the account). The images are copied in once (untimed).
+    """
+
+    def __init__(self, parent: Path) -> None:
+        # Short: conmon's and our sockets live under it (108-byte limit on socket paths).
+        self.root = Path(tempfile.mkdtemp(prefix="bbs-", dir=parent))
+        self.graph = self.root / "graph"
+        self.xdg = self.root / "xdg"
+        self.conf = self.root / "storage.conf"
+        self._saved: dict[str, str | None] = {}
+
+    def open(self, images: Sequence[str]) -> None:
+        outer = dict(os.environ)
+        self.xdg.mkdir(mode=0o700)
+        self.conf.write_text(f'[storage]\ndriver = "overlay"\n'
+                             f'rootless_storage_path = "{self.graph}"\n')
+        for key, value in (("XDG_RUNTIME_DIR", str(self.xdg)),
+                           ("CONTAINERS_STORAGE_CONF", str(self.conf))):
+            self._saved[key] = os.environ.get(key)
+            os.environ[key] = value
+        for image in images:
+            if subprocess.run(["podman", "image", "exists", image], env=outer,
+                              check=False).returncode:
+                raise BenchError(f"image {image} is missing: run scripts/setup.sh")
+            _say(f"copying {image} into the benchmark's tmpfs storage (untimed)")
+            save = subprocess.Popen(["podman", "save", image], env=outer,
+                                    stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            load = subprocess.run(["podman", "load", "-q"], stdin=save.stdout,
+                                  capture_output=True, text=True, check=False)
+            assert save.stdout is not None
+            save.stdout.close()
+            if save.wait() or load.returncode:
+                raise BenchError(f"could not copy {image}: {load.stderr.strip()}")
+
+    def close(self) -> None:
+        """After every container is gone: the storage, then our pause process."""
+        if self._saved:
+            subprocess.run(["podman", "unshare", "sh", "-c",
+                            f"umount {self.graph}/overlay 2>/dev/null; rm -rf {self.graph}"],
+                           stdin=subprocess.DEVNULL, capture_output=True, check=False)
+            pause = self.xdg / "libpod" / "tmp" / "pause.pid"
+            try:
+                pid = int(pause.read_text().strip())
+                if Path(f"/proc/{pid}").stat().st_uid == os.getuid():
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+            for key, value in self._saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            self._saved.clear()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------ the cases
+
+def case_cold(b: Bench) -> None:
+    proj = _write_project(b.tmp / "cold", {"noop": "true"}, b.image)
+
+    def ours() -> None:
+        b.record("cold", "ours", b.ours(["run", "noop"], proj, "cold-ours"))
+
+    def bare() -> None:
+        name = b.name("cold")
+        b.record("cold", "podman run", Sample(b.sh(
+            f"podman run --rm --name {name} --label {b.label} --network none {b.image} true",
+            "cold-podman-run")))
+
+    b.rounds("cold", [("ours", ours), ("podman run", bare)],
+             rounds=b.sizes.rounds * b.sizes.cold_reps)
+
+
+def case_warm(b: Bench) -> None:
+    n = b.sizes.warm_tasks
+    names = [f"t{i}" for i in range(n)]
+    proj = _write_project(b.tmp / "warm", dict.fromkeys(names, "true"), b.image)
+    ctr = b.container(b.image, "sleep", "infinity", what="warm")
+    try:
+        b.extra["warm command ms"] = _command_ms(b, ctr)
+
+        def ours() -> None:
+            # Both halves in the same slot of the round, so that they share its conditions.
+            one = b.ours(["run", "t0", "-j", "1"], proj, "warm-one")
+            many = b.ours(["run", *names, "-j", "1"], proj, "warm-many")
+            b.record("warm", "one task", one)
+            b.record("warm", f"{n} tasks", many)
+            per_task = (many.seconds - one.seconds) / (n - 1) - b.extra["warm command ms"] / 1e3
+            b.record("warm", "ours", Sample(per_task))
+
+        def execs() -> None:
+            times = [b.sh(f"podman exec {ctr} true", "warm-exec") for _ in range(b.sizes.execs)]
+            b.record("warm", "podman exec", Sample(statistics.median(times)))
+
+        b.rounds("warm", [("ours", ours), ("podman exec", execs)])
+    finally:
+        b.remove(ctr)
+
+
+def _command_ms(b: Bench, ctr: str) -> float:
+    """The task's command on its own: `/bin/sh -c true`, timed inside the container."""
+    script = ('i=0; s=$(date +%s%N); while [ $i -lt 200 ]; do /bin/sh -c true; i=$((i+1)); '
+              'done; e=$(date +%s%N); echo $(( (e - s) / 200 ))')
+    out = b.podman("exec", ctr, "sh", "-c", script, check=False).strip()
+    try:
+        return int(out) / 1e6
+    except ValueError:
+        return 0.0  # an image whose date has no %N: subtract nothing
+
+
+def _outputs_case(b: Bench, case: str, script_name: str, script_args: str,
+                  expect: Callable[[Path], None]) -> None:
+    """Cases 3 and 4: the same writes, brought to the host three ways (and the floor)."""
+    proj = b.tmp / case
+    proj.mkdir()
+    shutil.copy(b.scripts / script_name, proj / script_name)
+    _write_project(proj, {case: f"sh {script_name} out {script_args}"}, b.image)
+    out_dir = proj / ".buildr" / "out" / case
+    text = (b.scripts / script_name).read_text()
+    dst = b.tmp / f"{case}-dst"
+
+    def ours() -> None:
+        _fresh(out_dir)
+        b.record(case, "ours", b.ours(["run", case], proj, f"{case}-ours"))
+        expect(out_dir / "out")
+        shutil.rmtree(out_dir)
+
+    def tar_pipe() -> None:
+        _fresh(dst).mkdir()
+        name = b.name(case)
+        script = (f"sh -c {_q(text)} sh /tmp/out {script_args} && touch /tmp/.done "
+                  "|| touch /tmp/.failed; exec sleep infinity")
+        wait = ("while [ ! -e /tmp/.done ]; do [ -e /tmp/.failed ] && exit 3; sleep 0.01; "
+                "done; exec tar -C /tmp/out -cf - .")
+        try:
+            b.record(case, "tar pipe", Sample(b.sh(
+                f"podman run -d --name {name} --label {b.label} --network none {b.image} "
+                f"sh -c {_q(script)} >/dev/null\n"
+                f"podman exec {name} sh -c {_q(wait)} | tar -C {dst} -xf -\n"
+                f"podman rm -f -t 0 {name} >/dev/null", f"{case}-tar")))
+        finally:
+            b.remove(name)
+        expect(dst)
+        shutil.rmtree(dst)
+
+    def cp() -> None:
+        _fresh(dst).mkdir()
+        name = b.name(case)
+        try:
+            b.record(case, "podman cp", Sample(b.sh(
+                f"podman run --name {name} --label {b.label} --network none {b.image} "
+                f"sh -c {_q(text)} sh /tmp/out {script_args}\n"
+                f"podman cp {name}:/tmp/out {dst}/out\n"
+                f"podman rm {name} >/dev/null", f"{case}-cp")))
+        finally:
+            b.remove(name)
+        expect(dst / "out")
+        shutil.rmtree(dst)
+
+    def floor() -> None:
+        name = b.name(case)
+        b.record(case, "writes only", Sample(b.sh(
+            f"podman run --rm --name {name} --label {b.label} --network none {b.image} "
+            f"sh -c {_q(text)} sh /tmp/out {script_args}", f"{case}-floor")))
+
+    b.rounds(case, [("ours", ours), ("tar pipe", tar_pipe), ("podman cp", cp),
+                    ("writes only", floor)])
+
+
+def case_many(b: Bench) -> None:
+    s = b.sizes
+
+    def expect(root: Path) -> None:
+        files, size = _count_files(root)
+        if (files, size) != (s.files, s.files * s.file_size):
+            raise BenchError(f"{root}: {files} files of {size} bytes, expected {s.files} of "
+                             f"{s.files * s.file_size}")
+
+    _outputs_case(b, "many", "writes.sh", f"{s.files} {s.dirs} {s.file_size}", expect)
+
+
+def case_large(b: Bench) -> None:
+    n = b.sizes.large_bytes
+
+    def expect(root: Path) -> None:
+        size = (root / "big.bin").stat().st_size
+        if size != n:
+            raise BenchError(f"{root}/big.bin has {size} bytes, expected {n}")
+
+    _outputs_case(b, "large", "large.sh", str(n), expect)
+
+
+def case_inputs(b: Bench) -> None:
+    s = b.sizes
+    repo = b.tmp / "inputs"
+    repo.mkdir()
+    _say(f"inputs: writing a repository of {s.input_files} files on the host")
+    for d in range(s.input_dirs):
+        (repo / "src" / f"d{d}").mkdir(parents=True)
+    for i in range(s.input_files):
+        (repo / "src" / f"d{i % s.input_dirs}" / f"f{i}").write_bytes(
+            b"%0*d" % (s.file_size, i))
+    shutil.copy(b.scripts / "read.sh", repo / "read.sh")
+    _write_project(repo, {"inputs": "sh read.sh ."}, b.image)
+    expected = s.input_files * s.file_size + len(READ_SH)
+    log_re = re.compile(rb"^(\d+)\s*$", re.MULTILINE)
+
+    def check(log: Path) -> None:
+        found = [int(m) for m in log_re.findall(log.read_bytes())]
+        if not found or found[-1] != expected:
+            raise BenchError(f"the read in {log} saw {found[-1:] or 'nothing'} bytes, "
+                             f"expected {expected}")
+
+    def ours() -> None:
+        b.record("inputs", "ours", b.ours(["run", "inputs"], repo, "inputs-ours"))
+        check(b.last_log)
+
+    def tar_pipe() -> None:
+        name = b.name("inputs")
+        inner = ("mkdir -p /tmp/repo && tar -C /tmp/repo -xf - && "
+                 "exec sh /tmp/repo/read.sh /tmp/repo")
+        try:
+            b.record("inputs", "tar pipe", Sample(b.sh(
+                f"podman run -d --name {name} --label {b.label} --network none {b.image} "
+                "sleep infinity >/dev/null\n"
+                f"tar -C {repo} -cf - . | podman exec -i {name} sh -c {_q(inner)}\n"
+                f"podman rm -f -t 0 {name} >/dev/null", "inputs-tar")))
+        finally:
+            b.remove(name)
+        check(b.last_log)
+
+    def cp() -> None:
+        name = b.name("inputs")
+        try:
+            b.record("inputs", "podman cp", Sample(b.sh(
+                f"podman create --name {name} --label {b.label} --network none {b.image} "
+                "sh /tmp/repo/read.sh /tmp/repo >/dev/null\n"
+                f"podman cp {repo} {name}:/tmp/repo\n"
+                f"podman start -a {name}\n"
+                f"podman rm {name} >/dev/null", "inputs-cp")))
+        finally:
+            b.remove(name)
+        check(b.last_log)
+
+    b.rounds("inputs", [("ours", ours), ("tar pipe", tar_pipe), ("podman cp", cp)])
+
+
+def _q(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+CASES: dict[str, Callable[[Bench], None]] = {
+    "1": case_cold, "2": case_warm, "3": case_many, "4": case_large, "5": case_inputs}
+CASE_KEYS = {"1": "cold", "2": "warm", "3": "many", "4": "large", "5": "inputs"}
+
+
+# ------------------------------------------------------------------------------ the report
+
+def _median(samples: list[Sample] | None) -> float | None:
+    return statistics.median(s.seconds for s in samples) if samples else None
+
+
+def _spread(samples: list[Sample] | None) -> str:
+    if not samples or len(samples) < 2:
+        return ""
+    values = [s.seconds for s in samples]
+    return f"{min(values):.3g}-{max(values):.3g}"
+
+
+@dataclass
+class Row:
+    case: str
+    ours: str
+    base: str
+    ratio: str
+    target: str
+    verdict: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def build_rows(b: Bench) -> list[Row]:
+    rows: list[Row] = []
+    s = b.samples
+
+    def ratio_row(case: str, title: str, base: str, limit: float | None,
+                  target: str) -> None:
+        ours = _median(s.get(case, {}).get("ours"))
+        other = _median(s.get(case, {}).get(base))
+        if ours is None or other is None:
+            return
+        ratio = ours / other
+        verdict = "-" if limit is None else ("PASS" if ratio <= limit else "FAIL")
+        if b.errors.get(case):
+            verdict += f" ({len(b.errors[case])} runs failed)"
+        rows.append(Row(title, _fmt_s(ours), f"{_fmt_s(other)} ({base})", f"{ratio:.2f}",
+                        target, verdict))
+
+    ratio_row("cold", "1 cold no-op", "podman run", 3.0, "ours/base <= 3")
+    warm = s.get("warm", {})
+    if warm.get("ours"):
+        per_task = warm_per_task(b)
+        execs = _median(warm.get("podman exec"))
+        rows.append(Row("2 warm, per task", f"{per_task * 1000:.1f} ms",
+                        f"{_fmt_s(execs)} (podman exec)",
+                        f"{per_task / execs:.2f}" if execs else "-", "<= 20 ms",
+                        ("PASS" if per_task <= 0.020 else "FAIL")
+                        + (f" ({len(b.errors['warm'])} runs failed)" if b.errors.get("warm")
+                           else "")))
+    for case, title in (("many", f"3 {b.sizes.files} small outputs"),
+                        ("large", f"4 {b.sizes.large_bytes >> 20} MiB output")):
+        ratio_row(case, title, "tar pipe", 1.0, "ours/base <= 1")
+        ratio_row(case, title, "podman cp", 0.2, "ours/base <= 0.2")
+        ratio_row(case, title, "writes only", None, "(floor)")
+    ratio_row("inputs", f"5 {b.sizes.input_files} input files", "tar pipe", 1.0,
+              "ours/base <= 1")
+    ratio_row("inputs", f"5 {b.sizes.input_files} input files", "podman cp", None, "-")
+    for case, title in (("many", "6 memory, case 3"), ("large", "6 memory, case 4")):
+        samples = [x for x in s.get(case, {}).get("ours", []) if x.rss_kb]
+        if samples:
+            mb = 1024 / 1e6  # KiB to MB
+            peak = max(x.rss_kb or 0 for x in samples) * mb
+            med = statistics.median(x.rss_kb or 0 for x in samples) * mb
+            tree = max(x.tree_rss_kb or 0 for x in samples) * mb
+            rows.append(Row(title, f"{peak:.0f} MB", f"(median {med:.0f} MB; wait4 maxrss "
+                            f"{tree:.0f} MB)", "-", "< 150 MB",
+                            "PASS" if peak < 150 else "FAIL"))
+    return rows
+
+
+def warm_per_task(b: Bench) -> float:
+    """(median of the N-task runs - median of the one-task runs) / (N - 1) - the command."""
+    warm = b.samples["warm"]
+    many = _median(warm.get(f"{b.sizes.warm_tasks} tasks"))
+    one = _median(warm.get("one task"))
+    assert many is not None and one is not None
+    return (many - one) / (b.sizes.warm_tasks - 1) - b.extra["warm command ms"] / 1e3
+
+
+def print_report(b: Bench, rows: list[Row], started: float) -> None:
+    headers = ("case", "ours (median)", "baseline (median)", "ratio", "target", "")
+    table = [headers, *((r.case, r.ours, r.base, r.ratio, r.target, r.verdict) for r in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    print()
+    for i, row in enumerate(table):
+        print("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print()
+    print("all samples (median, min-max, n):")
+    for case, variants in b.samples.items():
+        for variant, samples in variants.items():
+            if case == "warm" and variant == "ours":
+                values = sorted(x.seconds * 1000 for x in samples)
+                print(f"  {case:7s} {'per task':14s} {warm_per_task(b) * 1000:6.1f} ms  "
+                      f"(round by round {values[0]:.1f}-{values[-1]:.1f} ms)")
+                continue
+            print(f"  {case:7s} {variant:14s} {_fmt_s(_median(samples)):>9s}  "
+                  f"{_spread(samples):>13s}  n={len(samples)}")
+    cold = _median(b.samples.get("cold", {}).get("ours"))
+    if cold:
+        print(f"\nours minus the cold no-op ({_fmt_s(cold)}): the transfer and the task's work")
+        for case in ("many", "large", "inputs"):
+            ours = _median(b.samples.get(case, {}).get("ours"))
+            floor = _median(b.samples.get(case, {}).get("writes only"))
+            if ours:
+                note = (f"; the writes alone (podman run, no transfer) {_fmt_s(floor)}"
+                        if floor else "")
+                print(f"  {case:7s} {_fmt_s(ours - cold)}{note}")
+    floors = [(case, _median(b.samples.get(case, {}).get("writes only")))
+              for case in ("many", "large")]
+    if any(f for _, f in floors):
+        print("\nthe transfer alone (each minus the writes-only floor; ours also carries its "
+              "start-up):")
+        for case, floor in floors:
+            if not floor:
+                continue
+            parts = []
+            for variant in ("ours", "tar pipe", "podman cp"):
+                value = _median(b.samples[case].get(variant))
+                if value is not None:
+                    parts.append(f"{variant} {_fmt_s(value - floor)}")
+            print(f"  {case:7s} " + ", ".join(parts))
+    if "warm command ms" in b.extra:
+        print(f"\nwarm: the command's own time (sh -c true in the container), subtracted: "
+              f"{b.extra['warm command ms']:.2f} ms")
+    for case, errors in b.errors.items():
+        print(f"\n{case}: {len(errors)} run(s) FAILED and left out of the medians; the first:")
+        print("  " + errors[0].replace("\n", "\n  "))
+    loads = ", ".join(f"{c} {a:.2f}->{z:.2f}" for c, (a, z) in b.loads.items())
+    print(f"load average (1 min) before->after each case: {loads}")
+    print(f"total {time.monotonic() - started:.0f} s")
+
+
+def machine_lines(b: Bench) -> list[str]:
+    model = ""
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True,
+                                   check=False).stdout.splitlines():
+            if line.startswith("Model name"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    podman = b.podman("--version", check=False).strip()
+    runtime = b.podman("info", "--format", "{{.Host.OCIRuntime.Name}} "
+                       "{{.Store.GraphDriverName}}", check=False).strip()
+    fs = subprocess.run(["stat", "-f", "-c", "%T", str(b.tmp)], capture_output=True,
+                        text=True, check=False).stdout.strip()
+    graph = b.podman("info", "--format", "{{.Store.GraphRoot}}", check=False).strip()
+    graph_fs = subprocess.run(["stat", "-f", "-c", "%T", graph], capture_output=True,
+                              text=True, check=False).stdout.strip()
+    sock = Path(os.environ.get("XDG_RUNTIME_DIR", "/nonexistent")) / "podman" / "podman.sock"
+    api = "the user socket" if sock.exists() else "a private service per run (no user socket)"
+    return [(f"machine: nproc {os.cpu_count()}, {model or platform.processor()}, "
+             f"kernel {platform.release()}, load {os.getloadavg()[0]:.2f}"),
+            f"{podman} ({runtime}), image {b.image}, storage {graph} ({graph_fs})",
+            f"work dir {b.tmp} ({fs})",
+            f"ours: {' '.join(b.cli)}; Podman API: {api}"]
+
+
+# ------------------------------------------------------------------------------ profiling
+
+_IMPORT_FILES = ("<frozen importlib", "<frozen zipimport")
+_SKIP_FILES = ("<frozen runpy>", "contextlib.py", "threading.py", "concurrent/futures/thread.py",
+               "buildr_podman/__main__.py")
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
+
+
+class _Node:
+    __slots__ = ("children", "count")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.children: dict[str, _Node] = {}
+
+
+def _frame_key(frame: str) -> str | None:
+    """A readable name for one py-spy frame; None to leave it out of the tree."""
+    m = _FRAME.match(frame)
+    if not m:
+        return frame
+    file = m["file"]
+    if file.startswith(_IMPORT_FILES):
+        return "(imports)"
+    if file.endswith(_SKIP_FILES):
+        return None
+    file = re.sub(r"^.*/(site-packages|dist-packages|lib/python3\.\d+)/", "", file)
+    return f"{m['func']} ({file})"
+
+
+def summarise_pyspy(raw: Path, rate: int, min_share: float = 0.03) -> list[str]:
+    """Per thread, the call tree of wall time (py-spy --idle): a node with at least
+    `min_share` of the thread's samples is shown; a chain where one child has nearly all of
+    its parent's time is written on one line (a > b); everything an import runs is one
+    "(imports)" node."""
+    roots: dict[str, _Node] = {}
+    names: dict[str, str] = {}
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        # "thread (0x7f...): MainThread" or "thread (1234)": merge the two spellings.
+        tid = re.match(r"thread \((\w+)\)", frames[0])
+        key = tid[1] if tid else frames[0]
+        if len(frames[0]) > len(names.get(key, "")):
+            names[key] = frames[0]
+        node = roots.setdefault(key, _Node())
+        node.count += count
+        for frame in frames[1:]:
+            name = _frame_key(frame)
+            if name is None:
+                continue
+            node = node.children.setdefault(name, _Node())
+            node.count += count
+            if name == "(imports)":
+                break
+
+    lines: list[str] = []
+
+    def walk(node: _Node, total: int, depth: int) -> None:
+        for name, child in sorted(node.children.items(), key=lambda kv: -kv[1].count):
+            if child.count < min_share * total:
+                continue
+            label = [name]
+            while len(child.children) >= 1:
+                big = max(child.children.items(), key=lambda kv: kv[1].count)
+                if big[1].count < 0.97 * child.count:
+                    break
+                label.append(big[0])
+                child = big[1]
+            if len(label) > 3:  # a long chain of wrappers: its ends say enough
+                label = [label[0], "..", label[-1]]
+            lines.append(f"  {child.count / rate:7.3f} s {100 * child.count / total:5.1f}%"
+                         f"  {'  ' * depth}{' > '.join(label)}")
+            walk(child, total, depth + 1)
+
+    for key, root in sorted(roots.items(), key=lambda kv: -kv[1].count):
+        if root.count < min_share * max(r.count for r in roots.values()):
+            continue
+        lines.append(f"  {names[key]}: {root.count / rate:.2f} s sampled")
+        walk(root, root.count, 1)
+    return lines
+
+
+def profile(b: Bench, pyspy: str | None, out_dir: Path, cases: Sequence[str]) -> None:
+    """Runs cases 1, 3, 4 once each under py-spy (if found) with -v, lines timestamped."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    s = b.sizes
+    rate = 250
+    projects: dict[str, tuple[Path, str]] = {}
+    if "1" in cases:
+        projects["cold"] = (_write_project(b.tmp / "cold", {"noop": "true"}, b.image), "noop")
+    for key, script, args in (("many", "writes.sh", f"{s.files} {s.dirs} {s.file_size}"),
+                              ("large", "large.sh", str(s.large_bytes))):
+        if {"many": "3", "large": "4"}[key] not in cases:
+            continue
+        proj = b.tmp / key
+        proj.mkdir(exist_ok=True)
+        shutil.copy(b.scripts / script, proj / script)
+        projects[key] = (_write_project(proj, {key: f"sh {script} out {args}"}, b.image), key)
+    if not pyspy:
+        _say("py-spy not found (pip install py-spy, or --py-spy PATH): timestamps only")
+    for key, (proj, task) in projects.items():
+        _fresh(proj / ".buildr" / "out" / task)
+        raw = out_dir / f"{key}.pyspy.txt"
+        argv = [*b.cli, "-v", "run", task]
+        if pyspy:
+            argv = [pyspy, "record", "--idle", "--threads", "--format", "raw", "-r", str(rate),
+                    "-o", str(raw), "--", *argv]
+        _settle()
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=proj, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        b.ours_pids.append(proc.pid)
+        stamped = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            stamped.append(f"  {time.perf_counter() - started:7.3f}  "
+                           f"{line.decode(errors='replace').rstrip()}")
+        proc.wait()
+        total = time.perf_counter() - started
+        stamped.append(f"  {total:7.3f}  (process exited {proc.returncode})")
+        under = ", under py-spy" if pyspy else ""
+        report = [f"== {key}: buildr-podman -v run {task} (whole process {total:.2f} s{under})",
+                  *stamped]
+        if pyspy and raw.exists():
+            report += ["  where the host process spends its wall time (py-spy --idle):",
+                       *summarise_pyspy(raw, rate)]
+        text = "\n".join(report)
+        print(text)
+        (out_dir / f"{key}.txt").write_text(text + "\n")
+    print(f"\nprofiles and raw py-spy stacks (flamegraph.pl input) in {out_dir}")
+
+
+def _find_pyspy(given: str | None) -> str | None:
+    if given:
+        return given
+    for candidate in (shutil.which("py-spy"), str(Path(sys.executable).parent / "py-spy"),
+                      "/opt/buildr-dev/bin/py-spy"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+# ------------------------------------------------------------------------------ main
+
+def _default_tmp() -> str:
+    """tmpfs if there is room: keeps the host file system's quirks out of the comparison."""
+    shm = Path("/dev/shm")
+    try:
+        st = os.statvfs(shm)
+        if os.access(shm, os.W_OK) and st.f_bavail * st.f_frsize > (4 << 30):
+            return str(shm)
+    except OSError:
+        pass
+    return tempfile.gettempdir()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, help="rounds per case (default 5; --quick 2)")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 rounds, 5,000 files, 64 MiB, 10 warm tasks: a smoke run")
+    parser.add_argument("--cases", default="1,2,3,4,5",
+                        help="which cases, e.g. 1,3 (6 is measured within 3 and 4)")
+    parser.add_argument("--image", default=GCC_IMAGE,
+                        help=f"image for every case (default {GCC_IMAGE}: GNU tar inside)")
+    parser.add_argument("--warm-tasks", type=int, help="tasks in the warm case (default 50)")
+    parser.add_argument("--tmp", default=_default_tmp(),
+                        help="where the work directory goes (default /dev/shm if it has room)")
+    parser.add_argument("--store", choices=("tmpfs", "user"), default="tmpfs",
+                        help="tmpfs (default): a Podman storage of the benchmark's own on "
+                             "tmpfs, the images copied in; user: the user's own storage "
+                             "(on this machine's ext4, file creation is slow and noisy)")
+    parser.add_argument("--cli", help="the command to benchmark (default: the buildr-podman "
+                                      "console script beside this Python)")
+    parser.add_argument("--json", type=Path, help="also write every sample to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every sample")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of the table: run cases 1, 3, 4 once each with -v under "
+                             "py-spy and say where the host process spends its time")
+    parser.add_argument("--py-spy", dest="pyspy", help="the py-spy executable")
+    parser.add_argument("--profile-dir", type=Path, default=Path(tempfile.gettempdir()) /
+                        f"buildr-bench-profiles-{os.getuid()}")
+    args = parser.parse_args(argv)
+
+    sizes = QUICK if args.quick else DEFAULT
+    if args.rounds:
+        sizes = Sizes(**{**asdict(sizes), "rounds": args.rounds})
+    if args.warm_tasks:
+        sizes = Sizes(**{**asdict(sizes), "warm_tasks": max(2, args.warm_tasks)})
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in cases if c not in CASES and c != "6"]
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}: use 1-5 (6 comes with 3 and 4)")
+    if "6" in cases and not {"3", "4"} & set(cases):
+        cases += ["3", "4"]
+    if shutil.which("podman") is None:
+        parser.error("podman is not installed")
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        parser.error("XDG_RUNTIME_DIR is not set: run this as the rootless Podman user "
+                     "(scripts/bench does)")
+
+    tmp = Path(tempfile.mkdtemp(prefix="buildr-bench-", dir=args.tmp))
+    started = time.monotonic()
+    b = Bench(args, sizes, tmp)
+    store = PrivateStore(Path(args.tmp)) if args.store == "tmpfs" else None
+    # SIGTERM unwinds like Ctrl-C, through the clean-up below.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if store:
+            store.open([b.image])
+        elif subprocess.run(["podman", "image", "exists", b.image], check=False).returncode:
+            raise BenchError(f"image {b.image} is missing: run scripts/setup.sh")
+        for line in machine_lines(b):
+            print(line)
+        _say("warm-up: one untimed run of each (builds the agent if its version changed)")
+        warm_proj = _write_project(tmp / "warm-up", {"noop": "true"}, b.image)
+        b.ours(["run", "noop"], warm_proj, "warm-up")
+        b.sh(f"podman run --rm --label {b.label} --network none {b.image} true", "warm-up")
+        if args.profile:
+            profile(b, _find_pyspy(args.pyspy), args.profile_dir,
+                    [c for c in cases if c in ("1", "3", "4")])
+            return 0
+        print(f"rounds {sizes.rounds} (cold: {sizes.rounds * sizes.cold_reps}); "
+              f"{sizes.files} files of {sizes.file_size} B in {sizes.dirs} dirs; "
+              f"{sizes.large_bytes >> 20} MiB; {sizes.warm_tasks} warm tasks; "
+              f"{sizes.input_files} input files", flush=True)
+        for case in sorted(set(cases) & set(CASES)):
+            _say(f"case {case}: {CASE_KEYS[case]}")
+            CASES[case](b)
+        rows = build_rows(b)
+        print_report(b, rows, started)
+        if args.json:
+            args.json.write_text(json.dumps(
+                {"machine": machine_lines(b), "sizes": asdict(sizes),
+                 "samples": {c: {v: [asdict(x) for x in xs] for v, xs in vs.items()}
+                             for c, vs in b.samples.items()},
+                 "extra": b.extra, "errors": b.errors, "rows": [asdict(r) for r in rows]},
+                indent=1))
+        return 1 if b.errors or any(r.verdict == "FAIL" for r in rows) else 0
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        b.cleanup()
+        if store:
+            store.close()
+        if args.keep:
+            print(f"bench: kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
