@@ -12,8 +12,8 @@ which path was taken and why (watchdog#654 is the bug this avoids: overflow sile
 from __future__ import annotations
 
 import errno
-import select
 import os
+import select
 import stat
 import threading
 import time
@@ -22,8 +22,16 @@ from dataclasses import dataclass, field
 import inotify_simple
 from inotify_simple import flags
 
-from buildr_podman.agent.snapshot import (Baseline, BeforeState, Entry, Snapshot, changed,
-                                          entry_of, walk, walk_directories)
+from buildr_podman.agent.snapshot import (
+    Baseline,
+    BeforeState,
+    Entry,
+    Snapshot,
+    changed,
+    entry_of,
+    walk,
+    walk_directories,
+)
 
 __all__ = ["ChangeSet", "ChangeTracker", "TrackerLimits"]
 

@@ -93,56 +93,6 @@ class PodPool:
         return oldest
 
     def close(self) -> None:
-        """Asks the agent to exit, then removes the pod and its socket directory."""
-        try:
-            self.client.shutdown()
-            self.client.close()
-        finally:
-            self.resources.close()
-
-
-class PodPool:
-    """Idle warm pods by container key; safe to use from the runner's worker threads."""
-
-    def __init__(self, start: Callable[[Task], WarmPod]) -> None:
-        self._start = start
-        self._idle: dict[str, list[WarmPod]] = {}
-        self._order: list[WarmPod] = []  # idle pods, least recently used first
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def take(self, task: Task) -> WarmPod:
-        """An idle pod for this task's settings, or a newly started one."""
-        key = container_key(task)
-        with self._lock:
-            idle = self._idle.get(key)
-            if idle:
-                pod = idle.pop()
-                self._order.remove(pod)
-                return pod
-        return self._start(task)  # outside the lock: starting takes a few hundred ms
-
-    def give_back(self, pod: WarmPod) -> None:
-        """Keeps the pod for the next task with the same settings (or closes it after close)."""
-        pod.tasks_run += 1
-        with self._lock:
-            if not self._closed:
-                self._idle.setdefault(pod.key, []).append(pod)
-                pod, self._order = self._evict_beyond_limit(pod)
-                if pod is None:
-                    return
-        pod.close()
-
-    def _evict_beyond_limit(self, newest: WarmPod) -> tuple[WarmPod | None, list[WarmPod]]:
-        """Keeps at most MAX_IDLE idle pods (the most recently used); returns one to close."""
-        order = [p for p in self._order if p is not newest] + [newest]
-        if len(order) <= MAX_IDLE:
-            return None, order
-        oldest = order.pop(0)
-        self._idle[oldest.key].remove(oldest)
-        return oldest, order
-
-    def close(self) -> None:
         """Closes every idle pod; pods in use are closed by their takers' give_back."""
         with self._lock:
             self._closed = True

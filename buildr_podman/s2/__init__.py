@@ -21,9 +21,9 @@ from ._format import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE
 from ._io import S2Reader, S2Writer
 
 __all__ = [
-    "CodecError",
     "DEFAULT_BLOCK_SIZE",
     "MAX_BLOCK_SIZE",
+    "CodecError",
     "S2Decoder",
     "S2Encoder",
     "S2Reader",

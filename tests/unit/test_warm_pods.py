@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from buildr_podman.model import ContainerSpec, Task
 from buildr_podman.podman.warm_pods import MAX_IDLE, PodPool, container_key
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from buildr_podman.s2 import MAX_BLOCK_SIZE, S2Decoder, S2Reader, decompress
-from buildr_podman.s2 import _block
+from buildr_podman.s2 import MAX_BLOCK_SIZE, S2Decoder, S2Reader, _block, decompress
 
 # From the README beside the vectors; any further *.s2 file there is tested too.
 KNOWN_VECTORS = [
