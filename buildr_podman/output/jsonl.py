@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from buildr_podman.hookspecs import hookimpl
 from buildr_podman.model import Project, RunReport, Task, TaskOutcome
-from buildr_podman.output.lines import LineSplitter
+from buildr_podman.output.lines import TaskLines
 
 __all__ = ["JsonReporter", "outcome_fields"]
 
@@ -49,7 +49,7 @@ class JsonReporter:
     def __init__(self, verbose: bool = False, out: TextIO | None = None) -> None:
         self.verbose = verbose
         self._out = out or sys.stdout
-        self._splitters: dict[tuple[str, str], LineSplitter] = {}
+        self._lines = TaskLines()
 
     @hookimpl
     def buildr_run_started(self, project: Project, tasks: Sequence[Task], jobs: int) -> None:
@@ -64,8 +64,7 @@ class JsonReporter:
 
     @hookimpl
     def buildr_task_output(self, task: Task, stream: str, data: bytes) -> None:
-        splitter = self._splitters.setdefault((task.name, stream), LineSplitter())
-        for line in splitter.feed(data):
+        for line in self._lines.feed(task.name, stream, data):
             self._line(task, stream, line)
 
     @hookimpl
@@ -81,11 +80,8 @@ class JsonReporter:
 
     @hookimpl
     def buildr_task_finished(self, task: Task, outcome: TaskOutcome) -> None:
-        for stream in ("stdout", "stderr"):
-            splitter = self._splitters.pop((task.name, stream), None)
-            rest = splitter.flush() if splitter else b""
-            if rest:
-                self._line(task, stream, rest)
+        for stream, rest in self._lines.finish(task.name):
+            self._line(task, stream, rest)
         self._emit("task_finished", **outcome_fields(outcome))
 
     @hookimpl

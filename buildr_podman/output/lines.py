@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TextIO
 
-__all__ = ["PALETTE", "LineSplitter", "colour_enabled", "paint"]
+__all__ = ["PALETTE", "LineSplitter", "TaskLines", "colour_enabled", "paint"]
 
 MAX_LINE = 64 * 1024  # a line without an end is still shown, in pieces, past this size
 #: ANSI colours for task prefixes, in the order tasks appear in the plan (no red: failures)
@@ -33,6 +33,26 @@ class LineSplitter:
     def flush(self) -> bytes:
         rest, self._pending = self._pending, b""
         return rest + b"\n" if rest else b""
+
+
+class TaskLines:
+    """One LineSplitter per task and stream, as every line-based reporter needs."""
+
+    def __init__(self) -> None:
+        self._splitters: dict[tuple[str, str], LineSplitter] = {}
+
+    def feed(self, task: str, stream: str, data: bytes) -> list[bytes]:
+        return self._splitters.setdefault((task, stream), LineSplitter()).feed(data)
+
+    def finish(self, task: str) -> list[tuple[str, bytes]]:
+        """The unterminated rest of each stream of a finished task, as (stream, line)."""
+        rests = []
+        for stream in ("stdout", "stderr"):
+            splitter = self._splitters.pop((task, stream), None)
+            rest = splitter.flush() if splitter else b""
+            if rest:
+                rests.append((stream, rest))
+        return rests
 
 
 def colour_enabled(stream: TextIO) -> bool:

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from buildr_podman.hookspecs import hookimpl
 from buildr_podman.model import Project, RunReport, Task, TaskOutcome
-from buildr_podman.output.lines import LineSplitter
+from buildr_podman.output.lines import TaskLines
 from buildr_podman.output.summary import counts_line, display_path, failures, rows, verdict
 
 __all__ = ["RichReporter"]
@@ -46,7 +46,7 @@ class RichReporter:
         self._done = 0
         self._failed = 0
         self._running: dict[str, tuple[float, Spinner]] = {}
-        self._splitters: dict[tuple[str, str], LineSplitter] = {}
+        self._lines = TaskLines()
         self._tolerant: set[str] = set()
 
     @hookimpl
@@ -71,8 +71,7 @@ class RichReporter:
 
     @hookimpl
     def buildr_task_output(self, task: Task, stream: str, data: bytes) -> None:
-        splitter = self._splitters.setdefault((task.name, stream), LineSplitter())
-        for line in splitter.feed(data):
+        for line in self._lines.feed(task.name, stream, data):
             self._print_line(task, line)
 
     @hookimpl
@@ -82,11 +81,8 @@ class RichReporter:
 
     @hookimpl
     def buildr_task_finished(self, task: Task, outcome: TaskOutcome) -> None:
-        for stream in ("stdout", "stderr"):
-            splitter = self._splitters.pop((task.name, stream), None)
-            rest = splitter.flush() if splitter else b""
-            if rest:
-                self._print_line(task, rest)
+        for _stream, rest in self._lines.finish(task.name):
+            self._print_line(task, rest)
         with self._lock:
             self._running.pop(task.name, None)
             self._done += 1

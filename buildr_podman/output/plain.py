@@ -12,7 +12,7 @@ from typing import BinaryIO, TextIO
 
 from buildr_podman.hookspecs import hookimpl
 from buildr_podman.model import Project, RunReport, Task, TaskOutcome
-from buildr_podman.output.lines import PALETTE, LineSplitter, colour_enabled, paint
+from buildr_podman.output.lines import PALETTE, TaskLines, colour_enabled, paint
 from buildr_podman.output.summary import counts_line, display_path, failures, rows, verdict
 
 __all__ = ["PlainReporter", "TerminalReporter"]
@@ -30,7 +30,7 @@ class PlainReporter:
         self._prefixed = False
         self._colour = colour_enabled(self._err)
         self._prefixes: dict[str, str] = {}
-        self._splitters: dict[tuple[str, str], LineSplitter] = {}
+        self._lines = TaskLines()
         self._tolerant: set[str] = set()
 
     # -- hooks --------------------------------------------------------------------------------
@@ -54,8 +54,7 @@ class PlainReporter:
         if not self._prefixed:
             self._write(stream, data)
             return
-        splitter = self._splitters.setdefault((task.name, stream), LineSplitter())
-        for line in splitter.feed(data):
+        for line in self._lines.feed(task.name, stream, data):
             self._write(stream, self._prefix(task) + line)
 
     @hookimpl
@@ -116,11 +115,8 @@ class PlainReporter:
         return self._prefixes.get(task.name, f"{task.name} | ").encode()
 
     def _flush_lines(self, task: Task) -> None:
-        for stream in ("stdout", "stderr"):
-            splitter = self._splitters.pop((task.name, stream), None)
-            rest = splitter.flush() if splitter else b""
-            if rest:
-                self._write(stream, self._prefix(task) + rest)
+        for stream, rest in self._lines.finish(task.name):
+            self._write(stream, self._prefix(task) + rest)
 
     def _write(self, stream: str, data: bytes) -> None:
         if stream == "stdout":
