@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from buildr_podman.hookspecs import hookimpl
+from buildr_podman import hookimpl
 
 __all__ = ["JunitReport", "buildr_run_finished", "buildr_run_started", "buildr_task_output"]
 __version__ = "0.1.0"

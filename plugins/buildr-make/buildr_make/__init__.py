@@ -11,8 +11,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from buildr_podman.hookspecs import hookimpl
-from buildr_podman.moduletype import ModuleSpecError, ModuleType
+from buildr_podman import ModuleSpecError, ModuleType, hookimpl
 
 __all__ = ["MAKE_TYPES", "buildr_module_types", "expand_make"]
 __version__ = "0.1.0"
