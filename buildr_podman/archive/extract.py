@@ -14,7 +14,7 @@ import shutil
 import stat
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
 from buildr_podman.archive.tarstream import Member, TarReader
@@ -43,19 +43,19 @@ class ExtractStats:
 def check_member(member: Member) -> str | None:
     """Why this member must be refused, or None when it is safe to extract."""
     name = member.name
-    if not name or name in (".", "./"):
+    parts = components(name)
+    if not parts:
         return "empty name"
     if "\x00" in name or "\n" in name or "\r" in name:
         return "control character in the name"
     if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_LENGTH:
         return f"name longer than {MAX_NAME_LENGTH} bytes"
-    path = PurePosixPath(name)
     if any(len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_LENGTH
-           for part in path.parts):
+           for part in parts):
         return f"a path component longer than {MAX_COMPONENT_LENGTH} bytes"
-    if path.is_absolute():
+    if name.startswith("/"):
         return "absolute path"
-    if ".." in path.parts:
+    if ".." in parts:
         return "'..' in the path"
     if member.islnk():
         return "hard link (only files, directories and symlinks are returned)"
@@ -66,6 +66,14 @@ def check_member(member: Member) -> str | None:
     if member.size < 0:
         return "negative size"
     return None
+
+
+def components(name: str) -> list[str]:
+    """The path's components, without empty ones and "." ("./a//b/" -> ["a", "b"]).
+
+    Plain string work: pathlib cost a fifth of the time of extracting many small files.
+    """
+    return [part for part in name.split("/") if part not in ("", ".")]
 
 
 def list_tar_stream(fileobj: BinaryIO) -> list[Member]:
@@ -148,13 +156,14 @@ class _StagingWriter:
         reason = check_member(member)
         if reason:
             raise _refuse(member.name, reason)
-        rel = str(PurePosixPath(member.name))
+        parts = components(member.name)
+        rel = "/".join(parts)
         if rel in self._seen:
             raise _refuse(member.name, "duplicate entry")
         self._seen.add(rel)
-        parent_fd = self._parent(rel, member.name)
+        parent_fd = self._parent(parts, member.name)
         try:
-            self._create(tar, member, parent_fd, PurePosixPath(rel).name, rel)
+            self._create(tar, member, parent_fd, parts[-1], rel)
         except FileExistsError as exc:
             # An earlier member's path made this one a directory: a symlink or file here would
             # replace it (and redirect or hide what was extracted into it).
@@ -163,12 +172,13 @@ class _StagingWriter:
         except OSError as exc:
             raise _write_error(f"writing {_shown_name(rel)}", exc, self.where) from exc
 
-    def _parent(self, rel: str, name: str) -> int:
-        parent = str(PurePosixPath(rel).parent)
+    def _parent(self, parts: list[str], name: str) -> int:
+        """An fd of the member's parent directory, created as needed."""
+        parent = "/".join(parts[:-1])
         if self._cached_parent and self._cached_parent[0] == parent:
             return self._cached_parent[1]
         self.close()
-        fd = self._open_parent(rel, name)
+        fd = self._open_dir(tuple(parts[:-1]), name, create=True)
         self._cached_parent = (parent, fd)
         return fd
 
@@ -176,10 +186,6 @@ class _StagingWriter:
         if self._cached_parent:
             os.close(self._cached_parent[1])
             self._cached_parent = None
-
-    def _open_parent(self, rel: str, name: str) -> int:
-        """An fd of rel's parent, created as needed."""
-        return self._open_dir(PurePosixPath(rel).parts[:-1], name, create=True)
 
     def _open_dir(self, parts: tuple[str, ...], name: str, create: bool) -> int:
         """An fd of root/parts, every component opened without following symlinks: a symlink
@@ -234,11 +240,11 @@ class _StagingWriter:
             while chunk := tar.read_body(COPY_SIZE):
                 _write_all(fd, chunk)
             os.fchmod(fd, mode)
+            os.utime(fd, ns=_times(member.mtime))  # on the fd: no second path lookup
         except ArchiveError as exc:
             raise _refuse(member.name, "the archive ends inside its body") from exc
         finally:
             os.close(fd)
-        os.utime(name, ns=_times(member.mtime), dir_fd=parent_fd)
         self.stats.files += 1
         self.stats.bytes += member.size
 
@@ -247,7 +253,7 @@ class _StagingWriter:
         first, so that a parent that ends up read-only can still be walked through."""
         for rel, mtime in sorted(self._dir_times, key=lambda item: item[0].count("/"),
                                  reverse=True):
-            fd = self._open_dir(PurePosixPath(rel).parts, rel, create=False)
+            fd = self._open_dir(tuple(rel.split("/")), rel, create=False)
             try:
                 os.utime(fd, ns=_times(mtime))
                 os.fchmod(fd, self._final_dir_modes[rel])
