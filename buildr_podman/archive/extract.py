@@ -276,7 +276,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _times(mtime: float) -> tuple[int, int]:
     """(atime, mtime) in ns for os.utime; PAX headers carry fractional seconds."""
-    ns = int(round(mtime * 1_000_000_000))
+    ns = round(mtime * 1_000_000_000)
     return ns, ns
 
 
