@@ -172,3 +172,32 @@ def test_every_safety_net_gives_the_exact_result(image: str, tmp_path: Path, kno
     assert re.findall(r"net: deleted (.+)", run.stderr) == ["c"]
     tracking = re.search(r"changes found by (.+)", run.stderr).group(1)
     assert tracking == (f"rescan: {reason}" if reason else "inotify")
+
+
+def write_back_task(project: Path, name: str, script: str, image: str) -> None:
+    (project / ".buildr" / f"{name}.hcl").write_text(
+        f'task "script" "{name}" {{\n  container {{\n    image = "{image}"\n  }}\n'
+        f"  write_back = true\n  script = <<-EOT\n{script}\n  EOT\n}}\n")
+
+
+def test_write_back_applies_changes_and_deletions_to_the_repository(image: str,
+                                                                    tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    seed(project)
+    write_back_task(project, "fmt", "echo formatted > src/main.c\nmkdir -p gen && "
+                    "echo new > gen/x.h\nrm c", image)
+    write_back_task(project, "broken", "echo half > a/x\nexit 3", image)
+    run = subprocess.run([sys.executable, "-m", "buildr_podman", "-v", "run", "--output",
+                          "plain", "-j", "1", "fmt"], cwd=project, capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    assert (project / "src" / "main.c").read_text() == "formatted\n"
+    assert (project / "gen" / "x.h").read_text() == "new\n"
+    assert not (project / "c").exists()
+    assert not (project / ".buildr" / "out" / "fmt").exists()
+    failed = subprocess.run([sys.executable, "-m", "buildr_podman", "run", "--output", "plain",
+                             "broken"], cwd=project, capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert failed.returncode == 1
+    assert (project / "a" / "x").read_text() == "1"  # a failed task never writes back
+    assert (project / ".buildr" / "out" / "broken" / "a" / "x").read_text() == "half\n"
