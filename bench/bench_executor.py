@@ -391,7 +391,7 @@ class PrivateStore:
             pause = self.xdg / "libpod" / "tmp" / "pause.pid"
             try:
                 pid = int(pause.read_text().strip())
-                if Path(f"/proc/{pid}").stat().st_uid == os.getuid():
+                if pid > 1 and Path(f"/proc/{pid}").stat().st_uid == os.getuid():
                     os.kill(pid, signal.SIGKILL)
             except (OSError, ValueError):
                 pass

@@ -116,13 +116,25 @@ def containers_of(pid: int) -> list[str]:
     return listing.stdout.split()
 
 
-def agent_pid(run: Running) -> int:
-    """The host pid of the agent (PID 1 of the run's only container)."""
-    run.wait_for(lambda: bool(containers_of(run.pid)), "the task's container")
-    container = containers_of(run.pid)[0]
+def container_pid(container: str) -> int:
+    """The host pid of the container's PID 1; 0 while it is created but not yet started."""
     state = subprocess.run(["podman", "inspect", "--format", "{{.State.Pid}}", container],
-                           capture_output=True, text=True, check=True)
-    return int(state.stdout.strip())
+                           capture_output=True, text=True, check=False)
+    return int(state.stdout.strip() or 0) if state.returncode == 0 else 0
+
+
+def agent_pid(run: Running) -> int:
+    """The host pid of the agent (PID 1 of the run's only container). Waits until it has
+    started: a pid of 0 given to os.kill would signal the test's own process group."""
+    found: list[int] = []
+
+    def started() -> bool:
+        containers = containers_of(run.pid)
+        found[:] = [pid for pid in map(container_pid, containers[:1]) if pid > 1]
+        return bool(found)
+
+    run.wait_for(started, "the task's container running")
+    return found[0]
 
 
 def api_service_of(run: Running) -> int | None:
