@@ -80,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "or localhost/buildr-busybox:latest)")
     clean = commands.add_parser("clean", help="remove pods, sockets and agent builds left behind")
     clean.add_argument("--all", action="store_true",
-                       help="also what running buildr-podman processes use, and the current "
-                            "agent build (rebuilt on the next run)")
+                       help="also what running buildr-podman processes use, the current "
+                            "agent build (rebuilt on the next run) and parsed configuration")
     _add_archive(commands)
     return parser
 

@@ -63,7 +63,9 @@ class HclFile:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read it: {exc}", str(path)) from exc
         display = str(path.relative_to(root))
-        return cls(path, display, text, _parse(text, display))
+        from buildr_podman.hcl_cache import parse_cached  # it imports this module
+
+        return cls(path, display, text, parse_cached(text, lambda: _parse(text, display)))
 
     def error(self, message: str, line: int | None, column: int | None = None) -> ConfigError:
         return ConfigError(message, self.display, line, column)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 
 from buildr_podman.config import find_root
 from buildr_podman.errors import ConfigError
+from buildr_podman.hcl_cache import cache_dir
 from buildr_podman.plugins import make_plugin_manager
 
 
@@ -20,6 +22,16 @@ def run(args: argparse.Namespace) -> int:
         for line in provided or ():
             print(line, flush=True)
             said += 1
+    if args.all and _remove_parse_cache():
+        print(f"removed the parsed configuration cache {cache_dir()}")
+        said += 1
     if not said:
         print("nothing to clean")
     return 0
+
+
+def _remove_parse_cache() -> bool:
+    if not cache_dir().is_dir():
+        return False
+    shutil.rmtree(cache_dir(), ignore_errors=True)
+    return True
