@@ -1,6 +1,6 @@
 """`python -m buildr_podman` is the `buildr-podman` command."""
 
-from buildr_podman.cli import main
+from buildr_podman.cli import command
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    command()

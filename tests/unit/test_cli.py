@@ -4,6 +4,7 @@ modes, exit codes and one-line errors."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from buildr_podman.cli import main
 
 LOCAL_EXECUTOR = '''
 """An executor for tests: runs the task's shell on this machine, in its out dir."""
+import os
 import subprocess
 from contextlib import contextmanager
 
@@ -175,3 +177,26 @@ def test_start_up_imports_no_heavy_library() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_program_flushes_runs_atexit_and_keeps_the_exit_code(repo: Path) -> None:
+    """`command()` ends with os._exit: nothing printed may be lost, atexit handlers still run,
+    and the exit code is main()'s, for success and for a failed task alike."""
+    plugins = str(repo.parent / "plugins")
+    code = textwrap.dedent('''
+        import atexit, sys
+        atexit.register(lambda: print("atexit ran", file=sys.stderr))
+        sys.argv = ["buildr-podman", *sys.argv[1:]]
+        from buildr_podman.cli import command
+        command()
+    ''')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([plugins, *sys.path])}
+    base = [sys.executable, "-c", code, "-C", str(repo), "-p", "buildr_test_local"]
+    listed = subprocess.run([*base, "list"], capture_output=True, text=True, env=env,
+                            check=False)
+    assert (listed.returncode, len(listed.stdout.splitlines())) == (0, 3)
+    assert listed.stderr == "atexit ran\n"
+    failed = subprocess.run([*base, "run", "broken", "--executor", "local", "--output", "plain"],
+                            capture_output=True, text=True, env=env, check=False)
+    assert failed.returncode == 1
+    assert "about to fail" in failed.stdout and "broken failed" in failed.stderr
