@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Final
-
-import crc32c as _crc32c
 
 # Uncompressed size of one block: S2 allows up to 4 MiB, Snappy framing only 64 KiB.
 MAX_BLOCK_SIZE: Final = 4 << 20
@@ -63,5 +63,14 @@ def masked_crc(data: bytes | bytearray | memoryview) -> int:
     The mask keeps a CRC computed over data that itself contains CRCs from
     being trivially predictable (framing_format.txt, section 3).
     """
-    c = _crc32c.crc32c(data)
+    c = _crc32c()(data)
     return (((c >> 15) | (c << 17)) + _CRC_MASK_DELTA) & 0xFFFFFFFF
+
+
+@functools.cache
+def _crc32c() -> Callable[[bytes | bytearray | memoryview], int]:
+    # Imported at the first checksum: the crc32c package reads its own metadata when imported
+    # (~18 ms), which every agent start and every run paid, even with nothing to return.
+    import crc32c
+
+    return crc32c.crc32c
