@@ -25,18 +25,28 @@ class PackStats:
 
 
 class _ChunkQueueWriter:
-    """A write-only file object that cuts what it receives into chunks on a bounded queue."""
+    """A write-only file object that cuts what it receives into chunks on a bounded queue.
+
+    Each byte is copied once, straight into its chunk (only the short tail of a write waits in
+    the buffer): copying every megabyte three times took a third of the packing time.
+    """
 
     def __init__(self, chunks: queue.Queue[bytes | BaseException | None]) -> None:
         self._chunks = chunks
         self._buffer = bytearray()
 
-    def write(self, data: bytes) -> int:
-        self._buffer += data
-        while len(self._buffer) >= CHUNK_SIZE:
-            self._chunks.put(bytes(self._buffer[:CHUNK_SIZE]))
-            del self._buffer[:CHUNK_SIZE]
-        return len(data)
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        start = 0
+        if self._buffer and len(self._buffer) + len(view) >= CHUNK_SIZE:
+            start = CHUNK_SIZE - len(self._buffer)
+            self._chunks.put(b"".join((self._buffer, view[:start])))
+            self._buffer = bytearray()
+        while len(view) - start >= CHUNK_SIZE:
+            self._chunks.put(bytes(view[start:start + CHUNK_SIZE]))
+            start += CHUNK_SIZE
+        self._buffer += view[start:]
+        return len(view)
 
     def flush(self) -> None:
         if self._buffer:
@@ -71,8 +81,9 @@ def _write_tar(root: str, paths: list[str], stats: PackStats, compress: bool,
         sink = _ChunkQueueWriter(chunks)
         with S2Writer(sink, block_size=CHUNK_SIZE, compress=compress) as s2:
             tar = TarWriter(s2)
+            prefix = os.path.join(root, "")  # root + "/" + rel is a third of os.path.join's cost
             for rel in paths:
-                _add(tar, root, rel, stats)
+                _add(tar, prefix + rel, rel, stats)
             tar.close()
         sink.flush()
         chunks.put(None)
@@ -80,8 +91,7 @@ def _write_tar(root: str, paths: list[str], stats: PackStats, compress: bool,
         chunks.put(exc)
 
 
-def _add(tar: TarWriter, root: str, rel: str, stats: PackStats) -> None:
-    path = os.path.join(root, rel)
+def _add(tar: TarWriter, path: str, rel: str, stats: PackStats) -> None:
     try:
         st = os.lstat(path)
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)

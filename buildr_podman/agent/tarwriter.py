@@ -3,40 +3,58 @@
 `tarfile.gettarinfo` + `addfile` cost ~100 µs a member (user and group lookups, copies, generic
 pax handling); returning 20,000 small files spent most of its time there. This writer emits
 ustar headers with ids zeroed and no names, plus a pax record only for what ustar cannot hold
-(long names, large sizes, nanosecond mtimes).
+(long names or links, large sizes, mtimes with nanoseconds or outside the octal field).
+
+Headers and bodies are collected in a buffer handed to the sink in multiples of FLUSH_SIZE:
+each sink write (an S2Writer's) has a fixed cost, which five writes a member used to pay.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from typing import BinaryIO, Protocol
+import sys
+from typing import Protocol
 
 __all__ = ["TarWriter"]
 
 BLOCK = 512
 COPY_SIZE = 1 << 20
+FLUSH_SIZE = 1 << 20  # the packer's S2 block size: it encodes whole blocks without a copy
 REGULAR, SYMLINK, DIRECTORY, PAX = b"0", b"2", b"5", b"x"
-MAX_OCTAL_SIZE = 8**11 - 1
+MAX_OCTAL = 8**11 - 1  # the largest size or mtime an 11-digit octal field holds
+NS_PER_SECOND = 1_000_000_000
+NUL = b"\0"
+# What os.fsencode does, without its call and type checks (two a member).
+FS_ENCODING, FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+ZEROS = memoryview(bytes(BLOCK))  # padding is sliced from this view without a copy
+# mode, uid, gid, size and mtime; ids are zero (ownership is the host's business)
+USTAR_NUMBERS = b"%07o\0" + b"0000000\0" * 2 + b"%011o\0%011o\0"
+# Everything after the linkname: magic and version, then empty owner names, devices and prefix.
+USTAR_TAIL = b"ustar\x0000" + bytes(BLOCK - 265)
+# The checksum counts its own field as eight spaces, plus the constant magic and version.
+CHECKSUM_BASE = 8 * ord(" ") + sum(USTAR_TAIL)
 
 
 class _Sink(Protocol):
-    def write(self, data: bytes) -> int: ...
+    def write(self, data: bytearray | memoryview, /) -> int | None: ...
 
 
 class TarWriter:
-    """Writes members to a binary sink; `close()` writes the end-of-archive blocks."""
+    """Writes members to a binary sink; `close()` writes the end-of-archive blocks and hands
+    over what is still buffered (it does not close the sink)."""
 
     def __init__(self, sink: _Sink) -> None:
         self._sink = sink
+        self._buffer = bytearray()
+        self._pax_headers: dict[int, bytes] = {}  # the pax ustar header by records length
 
     def add(self, path: str, name: str, st: os.stat_result) -> int:
         """Adds the file, symlink or directory at path as `name`; returns the bytes of content
         written. Other file types are skipped (they never leave the container)."""
         mode = st.st_mode
         if stat.S_ISREG(mode):
-            with open(path, "rb") as data:
-                return self._add_file(name, st, data)
+            return self._add_file(path, name, st)
         if stat.S_ISLNK(mode):
             self._header(name, st, SYMLINK, 0, os.readlink(path))
         elif stat.S_ISDIR(mode):
@@ -44,64 +62,97 @@ class TarWriter:
         return 0
 
     def close(self) -> None:
-        self._sink.write(bytes(2 * BLOCK))
+        self._buffer += bytes(2 * BLOCK)
+        self._sink.write(self._buffer)
+        self._buffer = bytearray()
 
-    def _add_file(self, name: str, st: os.stat_result, data: BinaryIO) -> int:
-        size = st.st_size
-        self._header(name, st, REGULAR, size, "")
-        written = 0
-        while written < size:
-            chunk = data.read(min(COPY_SIZE, size - written))
-            if not chunk:
-                break
-            self._sink.write(chunk)
-            written += len(chunk)
+    def _add_file(self, path: str, name: str, st: os.stat_result) -> int:
+        # os.open/os.read: open() adds a buffered reader and an fstat, a third more time for a
+        # small file. The open comes first so that an unreadable file adds no header.
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = st.st_size
+            self._header(name, st, REGULAR, size, "")
+            written = 0
+            while written < size:
+                chunk = os.read(fd, min(COPY_SIZE, size - written))
+                if not chunk:
+                    break
+                self._buffer += chunk
+                written += len(chunk)
+                self._flush()
+        finally:
+            os.close(fd)
         if written < size:  # the file shrank while we read it: keep the archive well-formed
-            self._sink.write(bytes(size - written))
-        self._sink.write(bytes(-size % BLOCK))
+            self._buffer += bytes(size - written)
+        self._buffer += ZEROS[:-size % BLOCK]
+        self._flush()
         return size
+
+    def _flush(self) -> None:
+        """Hands over the buffered bytes in whole multiples of FLUSH_SIZE, the rest waits."""
+        whole = len(self._buffer) - len(self._buffer) % FLUSH_SIZE
+        if whole:
+            self._sink.write(memoryview(self._buffer)[:whole])
+            # A new buffer: the sink may keep views of the old one (which would also stop a
+            # bytearray from shrinking).
+            self._buffer = self._buffer[whole:]
 
     def _header(self, name: str, st: os.stat_result, kind: bytes, size: int,
                 link: str) -> None:
-        name_b, link_b = os.fsencode(name), os.fsencode(link)
-        pax: list[tuple[str, bytes]] = []
-        if len(name_b) > 100:
-            pax.append(("path", name_b))
-        if len(link_b) > 100:
-            pax.append(("linkpath", link_b))
-        if size > MAX_OCTAL_SIZE:
-            pax.append(("size", str(size).encode()))
-        seconds, nanos = divmod(st.st_mtime_ns, 1_000_000_000)
-        if nanos:
-            pax.append(("mtime", f"{seconds}.{nanos:09d}".rstrip("0").encode()))
-        if pax:
-            records = b"".join(_pax_record(key, value) for key, value in pax)
-            self._sink.write(_ustar(b"././@PaxHeader", 0o644, len(records), 0, PAX, b""))
-            self._sink.write(records + bytes(-len(records) % BLOCK))
-        self._sink.write(_ustar(name_b[:100], stat.S_IMODE(st.st_mode),
-                                min(size, MAX_OCTAL_SIZE), seconds, kind, link_b[:100]))
+        name_b = name.encode(FS_ENCODING, FS_ERRORS)
+        link_b = link.encode(FS_ENCODING, FS_ERRORS)
+        seconds, nanos = divmod(st.st_mtime_ns, NS_PER_SECOND)
+        pax_mtime = bool(nanos) or not 0 <= seconds <= MAX_OCTAL
+        if pax_mtime or len(name_b) > 100 or len(link_b) > 100 or size > MAX_OCTAL:
+            self._pax(name_b, link_b, size, st.st_mtime_ns if pax_mtime else None)
+        self._buffer += _ustar(name_b[:100], stat.S_IMODE(st.st_mode), min(size, MAX_OCTAL),
+                               seconds if 0 <= seconds <= MAX_OCTAL else 0, kind, link_b[:100])
+
+    def _pax(self, name: bytes, link: bytes, size: int, mtime_ns: int | None) -> None:
+        """The pax header and records for what the ustar header that follows cannot hold."""
+        records = b""
+        if len(name) > 100:
+            records += _pax_record(b"path", name)
+        if len(link) > 100:
+            records += _pax_record(b"linkpath", link)
+        if size > MAX_OCTAL:
+            records += _pax_record(b"size", b"%d" % size)
+        if mtime_ns is not None:
+            records += _pax_record(b"mtime", _pax_time(mtime_ns))
+        header = self._pax_headers.get(len(records))
+        if header is None:
+            header = _ustar(b"././@PaxHeader", 0o644, len(records), 0, PAX, b"")
+            if len(records) < BLOCK:  # bounds the cache; these are the usual sizes
+                self._pax_headers[len(records)] = header
+        self._buffer += header
+        self._buffer += records
+        self._buffer += ZEROS[:-len(records) % BLOCK]
 
 
-def _pax_record(key: str, value: bytes) -> bytes:
+def _pax_time(ns: int) -> bytes:
+    """Decimal seconds, exact to the nanosecond: "1764300000.123456789", "-1.5", "7"."""
+    sign = b"-" if ns < 0 else b""
+    seconds, nanos = divmod(abs(ns), NS_PER_SECOND)
+    if not nanos:
+        return b"%s%d" % (sign, seconds)
+    return (b"%s%d.%09d" % (sign, seconds, nanos)).rstrip(b"0")
+
+
+def _pax_record(key: bytes, value: bytes) -> bytes:
     """ "LEN key=value\\n", where LEN counts the whole record, its own digits included."""
-    body = b" " + key.encode() + b"=" + value + b"\n"
-    length = len(body) + 1
-    while len(str(length)) + len(body) != length:
+    body = b" %s=%s\n" % (key, value)
+    digits = len(str(len(body)))
+    length = len(body) + digits
+    if len(str(length)) > digits:  # adding the digits carried into one more digit
         length += 1
-    return str(length).encode() + body
+    return b"%d%s" % (length, body)
 
 
 def _ustar(name: bytes, mode: int, size: int, mtime: int, kind: bytes, link: bytes) -> bytes:
-    header = bytearray(BLOCK)
-    header[0:len(name)] = name
-    header[100:108] = b"%07o\0" % mode
-    header[108:116] = b"0000000\0"  # uid: ownership is the host's business
-    header[116:124] = b"0000000\0"  # gid
-    header[124:136] = b"%011o\0" % size
-    header[136:148] = b"%011o\0" % mtime
-    header[148:156] = b"        "  # checksum is computed with this field as spaces
-    header[156:157] = kind
-    header[157:157 + len(link)] = link
-    header[257:265] = b"ustar\x0000"
-    header[148:156] = b"%06o\0 " % sum(header)
-    return bytes(header)
+    """One ustar header block."""
+    numbers = USTAR_NUMBERS % (mode, size, mtime)
+    # Only these parts vary: summing them, not the whole block, halves the cost of a header.
+    checksum = CHECKSUM_BASE + sum(name) + sum(numbers) + kind[0] + sum(link)
+    return b"".join((name.ljust(100, NUL), numbers, b"%06o\0 " % checksum, kind,
+                     link.ljust(100, NUL), USTAR_TAIL))

@@ -15,7 +15,7 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 from buildr_podman.archive.tarstream import Member, TarReader
 from buildr_podman.errors import ArchiveError, UnsafeArchiveMember
@@ -32,6 +32,12 @@ PERMISSION_BITS = 0o777  # setuid, setgid and sticky never survive extraction
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+class Readable(Protocol):
+    """What an archive is read from: a binary file object, an S2Reader..."""
+
+    def read(self, size: int = -1, /) -> bytes | None: ...
+
+
 @dataclass
 class ExtractStats:
     files: int = 0
@@ -42,27 +48,34 @@ class ExtractStats:
 
 def check_member(member: Member) -> str | None:
     """Why this member must be refused, or None when it is safe to extract."""
+    return _check(member, components(member.name))
+
+
+def _check(member: Member, parts: list[str]) -> str | None:
+    """check_member, given the name's components (the caller needs them too)."""
     name = member.name
-    parts = components(name)
     if not parts:
         return "empty name"
     if "\x00" in name or "\n" in name or "\r" in name:
         return "control character in the name"
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_LENGTH:
+    length = len(name.encode("utf-8", "surrogateescape"))
+    if length > MAX_NAME_LENGTH:
         return f"name longer than {MAX_NAME_LENGTH} bytes"
-    if any(len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_LENGTH
-           for part in parts):
+    if length > MAX_COMPONENT_LENGTH and any(  # no component is longer than the whole name
+            len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_LENGTH
+            for part in parts):
         return f"a path component longer than {MAX_COMPONENT_LENGTH} bytes"
     if name.startswith("/"):
         return "absolute path"
     if ".." in parts:
         return "'..' in the path"
-    if member.islnk():
-        return "hard link (only files, directories and symlinks are returned)"
-    if not (member.isreg() or member.isdir() or member.issym()):
-        return "device, FIFO or other special file"
-    if member.issym() and ("\x00" in member.linkname or not member.linkname):
-        return "bad symlink target"
+    if not (member.isreg() or member.isdir()):  # files and directories: no more calls
+        if member.islnk():
+            return "hard link (only files, directories and symlinks are returned)"
+        if not member.issym():
+            return "device, FIFO or other special file"
+        if "\x00" in member.linkname or not member.linkname:
+            return "bad symlink target"
     if member.size < 0:
         return "negative size"
     return None
@@ -76,12 +89,12 @@ def components(name: str) -> list[str]:
     return [part for part in name.split("/") if part not in ("", ".")]
 
 
-def list_tar_stream(fileobj: BinaryIO) -> list[Member]:
+def list_tar_stream(fileobj: Readable) -> list[Member]:
     """The members of a tar stream, read sequentially (nothing is written)."""
     return list(TarReader(fileobj))
 
 
-def extract_tar_stream(fileobj: BinaryIO, target: Path, *,
+def extract_tar_stream(fileobj: Readable, target: Path, *,
                        max_bytes: int = DEFAULT_MAX_BYTES) -> ExtractStats:
     """Extracts the tar read from fileobj so that `target` holds exactly its members.
 
@@ -124,7 +137,7 @@ def _write_error(what: str, exc: OSError, where: Path) -> ArchiveError:
     return ArchiveError(f"cannot write under {where} while {what}: {exc.strerror}")
 
 
-def _extract_into(fileobj: BinaryIO, root: Path, max_bytes: int, where: Path) -> ExtractStats:
+def _extract_into(fileobj: Readable, root: Path, max_bytes: int, where: Path) -> ExtractStats:
     writer = _StagingWriter(root, max_bytes, where)
     tar = TarReader(fileobj)
     try:
@@ -145,23 +158,24 @@ class _StagingWriter:
         self.where = where  # the directory named in messages: the out dir, not the staging
         self.stats = ExtractStats()
         self._seen: set[str] = set()
-        self._dir_times: list[tuple[str, float]] = []
+        self._dir_times: list[tuple[str, int]] = []  # (rel, mtime_ns)
         self._final_dir_modes: dict[str, int] = {}
         # Members come grouped by directory: keeping the last parent open saves a walk of
         # open() calls per file. Safe: only this writer creates entries under root, and a
         # member can never replace a directory already made (duplicates are refused).
         self._cached_parent: tuple[str, int] | None = None
+        self._umask = _umask()
 
     def add(self, tar: TarReader, member: Member) -> None:
-        reason = check_member(member)
+        parts = components(member.name)
+        reason = _check(member, parts)
         if reason:
             raise _refuse(member.name, reason)
-        parts = components(member.name)
         rel = "/".join(parts)
         if rel in self._seen:
             raise _refuse(member.name, "duplicate entry")
         self._seen.add(rel)
-        parent_fd = self._parent(parts, member.name)
+        parent_fd = self._parent(parts, rel, member.name)
         try:
             self._create(tar, member, parent_fd, parts[-1], rel)
         except FileExistsError as exc:
@@ -172,9 +186,9 @@ class _StagingWriter:
         except OSError as exc:
             raise _write_error(f"writing {_shown_name(rel)}", exc, self.where) from exc
 
-    def _parent(self, parts: list[str], name: str) -> int:
+    def _parent(self, parts: list[str], rel: str, name: str) -> int:
         """An fd of the member's parent directory, created as needed."""
-        parent = "/".join(parts[:-1])
+        parent = rel.rpartition("/")[0]  # "/".join(parts[:-1]), cheaper
         if self._cached_parent and self._cached_parent[0] == parent:
             return self._cached_parent[1]
         self.close()
@@ -218,12 +232,12 @@ class _StagingWriter:
                 if not stat.S_ISDIR(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode):
                     raise UnsafeArchiveMember(member.name, "a directory replaces a file") from None
             os.chmod(name, mode | 0o700, dir_fd=parent_fd)  # stays writable until finish()
-            self._dir_times.append((rel, member.mtime))
+            self._dir_times.append((rel, member.mtime_ns))
             self._final_dir_modes[rel] = mode
             self.stats.directories += 1
         elif member.issym():
             os.symlink(member.linkname, name, dir_fd=parent_fd)
-            os.utime(name, ns=_times(member.mtime), dir_fd=parent_fd,
+            os.utime(name, ns=(member.mtime_ns, member.mtime_ns), dir_fd=parent_fd,
                      follow_symlinks=False)
             self.stats.symlinks += 1
         else:
@@ -234,13 +248,17 @@ class _StagingWriter:
         if self.stats.bytes + member.size > self.max_bytes:
             raise _refuse(member.name, f"the archive expands beyond the limit of "
                                        f"{self.max_bytes} bytes (max_return_size)")
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+        # Created with its final mode (the staging directory is private until the end), so
+        # that fchmod is needed only when the umask takes bits away: one system call less.
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode,
                      dir_fd=parent_fd)
         try:
             while chunk := tar.read_body(COPY_SIZE):
                 _write_all(fd, chunk)
-            os.fchmod(fd, mode)
-            os.utime(fd, ns=_times(member.mtime))  # on the fd: no second path lookup
+            if self._umask is None or mode & self._umask:
+                os.fchmod(fd, mode)
+            # On the fd: no second path lookup. Exact nanoseconds; atime as mtime.
+            os.utime(fd, ns=(member.mtime_ns, member.mtime_ns))
         except ArchiveError as exc:
             raise _refuse(member.name, "the archive ends inside its body") from exc
         finally:
@@ -251,14 +269,27 @@ class _StagingWriter:
     def finish(self) -> None:
         """Directory modes and times last: writing into a directory moves its mtime. Deepest
         first, so that a parent that ends up read-only can still be walked through."""
-        for rel, mtime in sorted(self._dir_times, key=lambda item: item[0].count("/"),
-                                 reverse=True):
+        for rel, mtime_ns in sorted(self._dir_times, key=lambda item: item[0].count("/"),
+                                    reverse=True):
             fd = self._open_dir(tuple(rel.split("/")), rel, create=False)
             try:
-                os.utime(fd, ns=_times(mtime))
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
                 os.fchmod(fd, self._final_dir_modes[rel])
             finally:
                 os.close(fd)
+
+
+def _umask() -> int | None:
+    """The process's umask, or None if unknown (every file then gets an fchmod). Read from
+    /proc: os.umask can only read it by setting it, racing other threads creating files."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _mkdir_if_missing(name: str, dir_fd: int) -> None:
@@ -269,15 +300,11 @@ def _mkdir_if_missing(name: str, dir_fd: int) -> None:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _times(mtime: float) -> tuple[int, int]:
-    """(atime, mtime) in ns for os.utime; PAX headers carry fractional seconds."""
-    ns = round(mtime * 1_000_000_000)
-    return ns, ns
+    written = os.write(fd, data)
+    if written < len(data):  # rare on a regular file: a signal, a file system near full
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view):]
 
 
 def _replace(staging: Path, target: Path) -> None:

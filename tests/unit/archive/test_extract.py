@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from buildr_podman.archive.extract import check_member, extract_tar_stream
+from buildr_podman.archive.extract import _umask, check_member, extract_tar_stream
 from buildr_podman.errors import ArchiveError, CodecError, UnsafeArchiveMember
 from buildr_podman.s2 import S2Reader, compress
 
@@ -245,3 +245,21 @@ def test_a_good_archive_replaces_the_target_whole(target: Path) -> None:
     assert (target / "dir" / "file").stat().st_mtime == 1_700_000_000
     assert os.readlink(target / "link") == "/usr/bin/env"
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o000])
+def test_modes_are_exact_whatever_the_umask(target: Path, umask: int) -> None:
+    """Files are created with their mode and fixed with fchmod only when the umask took bits."""
+    modes = {"rw": 0o644, "exec": 0o755, "group": 0o664, "read-only": 0o400, "none": 0o000}
+    data = tar_bytes(*(member(name, data=name.encode(), mode=mode)
+                       for name, mode in modes.items()))
+    previous = os.umask(umask)
+    try:
+        assert _umask() == umask
+        extract_tar_stream(io.BytesIO(data), target)
+    finally:
+        os.umask(previous)
+    for name, mode in modes.items():
+        assert (target / name).stat().st_mode & 0o7777 == mode
+        os.chmod(target / name, 0o600)
+        assert (target / name).read_bytes() == name.encode()
