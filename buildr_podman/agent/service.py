@@ -1,18 +1,17 @@
 """The agent's gRPC servicer: the only agent module that speaks protobuf.
 
-It converts messages and delegates: process.py runs the task, watcher.py finds the changes,
-packer.py streams them back. Errors of the agent itself become a TaskResult.error, so the host
+It converts messages and delegates: task_run.py runs a task (process.py, watcher.py and
+packer.py under it), loaded once the server listens, so that the host can connect sooner. Errors of the agent itself become a TaskResult.error, so the host
 always gets one final result it can print.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from functools import partial
+from typing import TYPE_CHECKING
 
 # Before grpc is imported: its fork handlers restart gRPC threads in every forked child, and a
 # task with `user` is started by fork() (setuid rules out vfork), so it died of SIGSEGV
@@ -26,19 +25,15 @@ import grpc
 from buildr_podman import __version__
 from buildr_podman._protos.buildr.common.v1 import common_pb2
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
-from buildr_podman.agent.packer import PackStats, pack_changes
-from buildr_podman.agent.process import TaskProcess
-from buildr_podman.agent.revert import revert
-from buildr_podman.agent.watcher import ChangeSet, ChangeTracker, TrackerLimits
+
+if TYPE_CHECKING:
+    from buildr_podman.agent.watcher import ChangeSet
 
 __all__ = ["PROTOCOL_VERSION", "AgentService"]
 
 PROTOCOL_VERSION = common_pb2.PROTOCOL_VERSION_1
 SUPPORTED_COMPRESSIONS = (common_pb2.COMPRESSION_S2_STORED, common_pb2.COMPRESSION_S2)
 BUSY_WAIT_SECONDS = 2.0
-BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-STREAMS = {"stdout": agent_pb2.OutputChunk.STREAM_STDOUT,
-           "stderr": agent_pb2.OutputChunk.STREAM_STDERR}
 
 
 class AgentService(agent_pb2_grpc.AgentServicer):
@@ -71,7 +66,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         try:
             self._reset_workspace(context)
             self._workspace_clean = False  # until this task's change set is known
-            for event in _run_task(request, context, self._remember_changes(request)):
+            from buildr_podman.agent.task_run import run_task
+
+            for event in run_task(request, context, self._remember_changes(request)):
                 if event.HasField("result"):
                     # Free before the host has the result: it sends the next task at once,
                     # while this generator is only resumed (and ended) later by gRPC.
@@ -98,6 +95,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                           "run the next task in a new container")
 
     def _remember_changes(self, request: agent_pb2.RunRequest) -> Callable[[ChangeSet], None]:
+        from buildr_podman.agent.revert import revert
+
         def remember(changes: ChangeSet) -> None:
             # Without a baseline there is nothing to go back to: the workspace carries over.
             if request.baseline:
@@ -110,63 +109,6 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                  context: grpc.ServicerContext) -> agent_pb2.ShutdownResponse:
         self._on_shutdown.set()
         return agent_pb2.ShutdownResponse()
-
-
-def _run_task(request: agent_pb2.RunRequest, context: grpc.ServicerContext,
-              on_changes: Callable[[ChangeSet], None]) -> Iterator[agent_pb2.RunEvent]:
-    started = time.monotonic()
-    tracker = ChangeTracker(request.workspace, request.baseline or None,
-                            TrackerLimits.from_environment(os.environ))
-    tracker.start()  # before the task starts, so that nothing it does goes unseen
-    try:
-        process = TaskProcess(list(request.argv), _environment(request), request.working_dir,
-                              request.user, request.timeout_seconds)
-    except OSError as exc:
-        on_changes(tracker.stop())
-        yield _result(exit_code=127, error=_start_error(request, exc),
-                      duration_seconds=time.monotonic() - started)
-        return
-    context.add_callback(process.kill)  # the host went away or cancelled: stop the task
-    for chunk in process.output():
-        yield agent_pb2.RunEvent(output=agent_pb2.OutputChunk(stream=STREAMS[chunk.stream],
-                                                              data=chunk.data))
-    exit_code = process.wait()
-    process.kill_leftovers()  # background jobs must not outlive their task in a warm container
-    changes = tracker.stop()
-    on_changes(changes)
-    stats = PackStats()
-    compress = request.compression != common_pb2.COMPRESSION_S2_STORED
-    for data in pack_changes(request.workspace, changes.returned, stats, compress=compress):
-        yield agent_pb2.RunEvent(archive=agent_pb2.ArchiveChunk(data=data))
-    yield _result(exit_code=exit_code, files_returned=stats.files, bytes_returned=stats.bytes,
-                  deleted_paths=changes.deleted, tracking=changes.tracking,
-                  timed_out=process.timed_out, duration_seconds=time.monotonic() - started,
-                  watched_directories=changes.watched_directories,
-                  tracking_setup_seconds=changes.setup_seconds,
-                  tracking_resolve_seconds=changes.resolve_seconds)
-
-
-def _start_error(request: agent_pb2.RunRequest, exc: OSError) -> str:
-    """Why the task's process could not start, and what to change: one line."""
-    program = request.argv[0] if request.argv else "?"
-    if exc.filename == request.working_dir:
-        return (f"cannot enter the working directory {request.working_dir!r} "
-                f"({exc.strerror}): set working_dir to a directory of the workspace")
-    if exc.errno == errno.ENOENT:
-        return (f"the shell {program!r} is not in the image: set shell to a program the "
-                'image has, like "/bin/sh"')
-    return f"cannot start the shell {program!r} ({exc.strerror}): set shell to another one"
-
-
-def _environment(request: agent_pb2.RunRequest) -> dict[str, str]:
-    """The image's environment (as the agent received it), cleaned of the frozen agent's own
-    loader settings, plus the workspace and the task's variables."""
-    env = task_base_environment(os.environ)
-    env.setdefault("PATH", BASE_PATH)
-    env.setdefault("HOME", "/root" if not request.user else "/tmp")
-    env["BUILDR_WORKSPACE"] = request.workspace
-    env.update(request.environment)
-    return env
 
 
 def task_base_environment(agent_env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
@@ -184,10 +126,6 @@ def task_base_environment(agent_env: dict[str, str] | os._Environ[str]) -> dict[
     return env
 
 
-def _result(**fields: object) -> agent_pb2.RunEvent:
-    return agent_pb2.RunEvent(result=agent_pb2.TaskResult(**fields))  # type: ignore[arg-type]
-
-
 def serve(socket_path: str) -> int:
     """Serves until SIGTERM or a Shutdown call; returns the process exit code."""
     import signal
@@ -201,9 +139,17 @@ def serve(socket_path: str) -> int:
         os.unlink(socket_path)  # left by an agent that was killed; ours to replace
     server.add_insecure_port(f"unix:{socket_path}")
     server.start()
+    # The task's modules (~20 ms) load while the host connects and says hello, not before
+    # the socket exists: agent start-up is on the critical path of every cold run.
+    threading.Thread(target=_load_task_modules, name="preload", daemon=True).start()
     # PID 1 in a container gets no default SIGTERM action: handle it, or removal waits 10 s.
     signal.signal(signal.SIGTERM, lambda *_: shutdown.set())
     signal.signal(signal.SIGINT, lambda *_: shutdown.set())
     shutdown.wait()
     server.stop(grace=1).wait()
     return 0
+
+
+def _load_task_modules() -> None:
+    import buildr_podman.agent.revert
+    import buildr_podman.agent.task_run  # noqa: F401
