@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from buildr_podman import __version__
@@ -21,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from buildr_podman.agent.service import serve
 
-        return serve(args.socket)
+        code = serve(args.socket)
+        # The agent is PID 1 of its container, and the host removes the pod as soon as it has
+        # exited: tearing down grpc's threads and the interpreter only delays that. There is
+        # nothing to save but what is buffered for stdout and stderr.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     parser.print_usage(sys.stderr)
     return 2

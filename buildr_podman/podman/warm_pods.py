@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_IDLE", "PodPool", "WarmPod", "container_key"]
 
 MAX_IDLE = 4  # idle pods kept for later tasks; each holds a container's memory meanwhile
+AGENT_EXIT_SECONDS = 1.0  # an agent asked to shut down exits in ~30 ms; past this it is killed
 
 
 def container_key(task: Task) -> str:
@@ -44,10 +45,13 @@ class WarmPod:
     tasks_run: int = 0
 
     def close(self) -> None:
-        """Asks the agent to exit, then removes the pod and its socket directory."""
+        """Asks the agent to exit, then removes the pod and its socket directory. The removal
+        waits for the exit first: removing an exited container is the quick way (see
+        TaskPod.wait_exited); an agent that does not exit is killed by the removal."""
         try:
             self.client.shutdown()
             self.client.close()
+            self.pod.wait_exited(AGENT_EXIT_SECONDS)
         finally:
             self.resources.close()
 

@@ -1,0 +1,48 @@
+"""TaskPod.wait_exited: polls until the container's process ended, within a time limit."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import podman.errors
+
+from buildr_podman.podman.pods import TaskPod
+
+
+class FakeContainer:
+    def __init__(self, statuses: list[str], gone_after: int | None = None) -> None:
+        self.statuses = statuses
+        self.gone_after = gone_after
+        self.reloads = 0
+        self.status = statuses[0]
+
+    def reload(self) -> None:
+        if self.gone_after is not None and self.reloads >= self.gone_after:
+            raise podman.errors.NotFound("no such container")
+        self.status = self.statuses[min(self.reloads, len(self.statuses) - 1)]
+        self.reloads += 1
+
+
+def pod(container: FakeContainer) -> TaskPod:
+    return TaskPod("p", None, container, Path("/nonexistent/agent.sock"))
+
+
+def test_returns_once_the_container_has_exited() -> None:
+    container = FakeContainer(["running", "running", "stopping", "exited"])
+    pod(container).wait_exited(5)
+    assert container.reloads == 4
+
+
+def test_a_container_removed_from_outside_counts_as_exited() -> None:
+    container = FakeContainer(["running"], gone_after=2)
+    pod(container).wait_exited(5)
+    assert container.reloads == 2
+
+
+def test_gives_up_after_the_timeout() -> None:
+    container = FakeContainer(["running"])
+    started = time.monotonic()
+    pod(container).wait_exited(0.1)
+    assert 0.1 <= time.monotonic() - started < 2
+    assert container.status == "running"
