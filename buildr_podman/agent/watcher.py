@@ -38,6 +38,7 @@ __all__ = ["ChangeSet", "ChangeTracker", "TrackerLimits"]
 WATCH_MASK = (flags.CREATE | flags.MODIFY | flags.CLOSE_WRITE | flags.ATTRIB | flags.MOVED_FROM
               | flags.MOVED_TO | flags.DELETE | flags.DELETE_SELF | flags.MOVE_SELF
               | flags.DONT_FOLLOW | flags.EXCL_UNLINK | flags.ONLYDIR)
+COALESCE_SECONDS = 0.005
 DIR_STRUCTURE = flags.CREATE | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE
 
 
@@ -151,6 +152,10 @@ class ChangeTracker:
         poller.register(self._wake_read, select.POLLIN)
         while not self._stopping.is_set():
             if any(fd == self._inotify.fileno() for fd, _ in poller.poll()):
+                # Let a burst gather first: the kernel merges an event identical to the last
+                # one still queued (each write() of a big file is an IN_MODIFY), so one read
+                # then handles a few instead of thousands. Far below what fills the queue.
+                self._stopping.wait(COALESCE_SECONDS)
                 self._read_events(timeout_ms=0)
 
     def _read_events(self, timeout_ms: int) -> None:
