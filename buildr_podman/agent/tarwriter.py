@@ -19,7 +19,6 @@ from typing import Protocol
 __all__ = ["TarWriter"]
 
 BLOCK = 512
-COPY_SIZE = 1 << 20
 FLUSH_SIZE = 1 << 20  # the packer's S2 block size: it encodes whole blocks without a copy
 REGULAR, SYMLINK, DIRECTORY, PAX = b"0", b"2", b"5", b"x"
 MAX_OCTAL = 8**11 - 1  # the largest size or mtime an 11-digit octal field holds
@@ -47,6 +46,7 @@ class TarWriter:
     def __init__(self, sink: _Sink) -> None:
         self._sink = sink
         self._buffer = bytearray()
+        self._block = bytearray(FLUSH_SIZE)  # the big files' bodies, read a block at a time
         self._pax_headers: dict[int, bytes] = {}  # the pax ustar header by records length
 
     def add(self, path: str, name: str, st: os.stat_result) -> int:
@@ -74,13 +74,13 @@ class TarWriter:
             size = st.st_size
             self._header(name, st, REGULAR, size, "")
             written = 0
+            self._flush()  # the buffer is then shorter than a block
             while written < size:
-                chunk = os.read(fd, min(COPY_SIZE, size - written))
-                if not chunk:
+                count = min(size - written, FLUSH_SIZE - len(self._buffer))
+                read = self._read_block(fd, count) if count == FLUSH_SIZE else self._read(fd, count)
+                if not read:
                     break
-                self._buffer += chunk
-                written += len(chunk)
-                self._flush()
+                written += read
         finally:
             os.close(fd)
         if written < size:  # the file shrank while we read it: keep the archive well-formed
@@ -88,6 +88,26 @@ class TarWriter:
         self._buffer += ZEROS[:-size % BLOCK]
         self._flush()
         return size
+
+    def _read(self, fd: int, count: int) -> int:
+        """Appends up to `count` bytes of fd to the buffer and hands over any whole block."""
+        chunk = os.read(fd, count)
+        self._buffer += chunk
+        self._flush()
+        return len(chunk)
+
+    def _read_block(self, fd: int, count: int) -> int:
+        """Reads a whole block of fd (the buffer is empty) into a block reused for every read
+        and hands it over. A bytes object per read, copied into the buffer, then freed, cost
+        two passes over fresh memory a megabyte (page faults) for nothing. The sink uses what
+        it is given before write() returns (io's contract), so reusing the block is safe."""
+        with memoryview(self._block) as block:
+            read = os.readv(fd, [block[:count]])
+            if read == count:
+                self._sink.write(block)
+            else:  # the file shrank or the read was cut short: buffer what came
+                self._buffer += block[:read]
+        return read
 
     def _flush(self) -> None:
         """Hands over the buffered bytes in whole multiples of FLUSH_SIZE, the rest waits."""

@@ -18,7 +18,7 @@ from buildr_podman.s2 import S2Reader
 def test_the_chunk_writer_cuts_any_writes_into_equal_chunks(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(packer, "CHUNK_SIZE", 1000)
-    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue()
+    chunks: queue.Queue[memoryview | BaseException | None] = queue.Queue()
     writer = packer._ChunkQueueWriter(chunks)
     rng = random.Random(3)
     written = []
@@ -30,10 +30,27 @@ def test_the_chunk_writer_cuts_any_writes_into_equal_chunks(
     got = []
     while not chunks.empty():
         chunk = chunks.get()
-        assert isinstance(chunk, bytes)
-        got.append(chunk)
+        assert isinstance(chunk, memoryview)
+        got.append(bytes(chunk))
+        writer.recycle(chunk)
     assert all(len(chunk) == 1000 for chunk in got[:-1]) and 0 < len(got[-1]) <= 1000
     assert b"".join(got) == b"".join(written)
+
+
+def test_the_chunk_writer_reuses_the_buffers_given_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(packer, "CHUNK_SIZE", 10)
+    chunks: queue.Queue[memoryview | BaseException | None] = queue.Queue()
+    writer = packer._ChunkQueueWriter(chunks)
+    writer.write(b"a" * 10)
+    first = chunks.get()
+    assert isinstance(first, memoryview) and bytes(first) == b"a" * 10
+    buffer = first.obj
+    writer.recycle(first)
+    writer.write(b"b" * 20)  # the chunk being filled, then the recycled buffer
+    second, third = chunks.get(), chunks.get()
+    assert isinstance(third, memoryview) and third.obj is buffer
+    assert isinstance(second, memoryview) and bytes(second) + bytes(third) == b"b" * 20
 
 
 @pytest.mark.parametrize("compress", [True, False])
