@@ -22,9 +22,10 @@ from buildr_podman.model import WORKSPACE, BindMount, ContainerSpec, TmpfsMount
 
 __all__ = ["CAPABILITIES", "read_container"]
 
-CONTAINER_ATTRS = ("image", "user", "network", "environment", "privileged")
+CONTAINER_ATTRS = ("image", "user", "network", "environment", "privileged", "inputs")
 CONTAINER_BLOCKS = ("capabilities", "bind_mount", "tmpfs_mount")
 NETWORKS = ("none", "private")
+INPUTS = ("mount", "copy")
 USER_SPEC = re.compile(r"^\d+(:\d+)?$")
 TMPFS_SIZE = re.compile(r"^\d+[kmgKMG]?$|^\d+%$")
 #: capabilities(7), without the CAP_ prefix; "ALL" is allowed too
@@ -73,6 +74,7 @@ def read_container(file: HclFile, module: Block, title: str, evaluate: Evaluate,
         image=image,
         user=_user(file, attrs, values, title),
         network=_network(file, attrs, values),
+        inputs=_inputs(file, attrs, values),
         cap_add=cap_add,
         cap_drop=cap_drop,
         bind_mounts=tuple(binds),
@@ -105,6 +107,19 @@ def _network(file: HclFile, attrs: dict[str, Attribute], values: dict[str, Any])
         raise file.error_at(f'network must be "none" (the default) or "private" (a network of '
                             f"the pod's own), not {describe(network)}{hint}", attrs["network"])
     return str(network)
+
+
+def _inputs(file: HclFile, attrs: dict[str, Attribute], values: dict[str, Any]) -> str:
+    if "inputs" not in values:
+        return "mount"
+    inputs = values["inputs"]
+    if inputs not in INPUTS:
+        hint = suggest(inputs, INPUTS) if isinstance(inputs, str) else ""
+        raise file.error_at('inputs must be "mount" (the default: the repository under a '
+                            'copy-on-write overlay) or "copy" (copied in, for file systems '
+                            f"Podman cannot overlay), not {describe(inputs)}{hint}",
+                            attrs["inputs"])
+    return str(inputs)
 
 
 def _capabilities(file: HclFile, container: Block, title: str, evaluate: Evaluate,

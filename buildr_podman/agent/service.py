@@ -105,6 +105,21 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             self._workspace_clean = True
         return remember
 
+    def PutInputs(self, request_iterator: Iterator[agent_pb2.InputChunk],
+                  context: grpc.ServicerContext) -> agent_pb2.InputsResult:
+        from buildr_podman.agent.inputs import receive_inputs
+        from buildr_podman.errors import ArchiveError
+
+        if not self._busy.acquire(timeout=BUSY_WAIT_SECONDS):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the agent is running a task")
+        try:
+            stats = receive_inputs(request_iterator)
+        except ArchiveError as exc:  # the host's own archive: a bug or a full disk, say which
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"copying the inputs in: {exc}")
+        finally:
+            self._busy.release()
+        return agent_pb2.InputsResult(files=stats.files, bytes=stats.bytes)
+
     def Shutdown(self, request: agent_pb2.ShutdownRequest,
                  context: grpc.ServicerContext) -> agent_pb2.ShutdownResponse:
         self._on_shutdown.set()

@@ -32,7 +32,7 @@ _ENTRY_SCRIPT = _PACKAGE_DIR / "agent" / "__main__.py"
 # compiled extensions, and the recipe itself. A build checks that every buildr_podman file
 # PyInstaller collected is covered here, so a new agent import cannot go stale unnoticed.
 AGENT_SOURCES = (
-    *(f"{package}/**/*.{suffix}" for package in ("agent", "s2", "_protos")
+    *(f"{package}/**/*.{suffix}" for package in ("agent", "s2", "_protos", "archive")
       for suffix in ("py", "so")),
     "errors.py",
     "__init__.py",

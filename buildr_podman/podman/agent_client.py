@@ -92,6 +92,29 @@ class AgentClient:
         finally:
             stream.cancel()  # no-op once complete; stops the task if we leave early
 
+    def put_inputs(self, workspace: str, chunks: Iterator[bytes]) -> agent_pb2.InputsResult:
+        """Copies the inputs (an S2-framed tar, in chunks) into the workspace, replacing it.
+
+        An error while producing the chunks (an unreadable file) is raised as itself: gRPC
+        would only say that iterating the requests failed."""
+        failures: list[BaseException] = []
+
+        def messages() -> Iterator[agent_pb2.InputChunk]:
+            yield agent_pb2.InputChunk(workspace=workspace)
+            try:
+                for data in chunks:
+                    yield agent_pb2.InputChunk(data=data)
+            except BaseException as exc:
+                failures.append(exc)
+                raise
+
+        try:
+            return self._stub.PutInputs(messages())
+        except grpc.RpcError as exc:
+            if failures:
+                raise failures[0] from None
+            raise AgentError(f"copying the inputs in failed: {_describe(exc)}") from exc
+
     def shutdown(self) -> None:
         """Asks the agent to exit; a dead agent is fine here."""
         try:

@@ -112,7 +112,8 @@ def _create_container(client: podman.PodmanClient, project: Project, task: Task,
             labels=labels,
             entrypoint=list(agent.command),
             command=["serve", "--socket", f"{SOCKET_MOUNT}/{SOCKET_NAME}"],
-            working_dir=WORKSPACE,
+            # With copied inputs the workspace does not exist until the agent makes it.
+            working_dir=WORKSPACE if task.container.inputs == "mount" else "/",
             # Nothing in the container needs a graceful stop (the agent keeps no state), and
             # a stop that waits 10 s for an agent not yet handling SIGTERM is a leak in time.
             stop_timeout=0,
@@ -164,16 +165,18 @@ def _bind(source: Path, target: str, read_only: bool) -> dict[str, Any]:
 
 def _workspace_volumes(project: Project, task: Task) -> list[dict[str, Any]]:
     """The repository (or each mapped directory) under a copy-on-write overlay: the task sees
-    and may change it, but its writes land in the container's layer, never in the repo."""
+    and may change it, but its writes land in the container's layer, never in the repo.
+    Empty when the inputs are copied in instead (through the agent, once it listens)."""
     mapping = task.input_mapping or (("", ""),)
-    volumes = []
+    volumes: list[dict[str, Any]] = []
     for source_rel, target_rel in mapping:
         source = (project.root / source_rel).resolve()
         if not source.is_dir():
             raise BackendError(f'task {task.name!r}: input_mapping source "{source_rel}" is not '
                                f"a directory of {project.root}: map directories only")
         target = WORKSPACE if target_rel in ("", ".") else f"{WORKSPACE}/{target_rel.strip('/')}"
-        volumes.append({"destination": target, "source": str(source), "options": []})
+        if task.container.inputs == "mount":
+            volumes.append({"destination": target, "source": str(source), "options": []})
     return volumes
 
 

@@ -137,6 +137,7 @@ task "script" "test" {
     image      = local.image
     user       = "1000"
     network    = "private"
+    inputs     = "copy"
     privileged = false
     environment = { LANG = "C.UTF-8" }
     capabilities {
@@ -189,8 +190,9 @@ def test_every_category_attribute_and_variable(tmp_path: Path) -> None:
         "lib": "build", "test": "task", "fmt": "tool", "deb": "package", "deb2": "package"}
     test = project.tasks["test"]
     spec = test.container
-    assert (spec.image, spec.user, spec.network, spec.privileged) == (
-        "localhost/buildr-busybox:latest", "1000", "private", False)
+    assert (spec.image, spec.user, spec.network, spec.inputs, spec.privileged) == (
+        "localhost/buildr-busybox:latest", "1000", "private", "copy", False)
+    assert project.tasks["lib"].container.inputs == "mount"
     assert spec.environment == (("LANG", "C.UTF-8"),)
     assert (spec.cap_add, spec.cap_drop) == (("NET_ADMIN", "SYS_PTRACE"), ("ALL",))
     assert [(m.source, m.target, m.read_only) for m in spec.bind_mounts] == [
@@ -253,6 +255,8 @@ task "script" "b" {
      '  script = "t"\n}\n'), r':4:18: privileged must be true or false, not 1'),
     (('task "script" "x" {\n  container {\n    image = "i"\n    network = "host"\n  }\n'
      '  script = "t"\n}\n'), r':4:15: network must be "none" \(the default\) or "private"'),
+    (('task "script" "x" {\n  container {\n    image = "i"\n    inputs = "cpy"\n  }\n'
+     '  script = "t"\n}\n'), r':4:14: inputs must be "mount" .* not "cpy" \(did you mean "copy"\?\)'),
     (('task "script" "x" {\n  container {\n    image = "i"\n    capabilities {\n'
      '      add = ["NET_ADMN"]\n    }\n  }\n  script = "t"\n}\n'),
      r':5:14: unknown capability "NET_ADMN" \(did you mean "NET_ADMIN"\?\)'),

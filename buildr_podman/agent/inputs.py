@@ -1,0 +1,32 @@
+"""Copies a task's inputs into the workspace, for containers whose inputs are "copy".
+
+Where Podman cannot put the repository under a copy-on-write overlay, the host sends it as a tar
+stream in S2 framing over the PutInputs call. It is extracted with the host's own safe,
+all-or-nothing extraction: the workspace is replaced only once the whole archive was good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from buildr_podman._protos.buildr.remote.v1 import agent_pb2
+from buildr_podman.archive.extract import ExtractStats, extract_tar_stream
+from buildr_podman.errors import ArchiveError
+from buildr_podman.s2 import S2Reader
+
+__all__ = ["receive_inputs"]
+
+
+def receive_inputs(chunks: Iterator[agent_pb2.InputChunk]) -> ExtractStats:
+    """Extracts the streamed archive into the workspace named by its first chunk."""
+    first = next(chunks, None)
+    if first is None or not first.workspace.startswith("/"):
+        raise ArchiveError("the inputs stream names no absolute workspace in its first chunk")
+    return extract_tar_stream(S2Reader(_data(first, chunks)), Path(first.workspace))
+
+
+def _data(first: agent_pb2.InputChunk, rest: Iterator[agent_pb2.InputChunk]) -> Iterator[bytes]:
+    yield first.data
+    for chunk in rest:
+        yield chunk.data
