@@ -144,8 +144,8 @@ def bench_reference_vectors(testdata: Path, min_seconds: float) -> None:
         if not _has_repeat_codes(stream):
             continue
         size = len(s2.decompress(stream))
-        fast = _rate_for(lambda: s2.decompress(stream), size, min_seconds)
-        pure = _rate_for(lambda: _decode_pure(stream), size, min_seconds)
+        fast = _rate_for(lambda stream=stream: s2.decompress(stream), size, min_seconds)
+        pure = _rate_for(lambda stream=stream: _decode_pure(stream), size, min_seconds)
         print(f"{path.name:<30}{size / 1e6:>8.2f}{fast:>8.0f}{pure:>18.1f}")
 
 

@@ -111,7 +111,7 @@ def _write_tar(entries: Iterable[tuple[str, str]], stats: PackStats, compress: b
             tar.close()
         sink.flush()
         chunks.put(None)
-    except BaseException as exc:  # handed to the consumer, which re-raises it
+    except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
         chunks.put(exc)
 
 

@@ -236,7 +236,7 @@ def _run_pyinstaller(staging: Path) -> None:
     with open(log_path, "wb") as out:
         # cwd in staging: nothing PyInstaller writes may land in the source tree.
         result = subprocess.run(_pyinstaller_argv(staging), cwd=staging, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
     if result.returncode != 0:
         raise _build_error(f"PyInstaller exited with status {result.returncode}",
                            log_path.read_text(errors="replace"))
@@ -347,7 +347,7 @@ def _run_tool(argv: list[str]) -> str:
     import subprocess
 
     try:
-        result = subprocess.run(argv, capture_output=True, text=True)
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
     except OSError as error:
         raise AgentError(f"building the agent failed: cannot run {argv[0]}: {error}") from None
     # ldd exits 1 when one of several files is not dynamic (a stray static .so); its output stands.

@@ -42,7 +42,7 @@ def agent_bundle() -> AgentBundle:
 
 
 def _require_image(podman: str, image: str) -> None:
-    if subprocess.run([podman, "image", "exists", image]).returncode != 0:
+    if subprocess.run([podman, "image", "exists", image], check=False).returncode != 0:
         pytest.skip(f"image {image} is missing: run scripts/setup.sh")
 
 
@@ -52,7 +52,7 @@ def _run(podman: str, bundle: AgentBundle, image: str, *argv: str,
     return subprocess.run(
         [podman, "run", "--rm", "--network", "none", "-v", f"{bundle.path}:{AGENT_MOUNT}:ro",
          *options, image, *argv],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
     )
 
 

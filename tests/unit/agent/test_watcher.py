@@ -145,7 +145,7 @@ def test_watch_limit_marks_the_subtree_dirty_and_stays_exact(tmp_path: Path, mon
     def task(root: Path) -> None:
         (root / "src" / "lib" / "util.c").write_text("changed unseen\n")
 
-    changes, returned, deleted = track(tmp_path, task)
+    changes, returned, _ = track(tmp_path, task)
     assert set(changes.returned) == returned == {"src/lib/util.c"}
     assert "watch limit" in changes.tracking
 

@@ -136,19 +136,18 @@ def test_reader_takes_a_whole_stream_as_bytes() -> None:
 def test_tarfile_stream_through_writer_and_reader(tmp_path: object) -> None:
     files = {f"src/mod{i}.py": (f"x = {i}\n" * (i + 1)).encode() for i in range(50)}
     sink = io.BytesIO()
-    with S2Writer(sink, block_size=8192) as writer:
-        with tarfile.open(fileobj=writer, mode="w|") as tar:
-            for name, content in files.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(content)
-                tar.addfile(info, io.BytesIO(content))
+    with S2Writer(sink, block_size=8192) as writer, tarfile.open(fileobj=writer, mode="w|") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
     got = {}
-    with S2Reader(io.BytesIO(sink.getvalue())) as reader:
-        with tarfile.open(fileobj=reader, mode="r|") as tar:
-            for member in tar:
-                extracted = tar.extractfile(member)
-                assert extracted is not None
-                got[member.name] = extracted.read()
+    with (S2Reader(io.BytesIO(sink.getvalue())) as reader,
+          tarfile.open(fileobj=reader, mode="r|") as tar):
+        for member in tar:
+            extracted = tar.extractfile(member)
+            assert extracted is not None
+            got[member.name] = extracted.read()
     assert got == files
 
 

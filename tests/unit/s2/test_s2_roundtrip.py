@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
 
 import cramjam
@@ -38,7 +39,7 @@ block_sizes = st.sampled_from([1, 7, 64, 4096, 65536, 1 << 20, MAX_BLOCK_SIZE])
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
-    return [data[a:b] for a, b in zip(points, points[1:])]
+    return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
 def chunks_of(stream: bytes) -> list[tuple[int, bytes]]:
@@ -153,7 +154,7 @@ def test_incompressible_blocks_are_stored() -> None:
 
 def test_block_size_is_checked() -> None:
     for bad in (0, MAX_BLOCK_SIZE + 1):
-        for make in (lambda: S2Encoder(bad), lambda: S2Decoder(bad)):
+        for make in (lambda bad=bad: S2Encoder(bad), lambda bad=bad: S2Decoder(bad)):
             try:
                 make()
             except ValueError:
