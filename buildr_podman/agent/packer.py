@@ -62,6 +62,7 @@ class _ChunkQueueWriter:
         """Gives back a chunk's buffer once its bytes are copied (called by the consumer)."""
         buffer = chunk.obj
         chunk.release()
+        assert isinstance(buffer, bytearray)  # every chunk is a view of one of our buffers
         self._free.append(buffer)
 
 

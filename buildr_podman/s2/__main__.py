@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO) -> None:
     if args.decompress:
         with S2Reader(stdin) as reader:
-            shutil.copyfileobj(reader, stdout, _COPY_SIZE)
+            shutil.copyfileobj(reader, stdout, _COPY_SIZE)  # type: ignore[misc]
     else:
         with S2Writer(stdout, args.blocksize, compress=not args.store) as writer:
             shutil.copyfileobj(stdin, writer, _COPY_SIZE)

@@ -13,7 +13,7 @@ __all__ = ["BlockError", "accelerated", "decode_block", "encode_block"]
 
 _accel: ModuleType | None
 try:
-    from . import _s2block as _accel  # built by setup.py when a C compiler is present
+    from . import _s2block as _accel  # type: ignore[attr-defined,no-redef]  # setup.py builds it
 except ImportError:  # pragma: no cover - depends on the install
     _accel = None
 
@@ -63,7 +63,7 @@ def decode_block_reference(body: memoryview | bytes, limit: int) -> bytearray:
     return _block_py.decode_block(bytes(body), limit)
 
 
-def encode_block(data: bytes | memoryview) -> memoryview | None:
+def encode_block(data: bytes | bytearray | memoryview) -> memoryview | None:
     """Compress one block as Snappy (valid S2), or None when storing it is better.
 
     A block must save at least 1/32 of its size to be worth decompressing (the
