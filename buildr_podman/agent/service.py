@@ -1,7 +1,8 @@
 """The agent's gRPC servicer: the only agent module that speaks protobuf.
 
 It converts messages and delegates: task_run.py runs a task (process.py, watcher.py and
-packer.py under it), loaded once the server listens, so that the host can connect sooner. Errors of the agent itself become a TaskResult.error, so the host
+packer.py under it; loaded once the server listens, so that the host can connect sooner), and
+inputs.py copies inputs in. Errors of the agent itself become a TaskResult.error, so the host
 always gets one final result it can print.
 """
 

@@ -52,17 +52,16 @@ class TaskPod:
         A removal of a running container waits for it in Podman, which looks about every
         100 ms: 120 ms for our no-op pod, a fifth of a cold run. Asking here every 5 ms (each
         inspect also makes Podman read conmon's exit file) and removing an exited container
-        takes half that. A container that is gone or unreadable counts as ended.
+        takes half that. A container that is gone or cannot be asked about counts as ended:
+        the removal that follows reports what is really wrong.
         """
-        import podman.errors
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 self.container.reload()
-            except podman.errors.APIError:  # NotFound among them: removed from outside
+            except Exception:  # noqa: BLE001 - removed from outside, or the API is gone
                 return
-            if self.container.status not in ("running", "stopping", "paused"):
+            if self.container.status not in ("running", "stopping"):
                 return
             time.sleep(EXIT_POLL_SECONDS)
 

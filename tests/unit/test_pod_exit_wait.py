@@ -46,3 +46,13 @@ def test_gives_up_after_the_timeout() -> None:
     pod(container).wait_exited(0.1)
     assert 0.1 <= time.monotonic() - started < 2
     assert container.status == "running"
+
+
+def test_an_api_that_cannot_answer_ends_the_wait() -> None:
+    class Unreachable(FakeContainer):
+        def reload(self) -> None:
+            raise ConnectionError("the API service is gone")
+
+    started = time.monotonic()
+    pod(Unreachable(["running"])).wait_exited(5)
+    assert time.monotonic() - started < 1
