@@ -245,17 +245,19 @@ _bs_podman_info() {
 }
 
 _bs_check_podman_info() {
-    local out driver runtime
+    local out driver runtime works=1
+    out="$(_bs_podman_info)" || works=0
     # A machine whose processes were killed (the end of a session, an OOM kill) keeps the
-    # pause process's pid file in XDG_RUNTIME_DIR; Podman then refuses every command until
+    # state of containers that no longer run; Podman then refuses every command until
     # `podman system migrate` starts a new pause process. That is a state to repair, not
     # a set-up the user must fix by hand.
-    if ! out="$(_bs_podman_info)" && printf '%s' "$out" | grep -q 'system migrate'; then
+    if [ "$works" = 0 ] && printf '%s' "$out" | grep -q 'system migrate'; then
         _bs_say "the rootless pause process of $BUILDR_USER is gone: running podman system migrate"
         _bs_as_user podman system migrate >/dev/null 2>&1 || true
-        out="$(_bs_podman_info)" || true
+        works=1
+        out="$(_bs_podman_info)" || works=0
     fi
-    if ! out="$(_bs_podman_info)"; then
+    if [ "$works" = 0 ]; then
         printf '%s\n' "$out" | tail -n 5 >&2
         _bs_die "rootless podman does not work for $BUILDR_USER (see above): check /etc/subuid, /etc/subgid, XDG_RUNTIME_DIR=$BUILDR_XDG_RUNTIME_DIR and that newuidmap (package uidmap) is installed"
     fi
