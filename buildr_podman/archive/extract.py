@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -102,7 +103,8 @@ def extract_tar_stream(fileobj: Readable, target: Path, *,
     """
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+        _sweep_abandoned(target)
+        staging = _scratch_dir(target, "staging")
     except OSError as exc:
         raise _write_error(f"making {target}", exc, target.parent) from exc
     try:
@@ -115,6 +117,40 @@ def extract_tar_stream(fileobj: Readable, target: Path, *,
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _scratch_dir(target: Path, kind: str) -> Path:
+    """A private directory beside target, named with this process's pid, so that a later
+    extraction can tell one that was abandoned (its process gone) from one in use."""
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{kind}-{os.getpid()}-",
+                                 dir=target.parent))
+
+
+def _sweep_abandoned(target: Path) -> None:
+    """Removes the staging and trash directories that an extraction into target left behind
+    when its process was killed (SIGKILL, the OOM killer): ours to clean, since their names
+    say whose they were and that process no longer runs."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:staging|old)-(\d+)-")
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return
+    for name in names:
+        found = pattern.match(name)
+        if found and not _process_exists(int(found.group(1))):
+            path = target.parent / name
+            if path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's: alive
+    return True
 
 
 def _refuse(name: str, reason: str) -> UnsafeArchiveMember:
@@ -313,7 +349,7 @@ def _replace(staging: Path, target: Path) -> None:
     if not target.exists() and not target.is_symlink():
         os.rename(staging, target)
         return
-    trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    trash = _scratch_dir(target, "old")
     old = trash / "old"
     os.rename(target, old)
     os.rename(staging, target)

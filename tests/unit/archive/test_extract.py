@@ -263,3 +263,22 @@ def test_modes_are_exact_whatever_the_umask(target: Path, umask: int) -> None:
         assert (target / name).stat().st_mode & 0o7777 == mode
         os.chmod(target / name, 0o600)
         assert (target / name).read_bytes() == name.encode()
+
+
+def test_scratch_directories_of_killed_extractions_are_swept(tmp_path: Path) -> None:
+    """A host killed mid-extraction leaves `.NAME.staging-PID-*` (and `.NAME.old-PID-*`)
+    beside the target; the next extraction into it removes those whose process is gone, and
+    nothing else."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = int(gone.stdout)
+    abandoned = [tmp_path / f".t.staging-{dead}-abc", tmp_path / f".t.old-{dead}-def"]
+    kept = [tmp_path / f".t.staging-{os.getpid()}-mine", tmp_path / f".u.staging-{dead}-xyz",
+            tmp_path / ".t.staging-legacy"]
+    for directory in abandoned + kept:
+        (directory / "half").mkdir(parents=True)
+    extract_tar_stream(io.BytesIO(tar_bytes(member("a.txt", data=b"a"))), tmp_path / "t")
+    assert [d for d in abandoned if d.exists()] == []
+    assert all(d.exists() for d in kept)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".t.")) == [
+        f".t.staging-{os.getpid()}-mine", ".t.staging-legacy"]
