@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -42,12 +43,16 @@ def run_task(request: agent_pb2.RunRequest, context: grpc.ServicerContext,
         yield _result(exit_code=127, error=_start_error(request, exc),
                       duration_seconds=time.monotonic() - started)
         return
-    context.add_callback(process.kill)  # the host went away or cancelled: stop the task
+    # The host went away or cancelled: stop the task. gRPC also calls this when the call ends
+    # normally; by then the group is gone and its pid free for reuse, so it must do nothing.
+    ended = threading.Event()
+    context.add_callback(lambda: None if ended.is_set() else process.kill())
     for chunk in process.output():
         yield agent_pb2.RunEvent(output=agent_pb2.OutputChunk(stream=STREAMS[chunk.stream],
                                                               data=chunk.data))
     exit_code = process.wait()
     process.kill_leftovers()  # background jobs must not outlive their task in a warm container
+    ended.set()
     changes = tracker.stop()
     on_changes(changes)
     stats = PackStats()
