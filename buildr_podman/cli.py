@@ -158,7 +158,7 @@ def command() -> NoReturn:
     except BrokenPipeError:  # `buildr-podman list | head`: the reader left; nothing to say
         pass
     sys.stderr.flush()
-    atexit._run_exitfuncs()
+    atexit._run_exitfuncs()  # the only way to run them without the rest of a normal exit
     os._exit(code)
 
 

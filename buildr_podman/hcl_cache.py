@@ -8,6 +8,7 @@ parsed without error are kept; an error is always found afresh, with its positio
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -50,6 +51,7 @@ def _key(text: str) -> str:
     return digest.hexdigest()
 
 
+@functools.cache
 def _code_stamp() -> str:
     """What identifies the parser and our conversion: their files' paths and mtimes (an
     upgrade or an edit rewrites them). Cheaper than package metadata (~20 ms)."""
