@@ -12,6 +12,7 @@ from buildr_podman.config_values import (
     check_names,
     describe,
     expect_bool,
+    expect_choice,
     expect_string,
     expect_string_list,
     expect_string_map,
@@ -24,8 +25,10 @@ __all__ = ["CAPABILITIES", "read_container"]
 
 CONTAINER_ATTRS = ("image", "user", "network", "environment", "privileged", "inputs")
 CONTAINER_BLOCKS = ("capabilities", "bind_mount", "tmpfs_mount")
-NETWORKS = ("none", "private")
-INPUTS = ("mount", "copy")
+#: the values of `network` and of `inputs`, each with what it means; the first is the default
+NETWORKS = {"none": "", "private": "a network of the pod's own"}
+INPUTS = {"mount": "the repository under a copy-on-write overlay",
+          "copy": "copied in, for file systems Podman cannot overlay"}
 USER_SPEC = re.compile(r"^\d+(:\d+)?$")
 TMPFS_SIZE = re.compile(r"^\d+[kmgKMG]?$|^\d+%$")
 #: capabilities(7), without the CAP_ prefix; "ALL" is allowed too
@@ -73,8 +76,8 @@ def read_container(file: HclFile, module: Block, title: str, evaluate: Evaluate,
     return ContainerSpec(
         image=image,
         user=_user(file, attrs, values, title),
-        network=_network(file, attrs, values),
-        inputs=_inputs(file, attrs, values),
+        network=_choice(file, attrs, values, "network", NETWORKS),
+        inputs=_choice(file, attrs, values, "inputs", INPUTS),
         cap_add=cap_add,
         cap_drop=cap_drop,
         bind_mounts=tuple(binds),
@@ -98,28 +101,11 @@ def _user(file: HclFile, attrs: dict[str, Attribute], values: dict[str, Any],
     return user
 
 
-def _network(file: HclFile, attrs: dict[str, Attribute], values: dict[str, Any]) -> str:
-    if "network" not in values:
-        return "none"
-    network = values["network"]
-    if network not in NETWORKS:
-        hint = suggest(network, NETWORKS) if isinstance(network, str) else ""
-        raise file.error_at(f'network must be "none" (the default) or "private" (a network of '
-                            f"the pod's own), not {describe(network)}{hint}", attrs["network"])
-    return str(network)
-
-
-def _inputs(file: HclFile, attrs: dict[str, Attribute], values: dict[str, Any]) -> str:
-    if "inputs" not in values:
-        return "mount"
-    inputs = values["inputs"]
-    if inputs not in INPUTS:
-        hint = suggest(inputs, INPUTS) if isinstance(inputs, str) else ""
-        raise file.error_at('inputs must be "mount" (the default: the repository under a '
-                            'copy-on-write overlay) or "copy" (copied in, for file systems '
-                            f"Podman cannot overlay), not {describe(inputs)}{hint}",
-                            attrs["inputs"])
-    return str(inputs)
+def _choice(file: HclFile, attrs: dict[str, Attribute], values: dict[str, Any], name: str,
+            choices: dict[str, str]) -> str:
+    if name not in values:
+        return next(iter(choices))
+    return expect_choice(file, attrs[name], values[name], choices)
 
 
 def _capabilities(file: HclFile, container: Block, title: str, evaluate: Evaluate,

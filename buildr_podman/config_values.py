@@ -88,6 +88,26 @@ def expect_bool(file: HclFile, attribute: Attribute, value: Any) -> bool:
     return value
 
 
+def expect_choice(file: HclFile, attribute: Attribute, value: Any,
+                  choices: dict[str, str]) -> str:
+    """One of `choices` (each name with what it means, the default first), or an error that
+    lists them all and suggests the nearest."""
+    if value not in choices:
+        hint = suggest(value, tuple(choices)) if isinstance(value, str) else ""
+        raise file.error_at(f"{attribute.name} must be {_listed(choices)}, not "
+                            f"{describe(value)}{hint}", attribute)
+    return str(value)
+
+
+def _listed(choices: dict[str, str]) -> str:
+    """'"a" (the default: what a is) or "b" (what b is)'."""
+    items = []
+    for index, (name, meaning) in enumerate(choices.items()):
+        note = ("the default" + (f": {meaning}" if meaning else "")) if index == 0 else meaning
+        items.append(f'"{name}" ({note})')
+    return " or ".join(items)
+
+
 def expect_string_list(file: HclFile, attribute: Attribute, value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise _wrong(file, attribute, value, "list(string)")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from buildr_podman.cache_root import cache_root
 from buildr_podman.hcl import Attribute, Block
 
 __all__ = ["CACHE_FORMAT", "cache_dir", "parse_cached"]
@@ -28,8 +29,7 @@ MAX_ENTRIES = 256  #: each edit of a file adds one; the oldest go beyond this
 
 def cache_dir() -> Path:
     """`$XDG_CACHE_HOME/buildr-podman/hcl`."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "buildr-podman" / "hcl"
+    return cache_root() / "hcl"
 
 
 def parse_cached(text: str, parse: Callable[[], Block]) -> Block:

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from buildr_podman.archive.beneath import open_directory_beneath
 from buildr_podman.archive.tarstream import Member, TarReader
 from buildr_podman.errors import ArchiveError, UnsafeArchiveMember
+from buildr_podman.processes import own_process_running
 
 __all__ = ["DEFAULT_MAX_BYTES", "ExtractStats", "check_member", "extract_tar_stream",
            "list_tar_stream"]
@@ -137,20 +139,10 @@ def _sweep_abandoned(target: Path) -> None:
         return
     for name in names:
         found = pattern.match(name)
-        if found and not _process_exists(int(found.group(1))):
+        if found and not own_process_running(int(found.group(1))):
             path = target.parent / name
             if path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid():
                 shutil.rmtree(path, ignore_errors=True)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's: alive
-    return True
 
 
 def _refuse(name: str, reason: str) -> UnsafeArchiveMember:
@@ -238,25 +230,16 @@ class _StagingWriter:
             self._cached_parent = None
 
     def _open_dir(self, parts: tuple[str, ...], name: str, create: bool) -> int:
-        """An fd of root/parts, every component opened without following symlinks: a symlink
-        in the archive can never redirect a later member. Relative opens also work for paths
-        longer than PATH_MAX."""
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        for part in parts:
-            try:
-                if create:
-                    _mkdir_if_missing(part, fd)
-                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise _refuse(name, f"path goes through the non-directory {part!r} (a "
-                                        "symlink or file)") from exc
-                raise _write_error(f"making the directories of {_shown_name(name)}", exc,
-                                   self.where) from exc
-            os.close(fd)
-            fd = next_fd
-        return fd
+        """An fd of root/parts, never through a symlink: a symlink in the archive can never
+        redirect a later member."""
+        try:
+            return open_directory_beneath(self.root, parts, create)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise _refuse(name, f"path goes through the non-directory {exc.filename!r} "
+                                    "(a symlink or file)") from exc
+            raise _write_error(f"making the directories of {_shown_name(name)}", exc,
+                               self.where) from exc
 
     def _create(self, tar: TarReader, member: Member, parent_fd: int, name: str,
                 rel: str) -> None:
@@ -326,13 +309,6 @@ def _umask() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
-
-
-def _mkdir_if_missing(name: str, dir_fd: int) -> None:
-    try:
-        os.mkdir(name, 0o755, dir_fd=dir_fd)
-    except FileExistsError:
-        pass
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from buildr_podman.archive.beneath import open_directory_beneath
 from buildr_podman.errors import ArchiveError
 
 __all__ = ["WriteBackStats", "apply_changes", "repository_path", "write_back"]
@@ -125,25 +126,17 @@ def _remove(root: Path, rel: str) -> bool:
 
 
 def _open_parent(root: Path, rel: str, create: bool) -> int:
-    """An fd of rel's parent under root, every component opened without following symlinks."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    for part in PurePosixPath(rel).parts[:-1]:
-        if create:
-            try:
-                os.mkdir(part, 0o755, dir_fd=fd)
-            except FileExistsError:
-                pass
-        try:
-            next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno == errno.ENOENT and not create:
-                raise FileNotFoundError(rel) from exc
-            raise ArchiveError(f"cannot write back {rel}: {part!r} in the repository is not a "
-                               "directory (a symlink or file); move it away and run again") from exc
-        os.close(fd)
-        fd = next_fd
-    return fd
+    """An fd of rel's parent under root, never through a symlink."""
+    try:
+        return open_directory_beneath(root, PurePosixPath(rel).parts[:-1], create)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT and not create:
+            raise FileNotFoundError(rel) from exc
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise ArchiveError(f"cannot write back {rel}: {exc.filename!r} in the repository "
+                               "is not a directory (a symlink or file); move it away and run "
+                               "again") from exc
+        raise ArchiveError(f"cannot write back {rel}: {exc.strerror}") from exc
 
 
 def _move(source: Path, name: str, parent_fd: int) -> None:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildr_podman.cache_root import cache_root
 from buildr_podman.errors import AgentError
 
 __all__ = ["AGENT_MOUNT", "AgentBundle", "bundle_key", "ensure_agent", "main"]
@@ -35,6 +36,7 @@ AGENT_SOURCES = (
     *(f"{package}/**/*.{suffix}" for package in ("agent", "s2", "_protos", "archive")
       for suffix in ("py", "so")),
     "errors.py",
+    "processes.py",
     "__init__.py",
     "podman/agent_build.py",  # a new build flag must mean a new bundle
 )
@@ -65,15 +67,9 @@ class AgentBundle:
 Log = Callable[[str], None]
 
 
-def default_cache_dir() -> Path:
-    """The user's cache root for buildr-podman (`$XDG_CACHE_HOME/buildr-podman`)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "buildr-podman"
-
-
 def ensure_agent(cache_dir: Path | None = None, *, log: Log | None = None) -> AgentBundle:
     """Return the agent bundle for this source tree, building it first if it is not cached."""
-    agent_dir = (cache_dir or default_cache_dir()) / "agent"
+    agent_dir = (cache_dir or cache_root()) / "agent"
     key = bundle_key()
     bundle = _bundle(agent_dir, key)
     if _is_built(bundle.path):

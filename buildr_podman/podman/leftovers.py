@@ -17,6 +17,7 @@ from pathlib import Path
 from buildr_podman.podman.connection import socket_accepts
 from buildr_podman.podman.podman_cli import PodmanCliError, podman, podman_json
 from buildr_podman.podman.pods import LABEL, SOCKET_NAME
+from buildr_podman.processes import own_process_running
 
 __all__ = ["clean", "kill_own_containers"]
 
@@ -74,7 +75,7 @@ def _clean_pods(everything: bool, kept_mounts: set[str]) -> Iterator[str]:
     for pod in pods:
         owner = _owner(pod.get("Labels") or {})
         name = pod.get("Name") or pod.get("Id", "?")[:12]
-        if owner is not None and _alive(owner) and not everything:
+        if owner is not None and own_process_running(owner) and not everything:
             kept_pods.add(pod.get("Id"))
             yield (f"kept pod {name}: its run (pid {owner}) is still going "
                    "(clean --all removes it anyway)")
@@ -90,7 +91,7 @@ def _clean_pods(everything: bool, kept_mounts: set[str]) -> Iterator[str]:
 
 
 def _remove_pod(pod: dict, name: str, owner: int | None, everything: bool) -> str:
-    why = (f"its run, pid {owner}, is gone" if owner is not None and not _alive(owner)
+    why = (f"its run, pid {owner}, is gone" if owner is not None and not own_process_running(owner)
            else "--all" if everything else "it has no owner")
     try:
         podman("pod", "rm", "-f", "-t", "0", str(pod.get("Id") or name))
@@ -122,19 +123,6 @@ def _owner(labels: dict) -> int | None:
         return int(labels.get(LABEL, ""))
     except ValueError:
         return None
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` is a live process of this user (another user's cannot own our pods)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
-    return True
 
 
 # -- API services and socket directories ------------------------------------------------------
@@ -242,9 +230,10 @@ def _age(path: Path) -> float:
 def _clean_agent_builds(everything: bool, kept_mounts: set[str]) -> Iterator[str]:
     import fcntl
 
-    from buildr_podman.podman.agent_build import bundle_key, default_cache_dir
+    from buildr_podman.cache_root import cache_root
+    from buildr_podman.podman.agent_build import bundle_key
 
-    agent_dir = default_cache_dir() / "agent"
+    agent_dir = cache_root() / "agent"
     if not agent_dir.is_dir():
         return
     current = bundle_key()
