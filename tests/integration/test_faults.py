@@ -179,6 +179,14 @@ def fault(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[
     return run.finish(), run.pid
 
 
+def failed_run_line(run: Running) -> str:
+    """Waits for the run, which must exit 1, and gives the line that says why the victim
+    failed."""
+    result = run.finish()
+    assert result.returncode == 1
+    return error_line(result, "victim")
+
+
 def assert_clean_after(root: Path, run_pid: int, before: dict[str, dict[str, tuple[bytes, int]]],
                        unchanged: tuple[str, ...] = ("keeper", "victim")) -> None:
     """Nothing of the failed run remains, earlier outputs are as they were, and the same tasks
@@ -206,9 +214,7 @@ def test_the_agent_killed_mid_task(tmp_path: Path) -> None:
     run = Running(root, "run", "victim", env={"FAULT_MODE": "sleep"})
     run.wait_for_line("up")
     os.kill(agent_pid(run), signal.SIGKILL)
-    result = run.finish()
-    assert result.returncode == 1
-    line = error_line(result, "victim")
+    line = failed_run_line(run)
     assert "victim failed" in line and "the agent stopped mid-task" in line
     assert_clean_after(root, run.pid, before)
 
@@ -222,9 +228,7 @@ def test_the_agent_killed_mid_archive(tmp_path: Path) -> None:
     pid = agent_pid(run)
     run.wait_for(lambda: any(out.glob(".victim.staging-*/many/f1*")), "extraction under way")
     os.kill(pid, signal.SIGKILL)
-    result = run.finish()
-    assert result.returncode == 1
-    line = error_line(result, "victim")
+    line = failed_run_line(run)
     assert "victim failed" in line and "the agent stopped mid-task" in line
     assert_clean_after(root, run.pid, before)
 
@@ -237,9 +241,7 @@ def test_the_container_removed_from_outside(tmp_path: Path) -> None:
     run.wait_for_line("up")
     subprocess.run(["podman", "rm", "-f", "-t", "0", *containers_of(run.pid)],
                    capture_output=True, check=True)
-    result = run.finish()
-    assert result.returncode == 1
-    assert "the agent stopped mid-task" in error_line(result, "victim")
+    assert "the agent stopped mid-task" in failed_run_line(run)
     assert_clean_after(root, run.pid, before)
 
 
