@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_faults import need_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaks")]
 
@@ -21,11 +22,6 @@ echo more >> src/data.txt
 echo new > src/new.txt
 rm src/sub/deep.txt
 """
-
-
-def need_image() -> None:
-    if subprocess.run(["podman", "image", "exists", IMAGE], check=False).returncode != 0:
-        pytest.skip(f"image {IMAGE} is missing: run scripts/setup.sh")
 
 
 def buildr(root: Path, *args: str) -> subprocess.CompletedProcess[str]:

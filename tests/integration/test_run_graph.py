@@ -13,17 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from test_faults import need_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaks")]
 
 BUSYBOX = "localhost/buildr-busybox:latest"
 GCC = "localhost/buildr-gcc:bookworm"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello"
-
-
-def need_image(image: str) -> None:
-    if subprocess.run(["podman", "image", "exists", image], check=False).returncode != 0:
-        pytest.skip(f"image {image} is missing: run scripts/setup.sh")
 
 
 def repo(tmp_path: Path, config: str) -> Path:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_faults import need_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaks")]
 
@@ -21,11 +22,6 @@ BUSYBOX_IMAGE = "localhost/buildr-busybox:latest"
 def buildr(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "buildr_podman", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=600, check=False)
-
-
-def need_image(image: str) -> None:
-    if subprocess.run(["podman", "image", "exists", image], check=False).returncode != 0:
-        pytest.skip(f"image {image} is missing: run scripts/setup.sh")
 
 
 @pytest.fixture
