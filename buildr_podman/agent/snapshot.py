@@ -79,7 +79,14 @@ def walk_directories(root: str) -> Iterator[str]:
 
 
 def _scan_tree(root: str, relative: str) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
-    """(directory, its entries) for every directory from root/relative down, depth first."""
+    """(directory, its entries) for every directory from root/relative down, depth first.
+
+    Nothing when root/relative is no longer a directory reached without a symlink: a task
+    may replace a directory with a symlink, even to itself, and the walk must not follow it
+    (to ELOOP, or to files outside the workspace named as if inside). Below it, only
+    entries that are directories themselves are entered."""
+    if relative and not _real_directory(root, relative):
+        return
     stack = [relative]
     while stack:
         rel_dir = stack.pop()
@@ -92,6 +99,12 @@ def _scan_tree(root: str, relative: str) -> Iterator[tuple[str, list[os.DirEntry
         for dirent in dirents:
             if dirent.is_dir(follow_symlinks=False):
                 stack.append(f"{rel_dir}/{dirent.name}" if rel_dir else dirent.name)
+
+
+def _real_directory(root: str, relative: str) -> bool:
+    path = os.path.join(root, relative)
+    return (os.path.isdir(path)
+            and os.path.realpath(path) == os.path.join(os.path.realpath(root), relative))
 
 
 class Snapshot:

@@ -291,3 +291,26 @@ def test_a_symlink_replaced_by_a_directory_is_never_followed_in_the_baseline(
     changes, returned, deleted = track(tmp_path, task)
     assert set(changes.returned) == returned == {"loop/x", "etc/passwd"}
     assert set(changes.deleted) == deleted
+
+
+def test_a_directory_replaced_by_a_symlink_is_never_followed(tmp_path: Path) -> None:
+    # Found by the property test above: a directory the task wrote in (so rescanned at the
+    # end) replaced by a symlink to itself raised ELOOP, and one to a directory outside
+    # returned that directory's files under the workspace's name.
+    seed(tmp_path)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (outside / "secret").write_text("not the task's\n")
+
+    def task(root: Path) -> None:
+        (root / "src" / "new.c").write_text("written, then its directory goes\n")
+        (root / "docs" / "new.txt").write_text("the same\n")
+        shutil.rmtree(root / "src")
+        shutil.rmtree(root / "docs")
+        os.symlink("src", root / "src")
+        os.symlink(str(outside), root / "docs")
+
+    changes, returned, deleted = track(tmp_path, task)
+    assert set(changes.returned) == returned == {"src", "docs"}
+    assert set(changes.deleted) == deleted == {
+        "src/main.c", "src/lib", "src/lib/util.c", "docs/readme.txt"}
