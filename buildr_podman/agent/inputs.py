@@ -18,15 +18,17 @@ from buildr_podman.s2 import S2Reader
 __all__ = ["receive_inputs"]
 
 
-def receive_inputs(chunks: Iterator[agent_pb2.InputChunk]) -> ExtractStats:
-    """Extracts the streamed archive into the workspace named by its first chunk."""
+def receive_inputs(chunks: Iterator[agent_pb2.InputChunk | memoryview]) -> ExtractStats:
+    """Extracts the streamed archive into the workspace named by its first chunk; the others
+    are InputChunks or (as service.py hands them over) the data of one."""
     first = next(chunks, None)
-    if first is None or not first.workspace.startswith("/"):
+    if not isinstance(first, agent_pb2.InputChunk) or not first.workspace.startswith("/"):
         raise ArchiveError("the inputs stream names no absolute workspace in its first chunk")
     return extract_tar_stream(S2Reader(_data(first, chunks)), Path(first.workspace))
 
 
-def _data(first: agent_pb2.InputChunk, rest: Iterator[agent_pb2.InputChunk]) -> Iterator[bytes]:
+def _data(first: agent_pb2.InputChunk,
+          rest: Iterator[agent_pb2.InputChunk | memoryview]) -> Iterator[bytes | memoryview]:
     yield first.data
     for chunk in rest:
-        yield chunk.data
+        yield chunk if isinstance(chunk, memoryview) else chunk.data

@@ -1,4 +1,4 @@
-"""Packs paths into a tar stream framed as S2, in bounded chunks: the changes the agent sends
+"""Packs paths into a tar stream framed as S2, in bounded messages: the changes the agent sends
 back, and the inputs the host copies in (containers with inputs = "copy")."""
 
 from __future__ import annotations
@@ -8,16 +8,21 @@ import queue
 import stat
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from buildr_podman.agent.tarwriter import TarWriter
-from buildr_podman.s2 import S2Writer
+from buildr_podman.s2 import S2Encoder
+from buildr_podman.s2._encoder import Frame
+from buildr_podman.s2._format import STREAM_IDENTIFIER
 
 __all__ = ["PackStats", "pack_changes", "pack_entries"]
 
-CHUNK_SIZE = 1 << 20  # one gRPC message; big enough to amortise, far below the 4 MiB limit
-QUEUE_DEPTH = 8  # chunks in flight between the packing thread and the stream: bounds memory
+Prefix = Callable[[int], bytes] | None
+
+CHUNK_SIZE = 1 << 20  # tar bytes per S2 block and so per message; far below gRPC's 4 MiB limit
+QUEUE_DEPTH = 8  # messages in flight between the packing thread and the stream: bounds memory
+MESSAGE_HEADROOM = 16  # room in front of each message for the caller's prefix (MAX_PREFIX)
 
 
 @dataclass
@@ -26,94 +31,113 @@ class PackStats:
     bytes: int = 0
 
 
-class _ChunkQueueWriter:
-    """A write-only file object that cuts what it receives into chunks on a bounded queue.
+class _MessageQueueWriter:
+    """The tar writer's sink: frames what it receives as S2 and puts it on a bounded queue in
+    messages that hold whole S2 chunks only. A chunk split between two messages must be
+    joined (copied) by the receiver; whole, it is decoded where it lies.
 
-    Chunks are views of buffers that the consumer gives back (`recycle`) once it has copied
-    them: the packing thread only ever writes into warm memory it allocated once. Each byte
-    is copied once here, straight into its chunk.
+    Messages are views of buffers that the consumer gives back (`recycle`) once it has copied
+    them: the packing thread only ever writes into warm memory it allocated once. Each byte is
+    copied once here, straight into its message, behind MESSAGE_HEADROOM bytes left free for
+    the consumer's protobuf prefix.
     """
 
-    def __init__(self, chunks: queue.Queue[memoryview | BaseException | None]) -> None:
-        self.chunks = chunks
+    def __init__(self, messages: queue.Queue[memoryview | BaseException | None],
+                 compress: bool) -> None:
+        self.messages = messages
+        self._encoder = S2Encoder(CHUNK_SIZE, compress)
+        self._capacity = MESSAGE_HEADROOM + len(STREAM_IDENTIFIER) + self._encoder.max_frame_size
         self._free: deque[bytearray] = deque()  # at most QUEUE_DEPTH + 2 buffers ever exist
-        self._chunk = bytearray(CHUNK_SIZE)
-        self._used = 0
+        self._buffer = bytearray(self._capacity)
+        self._used = MESSAGE_HEADROOM
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        view = memoryview(data).cast("B")
-        start = 0
-        while start < len(view):
-            count = min(len(view) - start, CHUNK_SIZE - self._used)
-            self._chunk[self._used:self._used + count] = view[start:start + count]
-            self._used += count
-            start += count
-            if self._used == CHUNK_SIZE:
-                self.flush()
-        return len(view)
+        with memoryview(data) as view:
+            self._add(self._encoder.encode_frames(view))
+            return view.nbytes
 
-    def flush(self) -> None:
-        if self._used:
-            self.chunks.put(memoryview(self._chunk)[:self._used])
-            self._chunk = self._free.pop() if self._free else bytearray(CHUNK_SIZE)
-            self._used = 0
+    def finish(self) -> None:
+        """Frames what the encoder still holds and hands over the last message."""
+        self._add(self._encoder.flush_frames())
+        self._flush()
 
-    def recycle(self, chunk: memoryview) -> None:
-        """Gives back a chunk's buffer once its bytes are copied (called by the consumer)."""
-        buffer = chunk.obj
-        chunk.release()
-        assert isinstance(buffer, bytearray)  # every chunk is a view of one of our buffers
+    def recycle(self, message: memoryview) -> None:
+        """Gives back a message's buffer once its bytes are copied (called by the consumer)."""
+        buffer = message.obj
+        message.release()
+        assert isinstance(buffer, bytearray)  # every message is a view of one of our buffers
         self._free.append(buffer)
+
+    def _add(self, frames: list[Frame]) -> None:
+        for frame in frames:
+            if self._used + sum(len(part) for part in frame) > self._capacity:
+                self._flush()
+            for part in frame:
+                end = self._used + len(part)
+                self._buffer[self._used:end] = part
+                self._used = end
+
+    def _flush(self) -> None:
+        if self._used > MESSAGE_HEADROOM:
+            self.messages.put(memoryview(self._buffer)[:self._used])
+            self._buffer = self._free.pop() if self._free else bytearray(self._capacity)
+            self._used = MESSAGE_HEADROOM
 
 
 def pack_changes(root: str, paths: Iterable[str], stats: PackStats, *,
-                 compress: bool = True) -> Iterator[bytes]:
-    """Yields the S2-compressed tar of `paths` (relative to root, and so named) as chunks."""
+                 compress: bool = True, message_prefix: Prefix = None) -> Iterator[bytes]:
+    """Yields the S2-compressed tar of `paths` (relative to root, and so named) as messages."""
     prefix = os.path.join(root, "")  # root + "/" + rel is a third of os.path.join's cost
-    return pack_entries(((prefix + rel, rel) for rel in list(paths)), stats, compress=compress)
+    return pack_entries(((prefix + rel, rel) for rel in list(paths)), stats, compress=compress,
+                        message_prefix=message_prefix)
 
 
 def pack_entries(entries: Iterable[tuple[str, str]], stats: PackStats, *,
-                 compress: bool = True) -> Iterator[bytes]:
-    """Yields the S2-compressed tar of (path, name in the archive) entries as chunks.
+                 compress: bool = True, message_prefix: Prefix = None) -> Iterator[bytes]:
+    """Yields the S2-compressed tar of (path, name in the archive) entries as messages: each
+    is whole S2 chunks, preceded by `message_prefix(their length)` when that is given (at
+    most MESSAGE_HEADROOM bytes: what serializes them as a protobuf message, see
+    archive_wire.py).
 
     The tar is written by a thread into a small bounded queue, so a 256 MiB output never sits
     in memory whole; `entries` is consumed by that thread; `stats` is complete once the
     iterator is exhausted.
     """
-    chunks: queue.Queue[memoryview | BaseException | None] = queue.Queue(QUEUE_DEPTH)
-    sink = _ChunkQueueWriter(chunks)
-    writer = threading.Thread(target=_write_tar, args=(entries, stats, compress, sink),
+    messages: queue.Queue[memoryview | BaseException | None] = queue.Queue(QUEUE_DEPTH)
+    sink = _MessageQueueWriter(messages, compress)
+    writer = threading.Thread(target=_write_tar, args=(entries, stats, sink),
                               name="packer", daemon=True)
     writer.start()
     while True:
-        item = chunks.get()
+        item = messages.get()
         if item is None:
             break
         if isinstance(item, BaseException):
             raise item
-        # The bytes that gRPC sends are made here, in the thread that sends them. Made by the
-        # packing thread instead, every megabyte protobuf then copied them into landed on
-        # fresh pages (two page faults a page, measured): 256 MiB took 0.33 s, not 0.08 s.
-        data = bytes(item)
+        start = MESSAGE_HEADROOM
+        if message_prefix is not None:
+            head = message_prefix(len(item) - MESSAGE_HEADROOM)
+            start -= len(head)
+            item[start:MESSAGE_HEADROOM] = head
+        # The bytes that gRPC sends are made here, in the thread that sends them: the one
+        # copy between the packing thread's buffer and gRPC's.
+        data = bytes(item[start:])
         sink.recycle(item)
         yield data
     writer.join()
 
 
-def _write_tar(entries: Iterable[tuple[str, str]], stats: PackStats, compress: bool,
-               sink: _ChunkQueueWriter) -> None:
-    chunks = sink.chunks
+def _write_tar(entries: Iterable[tuple[str, str]], stats: PackStats,
+               sink: _MessageQueueWriter) -> None:
     try:
-        with S2Writer(sink, block_size=CHUNK_SIZE, compress=compress) as s2:
-            tar = TarWriter(s2)
-            for path, name in entries:
-                _add(tar, path, name, stats)
-            tar.close()
-        sink.flush()
-        chunks.put(None)
+        tar = TarWriter(sink)
+        for path, name in entries:
+            _add(tar, path, name, stats)
+        tar.close()
+        sink.finish()
+        sink.messages.put(None)
     except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
-        chunks.put(exc)
+        sink.messages.put(exc)
 
 
 def _add(tar: TarWriter, path: str, rel: str, stats: PackStats) -> None:

@@ -24,15 +24,17 @@ os.environ[FORK_SUPPORT] = "false"
 import grpc
 
 from buildr_podman import __version__
+from buildr_podman._protos.archive_wire import input_chunk_data
 from buildr_podman._protos.buildr.common.v1 import common_pb2
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
 
 if TYPE_CHECKING:
     from buildr_podman.agent.watcher import ChangeSet
 
-__all__ = ["PROTOCOL_VERSION", "AgentService"]
+__all__ = ["PROTOCOL_VERSION", "AgentService", "add_agent_service"]
 
 PROTOCOL_VERSION = common_pb2.PROTOCOL_VERSION_1
+SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
 SUPPORTED_COMPRESSIONS = (common_pb2.COMPRESSION_S2_STORED, common_pb2.COMPRESSION_S2)
 BUSY_WAIT_SECONDS = 2.0
 
@@ -59,7 +61,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                                        agent_version=__version__, compression=chosen)
 
     def Run(self, request: agent_pb2.RunRequest,
-            context: grpc.ServicerContext) -> Iterator[agent_pb2.RunEvent]:
+            context: grpc.ServicerContext) -> Iterator[agent_pb2.RunEvent | bytes]:
         # A short wait: the previous stream may still be closing after its result was sent.
         if not self._busy.acquire(timeout=BUSY_WAIT_SECONDS):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the agent is already running a task")
@@ -70,7 +72,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             from buildr_podman.agent.task_run import run_task
 
             for event in run_task(request, context, self._remember_changes(request)):
-                if event.HasField("result"):
+                if not isinstance(event, bytes) and event.HasField("result"):
                     # Free before the host has the result: it sends the next task at once,
                     # while this generator is only resumed (and ended) later by gRPC.
                     self._busy.release()
@@ -106,7 +108,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             self._workspace_clean = True
         return remember
 
-    def PutInputs(self, request_iterator: Iterator[agent_pb2.InputChunk],
+    def PutInputs(self, request_iterator: Iterator[agent_pb2.InputChunk | memoryview],
                   context: grpc.ServicerContext) -> agent_pb2.InputsResult:
         from buildr_podman.agent.inputs import receive_inputs
         from buildr_podman.errors import ArchiveError
@@ -150,12 +152,12 @@ def serve(socket_path: str) -> int:
     shutdown = threading.Event()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
                          options=[("grpc.max_send_message_length", 8 << 20)])
-    agent_pb2_grpc.add_AgentServicer_to_server(AgentService(shutdown), server)
+    add_agent_service(AgentService(shutdown), server)
     if os.path.exists(socket_path):
         os.unlink(socket_path)  # left by an agent that was killed; ours to replace
     server.add_insecure_port(f"unix:{socket_path}")
     server.start()
-    # The task's modules (~20 ms) load while the host connects and says hello, not before
+    # The task's modules (~20 ms) and the allocator settings load while the host connects and says hello, not before
     # the socket exists: agent start-up is on the critical path of every cold run.
     threading.Thread(target=_load_task_modules, name="preload", daemon=True).start()
     # PID 1 in a container gets no default SIGTERM action: handle it, or removal waits 10 s.
@@ -166,6 +168,39 @@ def serve(socket_path: str) -> int:
     return 0
 
 
+def add_agent_service(service: AgentService, server: grpc.Server) -> None:
+    """agent_pb2_grpc.add_AgentServicer_to_server, but archive bytes skip protobuf both ways:
+    Run sends events that are already serialized (bytes) as they are, and PutInputs hands
+    over each data chunk as a view of the received message (archive_wire.py)."""
+    def serialize_event(event: agent_pb2.RunEvent | bytes) -> bytes:
+        return event if isinstance(event, bytes) else event.SerializeToString()
+
+    def parse_input(message: bytes) -> agent_pb2.InputChunk | memoryview:
+        data = input_chunk_data(message)
+        return agent_pb2.InputChunk.FromString(message) if data is None else data
+
+    handlers = {
+        "Hello": grpc.unary_unary_rpc_method_handler(
+            service.Hello, request_deserializer=agent_pb2.HelloRequest.FromString,
+            response_serializer=agent_pb2.HelloResponse.SerializeToString),
+        "Run": grpc.unary_stream_rpc_method_handler(
+            service.Run, request_deserializer=agent_pb2.RunRequest.FromString,
+            response_serializer=serialize_event),
+        "Shutdown": grpc.unary_unary_rpc_method_handler(
+            service.Shutdown, request_deserializer=agent_pb2.ShutdownRequest.FromString,
+            response_serializer=agent_pb2.ShutdownResponse.SerializeToString),
+        "PutInputs": grpc.stream_unary_rpc_method_handler(
+            service.PutInputs, request_deserializer=parse_input,
+            response_serializer=agent_pb2.InputsResult.SerializeToString),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)  # as the generated code does
+
+
 def _load_task_modules() -> None:
     import buildr_podman.agent.revert
     import buildr_podman.agent.task_run  # noqa: F401
+    from buildr_podman.malloc_tuning import keep_freed_memory
+
+    keep_freed_memory()  # before the first archive chunk: see malloc_tuning.py

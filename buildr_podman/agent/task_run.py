@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
+from buildr_podman._protos.archive_wire import archive_event_prefix
 from buildr_podman._protos.buildr.common.v1 import common_pb2
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2
 from buildr_podman.agent.packer import PackStats, pack_changes
@@ -29,8 +30,9 @@ STREAMS = {"stdout": agent_pb2.OutputChunk.STREAM_STDOUT,
 
 
 def run_task(request: agent_pb2.RunRequest, context: grpc.ServicerContext,
-             on_changes: Callable[[ChangeSet], None]) -> Iterator[agent_pb2.RunEvent]:
-    """The task's events: output while it runs, then its archive, then one result."""
+             on_changes: Callable[[ChangeSet], None]) -> Iterator[agent_pb2.RunEvent | bytes]:
+    """The task's events: output while it runs, then its archive (as serialized events), then
+    one result."""
     started = time.monotonic()
     tracker = ChangeTracker(request.workspace, request.baseline or None,
                             TrackerLimits.from_environment(os.environ))
@@ -57,8 +59,9 @@ def run_task(request: agent_pb2.RunRequest, context: grpc.ServicerContext,
     on_changes(changes)
     stats = PackStats()
     compress = request.compression != common_pb2.COMPRESSION_S2_STORED
-    for data in pack_changes(request.workspace, changes.returned, stats, compress=compress):
-        yield agent_pb2.RunEvent(archive=agent_pb2.ArchiveChunk(data=data))
+    # Archive chunks leave as serialized RunEvents (archive_wire.py): no protobuf copies.
+    yield from pack_changes(request.workspace, changes.returned, stats, compress=compress,
+                            message_prefix=archive_event_prefix)
     yield _result(exit_code=exit_code, files_returned=stats.files, bytes_returned=stats.bytes,
                   deleted_paths=changes.deleted, tracking=changes.tracking,
                   timed_out=process.timed_out, duration_seconds=time.monotonic() - started,

@@ -311,7 +311,7 @@ def _umask() -> int | None:
     return None
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     written = os.write(fd, data)
     if written < len(data):  # rare on a regular file: a signal, a file system near full
         view = memoryview(data)[written:]

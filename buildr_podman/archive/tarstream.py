@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -65,9 +65,13 @@ class TarReader:
 
     def __init__(self, source: _Readable) -> None:
         self._source = source
+        # An S2Reader hands out views of what it decoded: bodies are then never copied on
+        # their way to the file (headers are, 512 bytes each, to parse them as bytes).
+        self._read: Callable[[int], bytes | memoryview | None] = getattr(
+            source, "read_view", source.read)
         # Read but not yet consumed: _data[_position:]. Taking is a slice and an addition;
         # a bytearray with `del buffer[:n]` moved the whole rest of the buffer every time.
-        self._data = b""
+        self._data: bytes | memoryview = b""
         self._position = 0
         self._remaining = 0  # body bytes of the current member not yet read
         self._padding = 0
@@ -77,7 +81,7 @@ class TarReader:
         while (member := self._next()) is not None:
             yield member
 
-    def read_body(self, limit: int) -> bytes:
+    def read_body(self, limit: int) -> bytes | memoryview:
         """Up to `limit` bytes of the current member's body (b"" at its end).
 
         Less may come back before the end: what is left of the last read from the source, so
@@ -86,7 +90,7 @@ class TarReader:
         if not count:
             return b""
         if self._position == len(self._data):
-            self._data, self._position = self._source.read(max(count, READ_SIZE)) or b"", 0
+            self._data, self._position = self._read(max(count, READ_SIZE)) or b"", 0
             if not self._data:
                 raise ArchiveError("broken archive: it ends inside a member's body")
         start = self._position
@@ -152,17 +156,17 @@ class TarReader:
         end = start + count
         if end <= len(self._data):
             self._position = end
-            return self._data[start:end]
+            return bytes(self._data[start:end])  # no copy when _data is bytes
         return self._take_across_reads(count)
 
     def _take_across_reads(self, count: int) -> bytes:
         """_take when the buffered bytes are too few: only the bytes taken are joined, and the
         rest of the last read stays buffered as it is (not copied into a new buffer)."""
-        parts = [self._data[self._position:]]
+        parts: list[bytes | memoryview] = [self._data[self._position:]]
         have = len(parts[0])
         self._data, self._position = b"", 0
         while have < count:
-            chunk = self._source.read(max(count - have, READ_SIZE))
+            chunk = self._read(max(count - have, READ_SIZE))
             if not chunk:
                 break  # the end of the stream: fewer bytes than asked for
             used = min(len(chunk), count - have)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from buildr_podman import __version__
+from buildr_podman._protos.archive_wire import archive_event_data
 from buildr_podman._protos.buildr.common.v1 import common_pb2
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
 from buildr_podman.errors import AgentError
@@ -16,6 +17,7 @@ from buildr_podman.podman.connection import socket_accepts
 __all__ = ["PROTOCOL_VERSION", "AgentClient"]
 
 PROTOCOL_VERSION = common_pb2.PROTOCOL_VERSION_1
+SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
 # Stored blocks first: on a local unix socket compression costs more time than it saves.
 ACCEPTED_COMPRESSIONS = (common_pb2.COMPRESSION_S2_STORED, common_pb2.COMPRESSION_S2)
 MAX_MESSAGE = 8 << 20
@@ -37,6 +39,13 @@ class AgentClient:
                      ("grpc.min_reconnect_backoff_ms", 20),
                      ("grpc.max_reconnect_backoff_ms", 500)])
         self._stub = agent_pb2_grpc.AgentStub(self._channel)
+        # The two calls that carry archives skip protobuf for their bytes (archive_wire.py).
+        self._run = self._channel.unary_stream(
+            f"/{SERVICE_NAME}/Run", request_serializer=agent_pb2.RunRequest.SerializeToString,
+            response_deserializer=_parse_run_event, _registered_method=True)
+        self._put_inputs = self._channel.stream_unary(
+            f"/{SERVICE_NAME}/PutInputs", request_serializer=_serialize_input,
+            response_deserializer=agent_pb2.InputsResult.FromString, _registered_method=True)
         self.compression = common_pb2.COMPRESSION_S2
 
     def wait_ready(self, timeout: float, still_starting: Callable[[], bool]) -> None:
@@ -76,14 +85,15 @@ class AgentClient:
         self.compression = response.compression
         return response
 
-    def run(self, request: agent_pb2.RunRequest) -> Iterator[agent_pb2.RunEvent]:
-        """The task's events in order, ending with exactly one result."""
+    def run(self, request: agent_pb2.RunRequest) -> Iterator[agent_pb2.RunEvent | memoryview]:
+        """The task's events in order, ending with exactly one result; an archive chunk comes
+        as its data alone (a view of the received message)."""
         request.compression = self.compression
-        stream = self._stub.Run(request)
+        stream = self._run(request)
         try:
             got_result = False
             for event in stream:
-                got_result = event.HasField("result")
+                got_result = not isinstance(event, memoryview) and event.HasField("result")
                 yield event
             if not got_result:
                 raise AgentError("the agent closed the stream without a result")
@@ -93,23 +103,23 @@ class AgentClient:
             stream.cancel()  # no-op once complete; stops the task if we leave early
 
     def put_inputs(self, workspace: str, chunks: Iterator[bytes]) -> agent_pb2.InputsResult:
-        """Copies the inputs (an S2-framed tar, in chunks) into the workspace, replacing it.
+        """Copies the inputs (an S2-framed tar, in serialized InputChunks: see input_copy.py)
+        into the workspace, replacing it.
 
         An error while producing the chunks (an unreadable file) is raised as itself: gRPC
         would only say that iterating the requests failed."""
         failures: list[BaseException] = []
 
-        def messages() -> Iterator[agent_pb2.InputChunk]:
+        def messages() -> Iterator[agent_pb2.InputChunk | bytes]:
             yield agent_pb2.InputChunk(workspace=workspace)
             try:
-                for data in chunks:
-                    yield agent_pb2.InputChunk(data=data)
+                yield from chunks
             except BaseException as exc:
                 failures.append(exc)
                 raise
 
         try:
-            return self._stub.PutInputs(messages())
+            return self._put_inputs(messages())
         except grpc.RpcError as exc:
             if failures:
                 raise failures[0] from None
@@ -124,6 +134,15 @@ class AgentClient:
 
     def close(self) -> None:
         self._channel.close()
+
+
+def _parse_run_event(message: bytes) -> agent_pb2.RunEvent | memoryview:
+    data = archive_event_data(message)
+    return agent_pb2.RunEvent.FromString(message) if data is None else data
+
+
+def _serialize_input(chunk: agent_pb2.InputChunk | bytes) -> bytes:
+    return chunk if isinstance(chunk, bytes) else chunk.SerializeToString()
 
 
 def _stopped(exc: grpc.RpcError) -> str:

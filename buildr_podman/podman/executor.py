@@ -35,9 +35,11 @@ class PodmanExecutor:
 
     @contextmanager
     def open_session(self, project: Project) -> Iterator[PodmanSession]:
+        from buildr_podman.malloc_tuning import keep_freed_memory
         from buildr_podman.podman.agent_build import ensure_agent
         from buildr_podman.podman.connection import podman_client
 
+        keep_freed_memory()  # archives arrive in megabyte messages: see malloc_tuning.py
         agent = ensure_agent()
         with podman_client() as client:
             session = PodmanSession(client, project, agent)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+from buildr_podman._protos.archive_wire import input_chunk_prefix
 from buildr_podman.agent.packer import PackStats, pack_entries
 from buildr_podman.model import Project, Task
 
@@ -20,9 +21,11 @@ __all__ = ["input_chunks", "input_entries"]
 
 
 def input_chunks(project: Project, task: Task, stats: PackStats) -> Iterator[bytes]:
-    """The S2-framed tar of the task's inputs, in bounded chunks (stored blocks: a local
-    socket gains nothing from compression)."""
-    return pack_entries(input_entries(project, task), stats, compress=False)
+    """The S2-framed tar of the task's inputs, in bounded chunks that are serialized
+    InputChunks (archive_wire.py), of stored blocks (a local socket gains nothing from
+    compression)."""
+    return pack_entries(input_entries(project, task), stats, compress=False,
+                        message_prefix=input_chunk_prefix)
 
 
 def input_entries(project: Project, task: Task) -> Iterator[tuple[str, str]]:

@@ -24,24 +24,27 @@ __all__ = ["receive_events"]
 STREAM_NAMES = {1: "stdout", 2: "stderr"}
 
 
-def receive_events(task: Task, events: Iterator[agent_pb2.RunEvent], output_dir: Path,
-                   observer: RunObserver) -> TaskOutcome:
-    """Handles every event until the result, which becomes the returned outcome."""
+def receive_events(task: Task, events: Iterator[agent_pb2.RunEvent | memoryview],
+                   output_dir: Path, observer: RunObserver) -> TaskOutcome:
+    """Handles every event until the result, which becomes the returned outcome. Archive
+    chunks may come as their data alone (AgentClient.run)."""
     for event in events:
-        kind = event.WhichOneof("event")
-        if kind == "output":
-            observer.output(task, STREAM_NAMES.get(event.output.stream, "stdout"),
-                            event.output.data)
-        elif kind == "log":
-            observer.log(task, event.log.message)
-        elif kind == "archive":
-            archive = _ArchiveChunks(event.archive.data, events)
+        data = _archive_data(event)
+        if data is not None:
+            archive = _ArchiveChunks(data, events)
             extract_tar_stream(S2Reader(archive), output_dir,
                                max_bytes=task.max_return_bytes or DEFAULT_MAX_BYTES)
             archive.drain()  # tar stops reading at its end marker; the result follows
             if archive.result is None:
                 raise AgentError("the agent ended the archive without a result")
             return _outcome(task, archive.result, output_dir)
+        assert not isinstance(event, memoryview)  # every view is archive data
+        kind = event.WhichOneof("event")
+        if kind == "output":
+            observer.output(task, STREAM_NAMES.get(event.output.stream, "stdout"),
+                            event.output.data)
+        elif kind == "log":
+            observer.log(task, event.log.message)
         elif kind == "result":
             return _outcome(task, event.result, None)
     raise AgentError("the agent closed the stream without a result")
@@ -50,28 +53,37 @@ def receive_events(task: Task, events: Iterator[agent_pb2.RunEvent], output_dir:
 class _ArchiveChunks:
     """Iterates the archive's bytes: the first chunk, then chunks until the result event."""
 
-    def __init__(self, first: bytes, events: Iterator[agent_pb2.RunEvent]) -> None:
+    def __init__(self, first: memoryview,
+                 events: Iterator[agent_pb2.RunEvent | memoryview]) -> None:
         self._first = first
         self._events = events
         self.result: agent_pb2.TaskResult | None = None
         self._chunks = self._generate()
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[memoryview]:
         return self._chunks
 
     def drain(self) -> None:
         for _ in self._chunks:
             pass
 
-    def _generate(self) -> Iterator[bytes]:
+    def _generate(self) -> Iterator[memoryview]:
         yield self._first
         for event in self._events:
-            if event.HasField("archive"):
-                yield event.archive.data
+            data = _archive_data(event)
+            if data is not None:
+                yield data
             elif event.HasField("result"):
                 self.result = event.result
                 return
             # Output cannot follow the archive: the task has ended by then.
+
+
+def _archive_data(event: agent_pb2.RunEvent | memoryview) -> memoryview | None:
+    """An archive chunk's data, whether it came parsed by protobuf or as a view."""
+    if isinstance(event, memoryview):
+        return event
+    return memoryview(event.archive.data) if event.HasField("archive") else None
 
 
 def _outcome(task: Task, result: agent_pb2.TaskResult, output_dir: Path | None) -> TaskOutcome:

@@ -81,7 +81,7 @@ class S2Decoder:
         if self._error is not None:
             raise self._error
         # Copy only mutable input: the caller may reuse its buffer after we return.
-        self._pending.append(data if isinstance(data, bytes) else bytes(data))
+        self._pending.append(data if _immutable(data) else bytes(data))
 
     def next_block(self) -> memoryview | None:
         """Decode the next data chunk in the fed input; None if more input is needed.
@@ -200,6 +200,13 @@ class S2Decoder:
     def _fail(self, message: str, offset: int) -> NoReturn:
         self._error = CodecError(message, offset)
         raise self._error
+
+
+def _immutable(data: BytesLike) -> bool:
+    """bytes, or a read-only view of bytes (a received message's data): safe to keep."""
+    if isinstance(data, memoryview):
+        return isinstance(data.obj, bytes) and data.contiguous
+    return isinstance(data, bytes)
 
 
 def decompress(data: BytesLike, max_block_size: int = MAX_BLOCK_SIZE) -> bytes:

@@ -11,14 +11,17 @@ from ._format import (
     CHUNK_COMPRESSED,
     CHUNK_UNCOMPRESSED,
     DEFAULT_BLOCK_SIZE,
+    HEADER_SIZE,
     MAX_BLOCK_SIZE,
     STREAM_IDENTIFIER,
     masked_crc,
+    max_chunk_body,
 )
 
-__all__ = ["S2Encoder", "compress"]
+__all__ = ["Frame", "S2Encoder", "compress"]
 
 BytesLike = bytes | bytearray | memoryview
+Frame = tuple[bytes | memoryview, ...]  # one chunk of the stream: its header and body
 
 # Chunk header and checksum in one pack: type in the low byte, body length above it.
 _CHUNK_HEAD: Final = struct.Struct("<II")
@@ -46,6 +49,11 @@ class S2Encoder:
         return self._block_size
 
     @property
+    def max_frame_size(self) -> int:
+        """The largest chunk (header, checksum and body) this encoder can emit."""
+        return HEADER_SIZE + max_chunk_body(self._block_size)
+
+    @property
     def compressing(self) -> bool:
         """False when blocks are stored uncompressed."""
         return self._compress
@@ -63,7 +71,16 @@ class S2Encoder:
 
         The pieces may be views of `data`: use them before changing `data`.
         """
-        parts = self._stream_start()
+        return [part for frame in self.encode_frames(data) for part in frame]
+
+    def flush_parts(self) -> list[bytes | memoryview]:
+        """Like `flush`, as pieces."""
+        return [part for frame in self.flush_frames() for part in frame]
+
+    def encode_frames(self, data: BytesLike) -> list[Frame]:
+        """Like `encode_parts`, grouped by chunk: a sender that never splits a chunk between
+        two messages lets its receiver decode each one in place, without joining pieces."""
+        frames = self._stream_start()
         view = memoryview(data).cast("B")
         size = self._block_size
         if self._pending:
@@ -71,31 +88,31 @@ class S2Encoder:
             self._pending += view[:fill]
             view = view[fill:]
             if len(self._pending) < size:
-                return parts
-            parts += self._chunk(self._pending)
-            self._pending = bytearray()  # the old one is referenced by parts
+                return frames
+            frames.append(self._chunk(self._pending))
+            self._pending = bytearray()  # the old one is referenced by frames
         whole = len(view) - len(view) % size
         for start in range(0, whole, size):
-            parts += self._chunk(view[start:start + size])
+            frames.append(self._chunk(view[start:start + size]))
         self._pending += view[whole:]
-        return parts
+        return frames
 
-    def flush_parts(self) -> list[bytes | memoryview]:
-        """Like `flush`, as pieces."""
-        parts = self._stream_start()
+    def flush_frames(self) -> list[Frame]:
+        """Like `flush_parts`, grouped by chunk."""
+        frames = self._stream_start()
         if self._pending:
-            parts += self._chunk(self._pending)
+            frames.append(self._chunk(self._pending))
             self._pending = bytearray()
-        return parts
+        return frames
 
-    def _stream_start(self) -> list[bytes | memoryview]:
+    def _stream_start(self) -> list[Frame]:
         """The stream identifier, in front of the encoder's first output only."""
         if self._started:
             return []
         self._started = True
-        return [STREAM_IDENTIFIER]
+        return [(STREAM_IDENTIFIER,)]
 
-    def _chunk(self, block: bytearray | memoryview) -> list[bytes | memoryview]:
+    def _chunk(self, block: bytearray | memoryview) -> Frame:
         """Frame one block: header, masked CRC of the data, then the body."""
         crc = masked_crc(block)
         packed = encode_block(block) if self._compress else None
@@ -104,7 +121,7 @@ class S2Encoder:
         else:
             kind, body = CHUNK_COMPRESSED, packed
         head = _CHUNK_HEAD.pack(kind | (len(body) + CHECKSUM_SIZE) << 8, crc)
-        return [head, body]
+        return (head, body)
 
 
 def compress(data: BytesLike, block_size: int = DEFAULT_BLOCK_SIZE,

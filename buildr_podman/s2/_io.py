@@ -73,6 +73,17 @@ class S2Reader(io.RawIOBase):
         self._consume(block, size)
         return out
 
+    def read_view(self, size: int) -> memoryview:
+        """Like `read`, without its copy: up to `size` decoded bytes as a read-only view (b""
+        at the end). The reader never writes into memory it has handed out, so the view
+        stays valid for as long as it is held."""
+        block = self._unread()
+        if block is None:
+            return _EMPTY
+        out = block[:size].toreadonly()
+        self._consume(block, size)
+        return out
+
     def readall(self) -> bytes:
         """Return the rest of the stream (its whole size is then held in memory)."""
         parts: list[bytes | memoryview] = []
@@ -115,14 +126,14 @@ class S2Reader(io.RawIOBase):
                 self._eof = True
         return self._block
 
-    def _pull(self, wanted: int) -> bytes | None:
+    def _pull(self, wanted: int) -> bytes | bytearray | memoryview | None:
         """The next input: b"" at the end of the source, None if it would block."""
         if self._chunks is not None:
             for chunk in self._chunks:
                 if not isinstance(chunk, (bytes, bytearray, memoryview)):
                     raise TypeError(f"S2Reader source yielded {type(chunk).__name__}, not bytes")
                 if chunk:
-                    return chunk if isinstance(chunk, bytes) else bytes(chunk)
+                    return chunk  # the decoder copies only what may change
             return b""
         read1 = getattr(self._source, "read1", None)
         if read1 is not None:

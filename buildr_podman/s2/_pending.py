@@ -22,12 +22,12 @@ class PendingInput:
     """
 
     def __init__(self) -> None:
-        self._pieces: deque[bytes | bytearray] = deque()
+        self._pieces: deque[bytes | memoryview | bytearray] = deque()
         self._head = 0  # bytes of _pieces[0] already taken (always 0 for a bytearray)
         self.size = 0  # bytes available
 
-    def append(self, data: bytes) -> None:
-        """Queue `data`, which must not change afterwards (bytes cannot)."""
+    def append(self, data: bytes | memoryview) -> None:
+        """Queue `data`, which must not change afterwards (bytes, or a view of bytes)."""
         if not data:
             return
         self.size += len(data)

@@ -1,4 +1,4 @@
-"""The packer: the changed paths as S2-compressed tar, in chunks of a fixed size."""
+"""The packer: the changed paths as S2-compressed tar, in messages of whole S2 chunks."""
 
 from __future__ import annotations
 
@@ -9,48 +9,71 @@ from pathlib import Path
 
 import pytest
 
+from buildr_podman._protos.archive_wire import archive_event_prefix
+from buildr_podman._protos.buildr.remote.v1 import agent_pb2
 from buildr_podman.agent import packer
 from buildr_podman.agent.packer import PackStats, pack_changes
 from buildr_podman.archive.extract import extract_tar_stream
-from buildr_podman.s2 import S2Reader
+from buildr_podman.s2 import S2Reader, decompress
 
 
-def test_the_chunk_writer_cuts_any_writes_into_equal_chunks(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def s2_chunk_lengths(message: bytes | memoryview) -> list[int]:
+    """The lengths of the S2 chunks a message holds; fails unless it holds whole chunks."""
+    lengths, position = [], 0
+    while position < len(message):
+        length = int.from_bytes(message[position + 1:position + 4], "little")
+        lengths.append(length)
+        position += 4 + length
+    assert position == len(message), "an S2 chunk is split between two messages"
+    return lengths
+
+
+def drain(messages: queue.Queue[memoryview | BaseException | None],
+          writer: packer._MessageQueueWriter) -> list[bytes]:
+    got = []
+    while not messages.empty():
+        message = messages.get()
+        assert isinstance(message, memoryview)
+        got.append(bytes(message[packer.MESSAGE_HEADROOM:]))
+        writer.recycle(message)
+    return got
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_messages_hold_whole_s2_chunks_whatever_the_writes(
+        monkeypatch: pytest.MonkeyPatch, compress: bool) -> None:
     monkeypatch.setattr(packer, "CHUNK_SIZE", 1000)
-    chunks: queue.Queue[memoryview | BaseException | None] = queue.Queue()
-    writer = packer._ChunkQueueWriter(chunks)
+    messages: queue.Queue[memoryview | BaseException | None] = queue.Queue()
+    writer = packer._MessageQueueWriter(messages, compress)
     rng = random.Random(3)
     written = []
     for size in [0, 1, 999, 1000, 1001, 3500, 7, 2000, 10] + [rng.randrange(3000) for _ in range(50)]:
-        data = rng.randbytes(size)
+        data = rng.randbytes(size // 2) * 2  # half of it repeats: compressible
         written.append(data)
-        assert writer.write(memoryview(data) if size % 2 else bytearray(data)) == size
-    writer.flush()
-    got = []
-    while not chunks.empty():
-        chunk = chunks.get()
-        assert isinstance(chunk, memoryview)
-        got.append(bytes(chunk))
-        writer.recycle(chunk)
-    assert all(len(chunk) == 1000 for chunk in got[:-1]) and 0 < len(got[-1]) <= 1000
-    assert b"".join(got) == b"".join(written)
+        assert writer.write(memoryview(data) if size % 2 else bytearray(data)) == len(data)
+    writer.finish()
+    got = drain(messages, writer)
+    assert len(got) > 10
+    for message in got:
+        s2_chunk_lengths(message)
+    assert decompress(b"".join(got)) == b"".join(written)
 
 
-def test_the_chunk_writer_reuses_the_buffers_given_back(
+def test_the_message_writer_reuses_the_buffers_given_back(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(packer, "CHUNK_SIZE", 10)
-    chunks: queue.Queue[memoryview | BaseException | None] = queue.Queue()
-    writer = packer._ChunkQueueWriter(chunks)
-    writer.write(b"a" * 10)
-    first = chunks.get()
-    assert isinstance(first, memoryview) and bytes(first) == b"a" * 10
+    messages: queue.Queue[memoryview | BaseException | None] = queue.Queue()
+    writer = packer._MessageQueueWriter(messages, compress=False)
+    writer.write(b"a" * 20)  # the stream identifier and one chunk fill the first message
+    first = messages.get()
+    assert isinstance(first, memoryview)
     buffer = first.obj
     writer.recycle(first)
-    writer.write(b"b" * 20)  # the chunk being filled, then the recycled buffer
-    second, third = chunks.get(), chunks.get()
+    writer.write(b"b" * 10)  # a second chunk: the first message is full, so it is handed over
+    writer.finish()
+    second, third = messages.get(), messages.get()
     assert isinstance(third, memoryview) and third.obj is buffer
-    assert isinstance(second, memoryview) and bytes(second) + bytes(third) == b"b" * 20
+    assert isinstance(second, memoryview) and second.obj is not buffer
 
 
 @pytest.mark.parametrize("compress", [True, False])
@@ -67,8 +90,12 @@ def test_packed_changes_extract_to_the_same_files(tmp_path: Path, compress: bool
     os.symlink("big", src / "link")
     rels += ["big", "link", "missing"]  # deleted after tracking: skipped
     stats = PackStats()
-    chunks = list(pack_changes(str(src), rels, stats, compress=compress))
-    assert all(len(chunk) == packer.CHUNK_SIZE for chunk in chunks[:-1])
+    messages = list(pack_changes(str(src), rels, stats, compress=compress,
+                                 message_prefix=archive_event_prefix))
+    chunks = [agent_pb2.RunEvent.FromString(message).archive.data for message in messages]
+    assert len(chunks) > 3  # 3 MiB of one file alone is three blocks and messages
+    for chunk in chunks:
+        s2_chunk_lengths(chunk)
     extract_tar_stream(S2Reader(iter(chunks)), tmp_path / "out")
     assert (stats.files, stats.bytes) == (62, sum(index * 997 for index in range(60)) + (3 << 20))
     for rel in rels[:-1]:

@@ -17,11 +17,13 @@ import grpc
 import pytest
 
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
-from buildr_podman.agent.service import AgentService
+from buildr_podman.agent.service import AgentService, add_agent_service
+from buildr_podman.archive.extract import extract_tar_stream
 from buildr_podman.errors import AgentError
 from buildr_podman.model import ContainerSpec, Task
 from buildr_podman.podman.agent_client import AgentClient
 from buildr_podman.podman.task_stream import receive_events
+from buildr_podman.s2 import S2Reader
 
 
 class Observer:
@@ -43,7 +45,7 @@ class Observer:
 def agent(tmp_path: Path) -> Iterator[AgentClient]:
     socket_path = tmp_path / "agent.sock"
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    agent_pb2_grpc.add_AgentServicer_to_server(AgentService(threading.Event()), server)
+    add_agent_service(AgentService(threading.Event()), server)
     server.add_insecure_port(f"unix:{socket_path}")
     server.start()
     client = AgentClient(str(socket_path))
@@ -93,6 +95,22 @@ def test_output_streams_and_only_changed_files_come_back(agent, tmp_path: Path) 
     assert (out / "tool.sh").stat().st_mode & 0o7777 == 0o755  # setuid never comes back
     assert outcome.files_returned == 3
     assert outcome.deleted_paths == ("old.txt",)
+
+
+def test_a_plain_protobuf_client_reads_the_archive_events(agent, tmp_path: Path) -> None:
+    # The agent writes archive events by hand (archive_wire.py); any gRPC client with the
+    # generated code must still read them as RunEvents.
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    script = "head -c 3000000 /dev/urandom > big.bin"  # three S2 blocks, so three messages
+    request = agent_pb2.RunRequest(task_name="t", argv=make_task(script).argv(),
+                                   workspace=str(workspace), working_dir=str(workspace))
+    stub = agent_pb2_grpc.AgentStub(agent._channel)
+    events = list(stub.Run(request))
+    chunks = [event.archive.data for event in events if event.HasField("archive")]
+    assert len(chunks) >= 3 and events[-1].HasField("result")
+    extract_tar_stream(S2Reader(iter(chunks)), tmp_path / "out")
+    assert (tmp_path / "out" / "big.bin").read_bytes() == (workspace / "big.bin").read_bytes()
 
 
 def test_a_second_run_replaces_the_previous_output(agent, tmp_path: Path) -> None:
@@ -167,6 +185,7 @@ def test_each_task_of_a_warm_agent_starts_from_the_baseline(agent, tmp_path: Pat
 
 
 def test_put_inputs_replaces_the_workspace_with_the_copy(agent, tmp_path: Path) -> None:
+    from buildr_podman._protos.archive_wire import input_chunk_prefix
     from buildr_podman.agent.packer import PackStats, pack_changes
 
     source = tmp_path / "repo"
@@ -178,7 +197,7 @@ def test_put_inputs_replaces_the_workspace_with_the_copy(agent, tmp_path: Path) 
     workspace.mkdir()
     (workspace / "stale.txt").write_text("from before")
     chunks = pack_changes(str(source), ["sub", "sub/tool.sh", "link"], PackStats(),
-                          compress=False)
+                          compress=False, message_prefix=input_chunk_prefix)
     result = agent.put_inputs(str(workspace), chunks)
     assert (result.files, result.bytes) == (1, len("#!/bin/sh\n"))
     assert sorted(p.name for p in workspace.iterdir()) == ["link", "sub"]

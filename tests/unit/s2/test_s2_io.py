@@ -176,3 +176,18 @@ def test_memory_stays_bounded_by_the_block_size() -> None:
         tracemalloc.stop()
     assert total == 24 * MAX_BLOCK_SIZE
     assert peak < 2 * MAX_BLOCK_SIZE  # one block, plus what the caller holds
+
+
+def test_read_view_returns_what_read_would_without_a_copy() -> None:
+    data = os.urandom(3 * 50_000 + 17)  # pieces below 16 KiB are gathered (copied) by design
+    stream = compress(data, block_size=50_000, compress=False)
+    by_read, by_view = S2Reader(iter([stream])), S2Reader(iter([stream]))
+    views = []
+    while view := by_view.read_view(30_000):
+        assert view.readonly
+        views.append(view)
+        assert bytes(view) == by_read.read(30_000)
+    assert by_read.read(30_000) == b""
+    assert b"".join(views) == data  # every view still holds its bytes at the end
+    # Stored blocks arrive whole in one message: the views are of that message itself.
+    assert all(view.obj is stream for view in views)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 import snappy
 
 from buildr_podman.errors import CodecError
-from buildr_podman.s2 import S2Decoder, compress, decompress
+from buildr_podman.s2 import S2Decoder, S2Encoder, compress, decompress
 from buildr_podman.s2._format import STREAM_IDENTIFIER, masked_crc
 
 SNAPPY_IDENTIFIER = b"\xff\x06\x00\x00sNaPpY"
@@ -114,3 +115,28 @@ def test_feeding_a_byte_at_a_time_keeps_few_objects() -> None:
         assert len(decoder._pending._pieces) <= 1
     decoder.flush()
     assert out == data
+
+
+def test_the_encoder_groups_its_output_by_chunk() -> None:
+    encoder = S2Encoder(block_size=100, compress=False)
+    frames = encoder.encode_frames(bytes(250)) + encoder.flush_frames()
+    assert [b"".join(frame)[:1] for frame in frames] == [b"\xff", b"\x01", b"\x01", b"\x01"]
+    for frame in frames:  # each is one whole chunk: header, then exactly its body
+        whole = b"".join(frame)
+        assert len(whole) == 4 + int.from_bytes(whole[1:4], "little")
+        assert len(whole) <= encoder.max_frame_size
+    assert decompress(b"".join(b"".join(frame) for frame in frames)) == bytes(250)
+
+
+def test_the_decoder_keeps_views_of_bytes_and_copies_what_may_change() -> None:
+    data = os.urandom(200_000)  # pieces below 16 KiB are gathered (copied) by design
+    stream = compress(data, block_size=50_000, compress=False)
+    decoder = S2Decoder()
+    decoder.feed(memoryview(stream))  # a view of bytes cannot change: kept as it is
+    block = decoder.next_block()
+    assert block is not None and block.obj is stream
+    mutable = bytearray(stream)
+    decoder = S2Decoder()
+    decoder.feed(memoryview(mutable))
+    mutable[:] = bytes(len(mutable))  # the caller reuses its buffer
+    assert decoder.decode(b"") + decoder.flush() == data
