@@ -45,6 +45,7 @@ class _MessageQueueWriter:
     def __init__(self, messages: queue.Queue[memoryview | BaseException | None],
                  compress: bool) -> None:
         self.messages = messages
+        self.cancelled = threading.Event()  # set by the consumer when it stops reading
         self._encoder = S2Encoder(CHUNK_SIZE, compress)
         self._capacity = MESSAGE_HEADROOM + len(STREAM_IDENTIFIER) + self._encoder.max_frame_size
         self._free: deque[bytearray] = deque()  # at most QUEUE_DEPTH + 2 buffers ever exist
@@ -78,6 +79,8 @@ class _MessageQueueWriter:
                 self._used = end
 
     def _flush(self) -> None:
+        if self.cancelled.is_set():
+            raise _Cancelled  # also in the middle of a big file
         if self._used > MESSAGE_HEADROOM:
             self.messages.put(memoryview(self._buffer)[:self._used])
             self._buffer = self._free.pop() if self._free else bytearray(self._capacity)
@@ -88,7 +91,7 @@ def pack_changes(root: str, paths: Iterable[str], stats: PackStats, *,
                  compress: bool = True, message_prefix: Prefix = None) -> Iterator[bytes]:
     """Yields the S2-compressed tar of `paths` (relative to root, and so named) as messages."""
     prefix = os.path.join(root, "")  # root + "/" + rel is a third of os.path.join's cost
-    return pack_entries(((prefix + rel, rel) for rel in list(paths)), stats, compress=compress,
+    return pack_entries(((prefix + rel, rel) for rel in paths), stats, compress=compress,
                         message_prefix=message_prefix)
 
 
@@ -100,31 +103,41 @@ def pack_entries(entries: Iterable[tuple[str, str]], stats: PackStats, *,
     archive_wire.py).
 
     The tar is written by a thread into a small bounded queue, so a 256 MiB output never sits
-    in memory whole; `entries` is consumed by that thread; `stats` is complete once the
-    iterator is exhausted.
+    in memory whole; `entries` is consumed by that thread (lazily: a ChangeResolution finds
+    paths while earlier ones are sent), and no longer once this iterator is closed or
+    exhausted; `stats` is complete once it is exhausted.
     """
     messages: queue.Queue[memoryview | BaseException | None] = queue.Queue(QUEUE_DEPTH)
     sink = _MessageQueueWriter(messages, compress)
     writer = threading.Thread(target=_write_tar, args=(entries, stats, sink),
                               name="packer", daemon=True)
     writer.start()
-    while True:
-        item = messages.get()
-        if item is None:
-            break
-        if isinstance(item, BaseException):
-            raise item
-        start = MESSAGE_HEADROOM
-        if message_prefix is not None:
-            head = message_prefix(len(item) - MESSAGE_HEADROOM)
-            start -= len(head)
-            item[start:MESSAGE_HEADROOM] = head
-        # The bytes that gRPC sends are made here, in the thread that sends them: the one
-        # copy between the packing thread's buffer and gRPC's.
-        data = bytes(item[start:])
-        sink.recycle(item)
-        yield data
-    writer.join()
+    try:
+        while (item := messages.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            start = MESSAGE_HEADROOM
+            if message_prefix is not None:
+                head = message_prefix(len(item) - MESSAGE_HEADROOM)
+                start -= len(head)
+                item[start:MESSAGE_HEADROOM] = head
+            # The bytes that gRPC sends are made here, in the thread that sends them: the one
+            # copy between the packing thread's buffer and gRPC's.
+            data = bytes(item[start:])
+            sink.recycle(item)
+            yield data
+    finally:
+        sink.cancelled.set()
+        while writer.is_alive():  # unblock its put() until it has seen the cancellation
+            try:
+                messages.get(timeout=0.01)
+            except queue.Empty:
+                pass
+        writer.join()
+
+
+class _Cancelled(Exception):
+    """The consumer stopped reading: the packing thread stops taking entries and writing."""
 
 
 def _write_tar(entries: Iterable[tuple[str, str]], stats: PackStats,
@@ -132,10 +145,14 @@ def _write_tar(entries: Iterable[tuple[str, str]], stats: PackStats,
     try:
         tar = TarWriter(sink)
         for path, name in entries:
+            if sink.cancelled.is_set():
+                return
             _add(tar, path, name, stats)
         tar.close()
         sink.finish()
         sink.messages.put(None)
+    except _Cancelled:
+        return
     except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
         sink.messages.put(exc)
 

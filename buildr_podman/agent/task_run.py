@@ -55,13 +55,19 @@ def run_task(request: agent_pb2.RunRequest, context: grpc.ServicerContext,
     exit_code = process.wait()
     process.kill_leftovers()  # background jobs must not outlive their task in a warm container
     ended.set()
-    changes = tracker.stop()
-    on_changes(changes)
+    resolution = tracker.stop_resolving()
     stats = PackStats()
     compress = request.compression != common_pb2.COMPRESSION_S2_STORED
-    # Archive chunks leave as serialized RunEvents (archive_wire.py): no protobuf copies.
-    yield from pack_changes(request.workspace, changes.returned, stats, compress=compress,
-                            message_prefix=archive_event_prefix)
+    try:
+        # Packing starts with the first changed path found, not after the last. Archive
+        # chunks leave as serialized RunEvents (archive_wire.py): no protobuf copies.
+        yield from pack_changes(request.workspace, resolution, stats, compress=compress,
+                                message_prefix=archive_event_prefix)
+    finally:
+        # Also when the host went away mid-archive: a warm container's next task is then
+        # reset from the complete change set instead of being refused.
+        changes = resolution.finish()
+        on_changes(changes)
     yield _result(exit_code=exit_code, files_returned=stats.files, bytes_returned=stats.bytes,
                   deleted_paths=changes.deleted, tracking=changes.tracking,
                   timed_out=process.timed_out, duration_seconds=time.monotonic() - started,

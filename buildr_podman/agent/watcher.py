@@ -17,6 +17,7 @@ import select
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import inotify_simple
@@ -33,7 +34,7 @@ from buildr_podman.agent.snapshot import (
     walk_directories,
 )
 
-__all__ = ["ChangeSet", "ChangeTracker", "TrackerLimits"]
+__all__ = ["ChangeResolution", "ChangeSet", "ChangeTracker", "TrackerLimits"]
 
 WATCH_MASK = (flags.CREATE | flags.MODIFY | flags.CLOSE_WRITE | flags.ATTRIB | flags.MOVED_FROM
               | flags.MOVED_TO | flags.DELETE | flags.DELETE_SELF | flags.MOVE_SELF
@@ -52,6 +53,37 @@ class ChangeSet:
     watched_directories: int = 0
     setup_seconds: float = 0.0
     resolve_seconds: float = 0.0
+
+
+class ChangeResolution:
+    """The change set, found while it is iterated: each returned path comes as soon as it is
+    known, so that the packer starts sending while later directories are still being scanned
+    (20,000 new files take ~0.15 s to resolve). `finish()` completes the change set, also
+    after an iteration that stopped early, and returns it; the time spent resolving, not the
+    time the consumer took between paths, is its resolve_seconds."""
+
+    def __init__(self, paths: Iterator[str], changes: ChangeSet, seconds: float) -> None:
+        self._paths = paths
+        self._changes = changes
+        self._seconds = seconds
+
+    def __iter__(self) -> ChangeResolution:
+        return self
+
+    def __next__(self) -> str:
+        started = time.monotonic()
+        try:
+            return next(self._paths)
+        finally:
+            self._seconds += time.monotonic() - started
+
+    def finish(self) -> ChangeSet:
+        for _ in self:
+            pass
+        self._changes.returned.sort()
+        self._changes.deleted.sort()
+        self._changes.resolve_seconds = self._seconds
+        return self._changes
 
 
 @dataclass(frozen=True)
@@ -114,6 +146,11 @@ class ChangeTracker:
 
     def stop(self) -> ChangeSet:
         """Stops watching, releases every watch, and resolves the change set."""
+        return self.stop_resolving().finish()
+
+    def stop_resolving(self) -> ChangeResolution:
+        """Stops watching and releases every watch; the change set is then found as the
+        returned resolution is iterated (see ChangeResolution)."""
         started = time.monotonic()
         self._stopping.set()
         os.write(self._wake_write, b"x")
@@ -123,11 +160,11 @@ class ChangeTracker:
         self._read_events(timeout_ms=0)  # whatever arrived after the reader's last read
         watched = len(self._paths)
         self._inotify.close()
-        changes = self._resolve()
-        changes.watched_directories = watched
-        changes.setup_seconds = self._setup_seconds
-        changes.resolve_seconds = time.monotonic() - started
-        return changes
+        tracking = "inotify" if not self._reasons else "rescan: " + "; ".join(self._reasons)
+        changes = ChangeSet(tracking=tracking, watched_directories=watched,
+                            setup_seconds=self._setup_seconds)
+        return ChangeResolution(self._resolve_into(changes), changes,
+                                time.monotonic() - started)
 
     # -- watching ----------------------------------------------------------------------------
 
@@ -199,24 +236,26 @@ class ChangeTracker:
 
     # -- resolving ---------------------------------------------------------------------------
 
-    def _resolve(self) -> ChangeSet:
+    def _resolve_into(self, changes: ChangeSet) -> Iterator[str]:
+        """Fills changes.returned and .deleted, yielding each returned path as it is found.
+        Dirty subtrees do not overlap (outermost only), and touched paths inside them are left
+        to their scan, so each path is classified once."""
         dirty = set(_outermost(self._dirty))
-        current: dict[str, Entry | None] = {}
         for rel in sorted(dirty):
-            current.update(self._scan_dirty(rel))
-        for rel in self._touched:
-            if not _inside_any(rel, dirty):
-                current[rel] = entry_of(os.path.join(self.root, rel))
-        returned, deleted = [], []
+            yield from self._classify(self._scan_dirty(rel), changes)
+        touched = {rel: entry_of(os.path.join(self.root, rel))
+                   for rel in self._touched if not _inside_any(rel, dirty)}
+        yield from self._classify(touched, changes)
+
+    def _classify(self, current: dict[str, Entry | None], changes: ChangeSet) -> Iterator[str]:
         for rel, now in sorted(current.items()):
             before = self._before.get(rel)
             if now is None:
                 if before is not None:
-                    deleted.append(rel)
+                    changes.deleted.append(rel)
             elif self._returns(rel, before, now):
-                returned.append(rel)
-        tracking = "inotify" if not self._reasons else "rescan: " + "; ".join(self._reasons)
-        return ChangeSet(returned, deleted, tracking)
+                changes.returned.append(rel)
+                yield rel
 
     def _scan_dirty(self, rel_dir: str) -> dict[str, Entry | None]:
         """Every path below rel_dir that exists now or existed before (None = gone)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from buildr_podman._protos.archive_wire import archive_event_prefix
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2
 from buildr_podman.agent import packer
-from buildr_podman.agent.packer import PackStats, pack_changes
+from buildr_podman.agent.packer import PackStats, pack_changes, pack_entries
 from buildr_podman.archive.extract import extract_tar_stream
 from buildr_podman.s2 import S2Reader, decompress
 
@@ -104,3 +105,38 @@ def test_packed_changes_extract_to_the_same_files(tmp_path: Path, compress: bool
             original.st_mode, original.st_size, original.st_mtime_ns)
         if not os.path.islink(src / rel):
             assert (tmp_path / "out" / rel).read_bytes() == (src / rel).read_bytes()
+
+
+def test_closing_the_messages_early_stops_the_packing_thread(tmp_path: Path) -> None:
+    (tmp_path / "big").write_bytes(os.urandom(12 << 20))  # more messages than the queue holds
+    taken = []
+
+    def entries():
+        for name in ["big", "after"]:
+            taken.append(name)
+            yield str(tmp_path / name), name
+
+    messages = pack_entries(entries(), PackStats(), compress=False)
+    next(messages)
+    messages.close()  # the host went away: the thread must stop, mid-file, and let go
+    assert taken == ["big"]
+    assert not [t for t in threading.enumerate() if t.name == "packer"]
+
+
+def test_entries_are_taken_while_earlier_ones_are_sent(tmp_path: Path) -> None:
+    # A ChangeResolution finds paths while the first are packed: the packer must not list
+    # its entries before it starts.
+    for index in range(3):
+        (tmp_path / f"f{index}").write_bytes(os.urandom(3 << 20))
+    taken = []
+
+    def paths():
+        for index in range(3):
+            taken.append(index)
+            yield f"f{index}"
+
+    messages = pack_changes(str(tmp_path), paths(), PackStats(), compress=False)
+    next(messages)
+    assert taken[0] == 0 and len(taken) < 3
+    assert sum(1 for _ in messages) >= 8
+    assert taken == [0, 1, 2]

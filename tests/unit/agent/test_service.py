@@ -184,6 +184,29 @@ def test_each_task_of_a_warm_agent_starts_from_the_baseline(agent, tmp_path: Pat
     assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())
 
 
+def test_a_warm_agent_resets_after_the_host_left_mid_archive(agent, tmp_path: Path) -> None:
+    baseline = tmp_path / "base"
+    baseline.mkdir()
+    (baseline / "kept.txt").write_text("from the baseline\n")
+    workspace = tmp_path / "ws"
+    shutil.copytree(baseline, workspace)
+
+    def request(script: str) -> agent_pb2.RunRequest:
+        return agent_pb2.RunRequest(task_name="t", argv=make_task(script).argv(),
+                                    workspace=str(workspace), working_dir=str(workspace),
+                                    baseline=str(baseline))
+
+    events = agent.run(request("mkdir gen; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do "
+                               "head -c 1000000 /dev/urandom > gen/$i; done; rm kept.txt"))
+    assert isinstance(next(events), memoryview)  # the archive has begun
+    events.close()  # and the host leaves: the change set must still become known
+    observer = Observer()
+    outcome = receive_events(make_task("ls"), agent.run(request("ls")), tmp_path / "o",
+                             observer)
+    assert outcome.exit_code == 0 and not outcome.error
+    assert observer.text("stdout") == "kept.txt\n"
+
+
 def test_put_inputs_replaces_the_workspace_with_the_copy(agent, tmp_path: Path) -> None:
     from buildr_podman._protos.archive_wire import input_chunk_prefix
     from buildr_podman.agent.packer import PackStats, pack_changes

@@ -314,3 +314,21 @@ def test_a_directory_replaced_by_a_symlink_is_never_followed(tmp_path: Path) -> 
     assert set(changes.returned) == returned == {"src", "docs"}
     assert set(changes.deleted) == deleted == {
         "src/main.c", "src/lib", "src/lib/util.c", "docs/readme.txt"}
+
+
+def test_the_resolution_yields_paths_before_it_has_scanned_everything(tmp_path: Path) -> None:
+    seed(tmp_path)
+    baseline = tmp_path.parent / f"{tmp_path.name}-baseline"
+    shutil.copytree(tmp_path, baseline, symlinks=True)
+    tracker = ChangeTracker(str(tmp_path), str(baseline))
+    tracker.start()
+    for d in range(3):  # three new directories: three dirty subtrees, scanned one by one
+        (tmp_path / f"new{d}").mkdir()
+        (tmp_path / f"new{d}" / "f").write_text("x")
+    (tmp_path / "docs" / "readme.txt").unlink()
+    resolution = tracker.stop_resolving()
+    assert next(resolution) == "new0/f"
+    changes = resolution.finish()
+    assert changes.returned == ["new0/f", "new1/f", "new2/f"]
+    assert changes.deleted == ["docs/readme.txt"]
+    assert changes.resolve_seconds > 0
