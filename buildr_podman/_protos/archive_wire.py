@@ -14,14 +14,23 @@ from __future__ import annotations
 
 from typing import Final
 
+from buildr_podman._protos.buildr.remote.v1 import agent_pb2
+
 __all__ = [
+    "AGENT_SERVICE",
     "MAX_PREFIX",
     "archive_event_data",
     "archive_event_prefix",
     "input_chunk_data",
     "input_chunk_prefix",
+    "parse_input_chunk",
+    "parse_run_event",
+    "serialize",
 ]
 
+# The service whose calls Run and PutInputs carry these messages: both ends register those
+# calls with the functions below instead of the generated ones.
+AGENT_SERVICE: Final = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
 # Field tags: (field number << 3) | wire type 2 (length-delimited). See agent.proto.
 _RUN_EVENT_ARCHIVE: Final = 3 << 3 | 2
 _ARCHIVE_CHUNK_DATA: Final = 1 << 3 | 2
@@ -55,6 +64,23 @@ def input_chunk_data(message: bytes) -> memoryview | None:
     `message`; None for anything else (the first chunk, with the workspace, for one)."""
     start = _only_field(message, 0, _INPUT_CHUNK_DATA)
     return None if start is None else memoryview(message)[start:]
+
+
+def serialize(message: agent_pb2.RunEvent | agent_pb2.InputChunk | bytes) -> bytes:
+    """gRPC's serializer for these messages: what a packer made is serialized already."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+def parse_run_event(message: bytes) -> agent_pb2.RunEvent | memoryview:
+    """gRPC's deserializer for RunEvents: an archive chunk is its data alone."""
+    data = archive_event_data(message)
+    return agent_pb2.RunEvent.FromString(message) if data is None else data
+
+
+def parse_input_chunk(message: bytes) -> agent_pb2.InputChunk | memoryview:
+    """gRPC's deserializer for InputChunks: a chunk of data alone is that data."""
+    data = input_chunk_data(message)
+    return agent_pb2.InputChunk.FromString(message) if data is None else data
 
 
 def _only_field(message: bytes, position: int, tag: int) -> int | None:

@@ -12,9 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from buildr_podman.agent.tarwriter import TarWriter
-from buildr_podman.s2 import S2Encoder
-from buildr_podman.s2._encoder import Frame
-from buildr_podman.s2._format import STREAM_IDENTIFIER
+from buildr_podman.s2 import STREAM_IDENTIFIER, Frame, S2Encoder
 
 __all__ = ["PackStats", "pack_changes", "pack_entries"]
 

@@ -24,7 +24,7 @@ os.environ[FORK_SUPPORT] = "false"
 import grpc
 
 from buildr_podman import __version__
-from buildr_podman._protos.archive_wire import input_chunk_data
+from buildr_podman._protos.archive_wire import AGENT_SERVICE, parse_input_chunk, serialize
 from buildr_podman._protos.buildr.common.v1 import common_pb2
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
 
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["PROTOCOL_VERSION", "AgentService", "add_agent_service"]
 
 PROTOCOL_VERSION = common_pb2.PROTOCOL_VERSION_1
-SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
 SUPPORTED_COMPRESSIONS = (common_pb2.COMPRESSION_S2_STORED, common_pb2.COMPRESSION_S2)
 BUSY_WAIT_SECONDS = 2.0
 
@@ -173,30 +172,23 @@ def add_agent_service(service: AgentService, server: grpc.Server) -> None:
     """agent_pb2_grpc.add_AgentServicer_to_server, but archive bytes skip protobuf both ways:
     Run sends events that are already serialized (bytes) as they are, and PutInputs hands
     over each data chunk as a view of the received message (archive_wire.py)."""
-    def serialize_event(event: agent_pb2.RunEvent | bytes) -> bytes:
-        return event if isinstance(event, bytes) else event.SerializeToString()
-
-    def parse_input(message: bytes) -> agent_pb2.InputChunk | memoryview:
-        data = input_chunk_data(message)
-        return agent_pb2.InputChunk.FromString(message) if data is None else data
-
     handlers = {
         "Hello": grpc.unary_unary_rpc_method_handler(
             service.Hello, request_deserializer=agent_pb2.HelloRequest.FromString,
             response_serializer=agent_pb2.HelloResponse.SerializeToString),
         "Run": grpc.unary_stream_rpc_method_handler(
             service.Run, request_deserializer=agent_pb2.RunRequest.FromString,
-            response_serializer=serialize_event),
+            response_serializer=serialize),
         "Shutdown": grpc.unary_unary_rpc_method_handler(
             service.Shutdown, request_deserializer=agent_pb2.ShutdownRequest.FromString,
             response_serializer=agent_pb2.ShutdownResponse.SerializeToString),
         "PutInputs": grpc.stream_unary_rpc_method_handler(
-            service.PutInputs, request_deserializer=parse_input,
+            service.PutInputs, request_deserializer=parse_input_chunk,
             response_serializer=agent_pb2.InputsResult.SerializeToString),
     }
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)  # as the generated code does
+        (grpc.method_handlers_generic_handler(AGENT_SERVICE, handlers),))
+    server.add_registered_method_handlers(AGENT_SERVICE, handlers)  # as the generated code does
 
 
 def _load_task_modules() -> None:

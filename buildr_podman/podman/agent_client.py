@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from buildr_podman import __version__
-from buildr_podman._protos.archive_wire import archive_event_data
+from buildr_podman._protos.archive_wire import AGENT_SERVICE, parse_run_event, serialize
 from buildr_podman._protos.buildr.common.v1 import common_pb2
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
 from buildr_podman.errors import AgentError
@@ -17,7 +17,6 @@ from buildr_podman.podman.connection import socket_accepts
 __all__ = ["PROTOCOL_VERSION", "AgentClient"]
 
 PROTOCOL_VERSION = common_pb2.PROTOCOL_VERSION_1
-SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
 # Stored blocks first: on a local unix socket compression costs more time than it saves.
 ACCEPTED_COMPRESSIONS = (common_pb2.COMPRESSION_S2_STORED, common_pb2.COMPRESSION_S2)
 MAX_MESSAGE = 8 << 20
@@ -41,10 +40,10 @@ class AgentClient:
         self._stub = agent_pb2_grpc.AgentStub(self._channel)
         # The two calls that carry archives skip protobuf for their bytes (archive_wire.py).
         self._run = self._channel.unary_stream(
-            f"/{SERVICE_NAME}/Run", request_serializer=agent_pb2.RunRequest.SerializeToString,
-            response_deserializer=_parse_run_event, _registered_method=True)
+            f"/{AGENT_SERVICE}/Run", request_serializer=agent_pb2.RunRequest.SerializeToString,
+            response_deserializer=parse_run_event, _registered_method=True)
         self._put_inputs = self._channel.stream_unary(
-            f"/{SERVICE_NAME}/PutInputs", request_serializer=_serialize_input,
+            f"/{AGENT_SERVICE}/PutInputs", request_serializer=serialize,
             response_deserializer=agent_pb2.InputsResult.FromString, _registered_method=True)
         self.compression = common_pb2.COMPRESSION_S2
 
@@ -134,15 +133,6 @@ class AgentClient:
 
     def close(self) -> None:
         self._channel.close()
-
-
-def _parse_run_event(message: bytes) -> agent_pb2.RunEvent | memoryview:
-    data = archive_event_data(message)
-    return agent_pb2.RunEvent.FromString(message) if data is None else data
-
-
-def _serialize_input(chunk: agent_pb2.InputChunk | bytes) -> bytes:
-    return chunk if isinstance(chunk, bytes) else chunk.SerializeToString()
 
 
 def _stopped(exc: grpc.RpcError) -> str:

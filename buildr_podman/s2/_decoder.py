@@ -204,8 +204,8 @@ class S2Decoder:
 
 def _immutable(data: BytesLike) -> bool:
     """bytes, or a read-only view of bytes (a received message's data): safe to keep."""
-    if isinstance(data, memoryview):
-        return isinstance(data.obj, bytes) and data.contiguous
+    if isinstance(data, memoryview):  # of bytes, and counted in bytes
+        return isinstance(data.obj, bytes) and data.contiguous and data.itemsize == 1
     return isinstance(data, bytes)
 
 
