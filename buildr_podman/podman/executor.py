@@ -35,11 +35,9 @@ class PodmanExecutor:
 
     @contextmanager
     def open_session(self, project: Project) -> Iterator[PodmanSession]:
-        from buildr_podman.malloc_tuning import keep_freed_memory
         from buildr_podman.podman.agent_build import ensure_agent
         from buildr_podman.podman.connection import podman_client
 
-        keep_freed_memory()  # archives arrive in megabyte messages: see malloc_tuning.py
         agent = ensure_agent()
         with podman_client() as client:
             session = PodmanSession(client, project, agent)
@@ -92,8 +90,12 @@ class PodmanSession:
             socket_dir = stack.enter_context(_private_socket_dir())
             pod = stack.enter_context(task_pod(self.client, self.project, task, self.agent,
                                                socket_dir))
-            # Imported only now: loading grpc (~0.1 s) overlaps the agent's own start-up.
+            # Imported only now: loading grpc (~0.1 s) overlaps the agent's own start-up, and
+            # so do the allocator settings for the archive's megabyte messages.
+            from buildr_podman.malloc_tuning import keep_freed_memory
             from buildr_podman.podman.agent_client import AgentClient
+
+            keep_freed_memory()
 
             client = AgentClient(str(pod.socket_path))
             stack.callback(client.close)
