@@ -194,7 +194,7 @@ def add_agent_service(service: AgentService, server: grpc.Server) -> None:
 def _load_task_modules() -> None:
     import buildr_podman.agent.revert
     import buildr_podman.agent.task_run  # noqa: F401
-    from buildr_podman.malloc_tuning import keep_freed_memory
+    from buildr_podman.agent.malloc_tuning import keep_freed_memory
     from buildr_podman.s2._format import masked_crc
 
     keep_freed_memory()  # before the first archive chunk: see malloc_tuning.py

@@ -37,7 +37,6 @@ AGENT_SOURCES = (
       for suffix in ("py", "so")),
     "errors.py",
     "processes.py",
-    "malloc_tuning.py",
     "__init__.py",
     "podman/agent_build.py",  # a new build flag must mean a new bundle
 )

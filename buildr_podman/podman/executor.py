@@ -90,12 +90,8 @@ class PodmanSession:
             socket_dir = stack.enter_context(_private_socket_dir())
             pod = stack.enter_context(task_pod(self.client, self.project, task, self.agent,
                                                socket_dir))
-            # Imported only now: loading grpc (~0.1 s) overlaps the agent's own start-up, and
-            # so do the allocator settings for the archive's megabyte messages.
-            from buildr_podman.malloc_tuning import keep_freed_memory
+            # Imported only now: loading grpc (~0.1 s) overlaps the agent's own start-up.
             from buildr_podman.podman.agent_client import AgentClient
-
-            keep_freed_memory()
 
             client = AgentClient(str(pod.socket_path))
             stack.callback(client.close)
