@@ -332,3 +332,21 @@ def test_the_resolution_yields_paths_before_it_has_scanned_everything(tmp_path: 
     assert changes.returned == ["new0/f", "new1/f", "new2/f"]
     assert changes.deleted == ["docs/readme.txt"]
     assert changes.resolve_seconds > 0
+
+
+def test_a_new_directory_is_judged_by_the_types_of_what_it_holds(tmp_path: Path) -> None:
+    # Scanned by type alone (no stat): files, symlinks and empty directories come back;
+    # a FIFO never does, and neither does a directory that holds something.
+    seed(tmp_path)
+    baseline = tmp_path.parent / f"{tmp_path.name}-baseline"
+    shutil.copytree(tmp_path, baseline, symlinks=True)
+    tracker = ChangeTracker(str(tmp_path), str(baseline))
+    tracker.start()
+    new = tmp_path / "gen"
+    (new / "sub" / "empty").mkdir(parents=True)
+    (new / "sub" / "file.o").write_bytes(b"\x7fELF")
+    os.symlink("sub/file.o", new / "link")
+    os.mkfifo(new / "pipe")
+    changes = tracker.stop()
+    assert changes.returned == ["gen/link", "gen/sub/empty", "gen/sub/file.o"]
+    assert not changes.deleted
