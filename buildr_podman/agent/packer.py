@@ -110,9 +110,11 @@ def pack_entries(entries: Iterable[tuple[str, str]], stats: PackStats, *,
     writer = threading.Thread(target=_write_tar, args=(entries, stats, sink),
                               name="packer", daemon=True)
     writer.start()
+    ended = False  # the writer has handed over its last item (None or its exception)
     try:
         while (item := messages.get()) is not None:
             if isinstance(item, BaseException):
+                ended = True
                 raise item
             start = MESSAGE_HEADROOM
             if message_prefix is not None:
@@ -124,13 +126,15 @@ def pack_entries(entries: Iterable[tuple[str, str]], stats: PackStats, *,
             data = bytes(item[start:])
             sink.recycle(item)
             yield data
+        ended = True
     finally:
-        sink.cancelled.set()
-        while writer.is_alive():  # unblock its put() until it has seen the cancellation
-            try:
-                messages.get(timeout=0.01)
-            except queue.Empty:
-                pass
+        if not ended:  # the consumer left early: stop the writer, unblocking its put()
+            sink.cancelled.set()
+            while writer.is_alive():
+                try:
+                    messages.get(timeout=0.01)
+                except queue.Empty:
+                    pass
         writer.join()
 
 
