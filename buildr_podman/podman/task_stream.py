@@ -73,7 +73,7 @@ class _ArchiveChunks:
             data = _archive_data(event)
             if data is not None:
                 yield data
-            elif event.HasField("result"):
+            elif not isinstance(event, memoryview) and event.HasField("result"):
                 self.result = event.result
                 return
             # Output cannot follow the archive: the task has ended by then.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import Final, NoReturn
+from typing import Final, NoReturn, TypeGuard
 
 from ..errors import CodecError
 from ._block import BlockError, decode_block
@@ -202,7 +202,7 @@ class S2Decoder:
         raise self._error
 
 
-def _immutable(data: BytesLike) -> bool:
+def _immutable(data: BytesLike) -> TypeGuard[bytes | memoryview]:
     """bytes, or a read-only view of bytes (a received message's data): safe to keep."""
     if isinstance(data, memoryview):  # of bytes, and counted in bytes
         return isinstance(data.obj, bytes) and data.contiguous and data.itemsize == 1

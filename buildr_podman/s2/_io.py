@@ -35,13 +35,13 @@ class S2Reader(io.RawIOBase):
     The source is closed with the reader only when closefd is true.
     """
 
-    def __init__(self, source: _Readable | Iterable[bytes], *,
+    def __init__(self, source: _Readable | Iterable[bytes | memoryview], *,
                  max_block_size: int = MAX_BLOCK_SIZE, closefd: bool = False) -> None:
         super().__init__()
         self._source = source
         self._closefd = closefd
         self._decoder = S2Decoder(max_block_size)
-        self._chunks: Iterator[bytes] | None = None
+        self._chunks: Iterator[bytes | memoryview] | None = None
         if isinstance(source, (bytes, bytearray, memoryview)):
             self._chunks = iter([bytes(source)])  # a whole stream in memory
         elif not hasattr(source, "read"):
