@@ -368,8 +368,9 @@ class _Loader:
                  values: dict[str, Any]) -> tuple[tuple[str, str], ...]:
         """`secret_environment`: like environment, but its values are never shown."""
         secrets = self._map(file, block, values, "secret_environment")
+        environment = self._map(file, block, values, "environment")
         for name in secrets:
-            if name in self._map(file, block, values, "environment"):
+            if name in environment:
                 raise file.error_at(f'"{name}" is in both environment and secret_environment: '
                                     "keep it in secret_environment only",
                                     block.attributes["secret_environment"], near=name)

@@ -74,8 +74,13 @@ class HookObserver:
                 self.call("buildr_task_output", task=task, stream=stream, data=rest)
 
     def log(self, task: Task, message: str) -> None:
-        self.call("buildr_task_log", task=task, message=redact(message, secret_values(task)))
+        self.note(task, message)
         self._check()
+
+    def note(self, task: Task, message: str) -> None:
+        """A log line of the runner's own, masked like the task's; no cancellation check (it
+        may come after the task ended)."""
+        self.call("buildr_task_log", task=task, message=redact(message, secret_values(task)))
 
     def _check(self) -> None:
         if self.cancelled.is_set():
@@ -279,8 +284,7 @@ class _Run:
 
     def _log_quietly(self, task: Task, message: str) -> None:
         try:
-            self.observer.call("buildr_task_log", task=task,
-                               message=redact(message, secret_values(task)))
+            self.observer.note(task, message)
         except Exception:  # noqa: BLE001, S110 - the observer that broke may be the one called
             pass
 

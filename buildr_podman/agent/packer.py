@@ -11,14 +11,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from buildr_podman.agent.tarwriter import TarWriter
+from buildr_podman.agent.tarwriter import FLUSH_SIZE, TarWriter
 from buildr_podman.s2 import STREAM_IDENTIFIER, Frame, S2Encoder
 
 __all__ = ["PackStats", "pack_changes", "pack_entries"]
 
 Prefix = Callable[[int], bytes] | None
 
-CHUNK_SIZE = 1 << 20  # tar bytes per S2 block and so per message; far below gRPC's 4 MiB limit
+# Tar bytes per S2 block and so per message (far below gRPC's 4 MiB limit): what the tar writer
+# hands over at once, so that each of its writes is framed as one whole block.
+CHUNK_SIZE = FLUSH_SIZE
 QUEUE_DEPTH = 8  # messages in flight between the packing thread and the stream: bounds memory
 MESSAGE_HEADROOM = 16  # room in front of each message for the caller's prefix (MAX_PREFIX)
 

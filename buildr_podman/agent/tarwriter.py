@@ -6,7 +6,8 @@ ustar headers with ids zeroed and no names, plus a pax record only for what usta
 (long names or links, large sizes, mtimes with nanoseconds or outside the octal field).
 
 Headers and bodies are collected in a buffer handed to the sink in multiples of FLUSH_SIZE:
-each sink write (an S2Writer's) has a fixed cost, which five writes a member used to pay.
+each sink write (the packer frames it as S2) has a fixed cost, which five writes a member used
+to pay.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Protocol
 __all__ = ["TarWriter"]
 
 BLOCK = 512
-FLUSH_SIZE = 1 << 20  # the packer's S2 block size: it encodes whole blocks without a copy
+FLUSH_SIZE = 1 << 20  # the packer's S2 block size (packer.CHUNK_SIZE): whole blocks, no copy
 REGULAR, SYMLINK, DIRECTORY, PAX = b"0", b"2", b"5", b"x"
 MAX_OCTAL = 8**11 - 1  # the largest size or mtime an 11-digit octal field holds
 NS_PER_SECOND = 1_000_000_000

@@ -260,16 +260,16 @@ class ChangeTracker:
 
     def _scan_dirty(self, rel_dir: str) -> dict[str, Entry | None]:
         """Every path below rel_dir that exists now or existed before (None = gone)."""
+        found: dict[str, Entry | None]
         if rel_dir and self._before.get(rel_dir) is None:
             # New as a whole (the usual dirty directory: made by the task): every path below
             # is new too, and a new path's type alone decides whether it comes back.
-            found: dict[str, Entry | None] = dict(walk_kinds(self.root, rel_dir))
-            found[rel_dir] = entry_of(os.path.join(self.root, rel_dir))
-            return found
-        found = dict.fromkeys(self._before.under(rel_dir))
+            found = dict(walk_kinds(self.root, rel_dir))
+        else:
+            found = dict.fromkeys(self._before.under(rel_dir))
+            found.update(walk(self.root, rel_dir))
         if rel_dir:
             found[rel_dir] = entry_of(os.path.join(self.root, rel_dir))
-        found.update(walk(self.root, rel_dir))
         return found
 
     def _returns(self, rel: str, before: Entry | None, now: Entry) -> bool:

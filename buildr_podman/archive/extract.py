@@ -16,10 +16,9 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from buildr_podman.archive.beneath import open_directory_beneath
-from buildr_podman.archive.tarstream import Member, TarReader
+from buildr_podman.archive.tarstream import Member, Readable, TarReader
 from buildr_podman.errors import ArchiveError, UnsafeArchiveMember
 from buildr_podman.processes import own_process_running
 
@@ -33,12 +32,6 @@ DEFAULT_MAX_BYTES = 64 << 30  # a decompression bomb stops here; raise it with c
 COPY_SIZE = 1 << 20
 PERMISSION_BITS = 0o777  # setuid, setgid and sticky never survive extraction
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-class Readable(Protocol):
-    """What an archive is read from: a binary file object, an S2Reader..."""
-
-    def read(self, size: int = -1, /) -> bytes | None: ...
 
 
 @dataclass

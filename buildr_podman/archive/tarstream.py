@@ -17,7 +17,7 @@ from typing import Protocol
 
 from buildr_podman.errors import ArchiveError
 
-__all__ = ["Member", "TarReader"]
+__all__ = ["Member", "Readable", "TarReader"]
 
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
@@ -34,7 +34,9 @@ USUAL_NUMBERS = struct.Struct("100x 7s x 16x 11s x 11s x 6s")
 PAX_TIME = re.compile(r"(-?)([0-9]+)(?:\.([0-9]*))?", re.ASCII)
 
 
-class _Readable(Protocol):
+class Readable(Protocol):
+    """What an archive is read from: a binary file object, an S2Reader..."""
+
     def read(self, size: int = -1, /) -> bytes | None: ...
 
 
@@ -63,7 +65,7 @@ class Member:
 class TarReader:
     """Iterates members; the body of the current member is read with `read_body`."""
 
-    def __init__(self, source: _Readable) -> None:
+    def __init__(self, source: Readable) -> None:
         self._source = source
         # An S2Reader hands out views of what it decoded: bodies are then never copied on
         # their way to the file (headers are, 512 bytes each, to parse them as bytes).

@@ -55,13 +55,19 @@ def seed(root: Path) -> None:
     os.symlink("src/main.c", root / "main-link")
 
 
-def track(root: Path, action, limits: TrackerLimits | None = None
-          ) -> tuple[watcher_module.ChangeSet, set, set]:
-    before = tree_state(root)
+def started_tracker(root: Path, limits: TrackerLimits | None = None) -> ChangeTracker:
+    """A tracker watching root, against a baseline copied from root as it is now."""
     baseline = root.parent / f"{root.name}-baseline"
     shutil.copytree(root, baseline, symlinks=True)
     tracker = ChangeTracker(str(root), str(baseline), limits)
     tracker.start()
+    return tracker
+
+
+def track(root: Path, action, limits: TrackerLimits | None = None
+          ) -> tuple[watcher_module.ChangeSet, set, set]:
+    before = tree_state(root)
+    tracker = started_tracker(root, limits)
     action(root)
     changes = tracker.stop()
     returned, deleted = expected_changes(before, tree_state(root))
@@ -318,10 +324,7 @@ def test_a_directory_replaced_by_a_symlink_is_never_followed(tmp_path: Path) -> 
 
 def test_the_resolution_yields_paths_before_it_has_scanned_everything(tmp_path: Path) -> None:
     seed(tmp_path)
-    baseline = tmp_path.parent / f"{tmp_path.name}-baseline"
-    shutil.copytree(tmp_path, baseline, symlinks=True)
-    tracker = ChangeTracker(str(tmp_path), str(baseline))
-    tracker.start()
+    tracker = started_tracker(tmp_path)
     for d in range(3):  # three new directories: three dirty subtrees, scanned one by one
         (tmp_path / f"new{d}").mkdir()
         (tmp_path / f"new{d}" / "f").write_text("x")
@@ -338,10 +341,7 @@ def test_a_new_directory_is_judged_by_the_types_of_what_it_holds(tmp_path: Path)
     # Scanned by type alone (no stat): files, symlinks and empty directories come back;
     # a FIFO never does, and neither does a directory that holds something.
     seed(tmp_path)
-    baseline = tmp_path.parent / f"{tmp_path.name}-baseline"
-    shutil.copytree(tmp_path, baseline, symlinks=True)
-    tracker = ChangeTracker(str(tmp_path), str(baseline))
-    tracker.start()
+    tracker = started_tracker(tmp_path)
     new = tmp_path / "gen"
     (new / "sub" / "empty").mkdir(parents=True)
     (new / "sub" / "file.o").write_bytes(b"\x7fELF")
