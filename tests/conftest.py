@@ -1,7 +1,7 @@
 """Shared fixtures: the leak check every integration test ends with.
 
-A leak is something of the project whose owner is gone: a labelled pod or container whose host
-process (the label's value) has exited, a `podman system service` orphaned by its run, or a
+A leak is something of the project whose owner is gone: a labelled pod, container or volume
+whose host process (the label's value) has exited, a `podman system service` orphaned by its run, or a
 socket directory nobody serves. Runs still in progress (another test session, a benchmark on
 the same machine) own what they hold and are not counted.
 """
@@ -53,6 +53,18 @@ def _orphaned_pods_and_containers() -> list[str]:
     return found
 
 
+def _orphaned_volumes() -> list[str]:
+    listing = subprocess.run(["podman", "volume", "ls", "--filter", f"label={LABEL}", "--format",
+                              f'{{{{.Name}}}} {{{{index .Labels "{LABEL}"}}}}'],
+                             capture_output=True, text=True, check=False)
+    found = []
+    for line in listing.stdout.splitlines():
+        name, _, owner = line.partition(" ")
+        if not (owner.strip().isdigit() and _alive(int(owner))):
+            found.append(f"volume {name}")
+    return found
+
+
 def _orphaned_services() -> list[str]:
     services = subprocess.run(["pgrep", "-u", str(os.getuid()), "-f", "podman system service"],
                               capture_output=True, text=True, check=False)
@@ -77,13 +89,15 @@ def _unserved_socket_dirs() -> list[str]:
 
 
 def leftovers() -> list[str]:
-    """Pods, containers, API services and socket directories of the project nobody owns."""
-    return _orphaned_pods_and_containers() + _orphaned_services() + _unserved_socket_dirs()
+    """Pods, containers, volumes, API services and socket directories of the project nobody
+    owns."""
+    return (_orphaned_pods_and_containers() + _orphaned_volumes() + _orphaned_services()
+            + _unserved_socket_dirs())
 
 
 @pytest.fixture
 def no_leaks() -> Iterator[None]:
-    """Fails the test if it leaves any pod, container, API service or socket behind."""
+    """Fails the test if it leaves any pod, container, volume, API service or socket behind."""
     if not podman_available():
         pytest.skip("needs rootless podman and XDG_RUNTIME_DIR (run scripts/test)")
     before = set(leftovers())

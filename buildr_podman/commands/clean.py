@@ -1,4 +1,5 @@
-"""`buildr-podman clean`: remove pods, containers, sockets and agent builds that runs left behind."""
+"""`buildr-podman clean`: remove pods, containers, volumes, sockets and agent builds that runs
+left behind."""
 
 from __future__ import annotations
 

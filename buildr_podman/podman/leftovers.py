@@ -1,5 +1,6 @@
-"""Finding and removing what runs left behind: labelled pods and containers, API services,
-socket directories and stale agent builds; and stopping this process's own containers at once.
+"""Finding and removing what runs left behind: labelled pods, containers and workspace volumes,
+API services, socket directories and stale agent builds; and stopping this process's own
+containers at once.
 
 Ownership comes from the pod label (LABEL = the host pid): a pod whose process is gone is a
 leftover. A socket directory or agent build is in use while a live container mounts it.
@@ -55,6 +56,7 @@ def clean(everything: bool = False) -> Iterator[str]:
     """Removes leftovers, yielding one line per thing removed or kept."""
     kept_mounts: set[str] = set()
     yield from _clean_pods(everything, kept_mounts)
+    yield from _clean_volumes(everything)
     runtime = _runtime_dir()
     if runtime is not None:
         yield from _clean_api_services(runtime, everything)
@@ -108,6 +110,27 @@ def _remove_container(container: dict) -> str:
     except PodmanCliError as exc:
         return f"could not remove container {name}: {exc}"
     return f"removed container {name} (outside any pod)"
+
+
+def _clean_volumes(everything: bool) -> Iterator[str]:
+    """Workspace volumes (inputs = "copy") whose run is gone. After the pods: a volume is
+    removed without force, so one that a kept container still uses stays."""
+    try:
+        volumes = podman_json("volume", "ls", "--filter", f"label={LABEL}") or []
+    except PodmanCliError as exc:
+        yield f"could not list volumes ({exc}): run buildr-podman doctor"
+        return
+    for volume in volumes:
+        name = volume.get("Name", "?")
+        owner = _owner(volume.get("Labels") or {})
+        if owner is not None and own_process_running(owner) and not everything:
+            continue  # its run's own clean-up removes it with its pod
+        try:
+            podman("volume", "rm", name)
+        except PodmanCliError as exc:
+            yield f"could not remove volume {name}: {exc}"
+            continue
+        yield f"removed volume {name}"
 
 
 def _mount_sources(container_id: str) -> set[str]:

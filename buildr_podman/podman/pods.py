@@ -87,22 +87,40 @@ def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: A
         pod = client.pods.create(name, labels=labels, no_infra=True)
     except podman.errors.APIError as exc:
         raise BackendError(f"cannot create the pod: {exc.explanation or exc}", name) from exc
+    volume = None
     try:
-        container = _create_container(client, project, task, agent, socket_dir, name, labels)
+        if task.container.inputs == "copy":
+            volume = _workspace_volume(client, name, labels)
+        container = _create_container(client, project, task, agent, socket_dir, name, labels,
+                                      volume)
         container.start()
         yield TaskPod(name, pod, container, socket_dir / SOCKET_NAME)
     except podman.errors.APIError as exc:
         raise BackendError(f"cannot start the container: {exc.explanation or exc}", name) from exc
     finally:
         _remove(pod)
+        if volume is not None:
+            _remove_volume(volume, name)
+
+
+def _workspace_volume(client: podman.PodmanClient, name: str, labels: dict[str, str]) -> Any:
+    """The volume that holds a copied-in workspace (inputs = "copy"). The container's own
+    layer would do, but it is an overlay, where creating a file costs half as much again
+    (20,000 small files: GNU tar 0.65 s into the layer, 0.41 s into a volume, here). Labelled
+    like the pod, so that `clean` finds it if a run dies before removing it."""
+    return client.volumes.create(f"{name}-workspace", labels=labels)
 
 
 def _create_container(client: podman.PodmanClient, project: Project, task: Task,
                       agent: AgentBundle, socket_dir: Path, name: str,
-                      labels: dict[str, str]) -> Any:
+                      labels: dict[str, str], workspace_volume: Any) -> Any:
     import podman.errors
 
     spec = task.container
+    # nocopy: the image's own files at the workspace path (if any) stay out of the volume,
+    # as the overlay hides them in the other mode; the agent's copy replaces them anyway.
+    volumes = ({workspace_volume.name: {"bind": WORKSPACE, "extended_mode": ["nocopy"]}}
+               if workspace_volume is not None else {})
     try:
         return client.containers.create(
             task.container.image,
@@ -111,8 +129,7 @@ def _create_container(client: podman.PodmanClient, project: Project, task: Task,
             labels=labels,
             entrypoint=list(agent.command),
             command=["serve", "--socket", f"{SOCKET_MOUNT}/{SOCKET_NAME}"],
-            # With copied inputs the workspace does not exist until the agent makes it.
-            working_dir=WORKSPACE if task.container.inputs == "mount" else "/",
+            working_dir=WORKSPACE,
             # Nothing in the container needs a graceful stop (the agent keeps no state), and
             # a stop that waits 10 s for an agent not yet handling SIGTERM is a leak in time.
             stop_timeout=0,
@@ -130,6 +147,7 @@ def _create_container(client: podman.PodmanClient, project: Project, task: Task,
                     *(_bind(m.source, m.target, m.read_only) for m in spec.bind_mounts),
                     *(_tmpfs(m.target, m.size) for m in spec.tmpfs_mounts)],
             overlay_volumes=_workspace_volumes(project, task),
+            volumes=volumes,
         )
     except podman.errors.ImageNotFound as exc:
         raise BackendError(_missing_image(task), name) from exc
@@ -190,6 +208,20 @@ def _baseline_mounts(project: Project, task: Task) -> list[dict[str, Any]]:
                             f"{BASELINE_MOUNT}/{target}" if target not in ("", ".")
                             else BASELINE_MOUNT, read_only=True))
     return mounts
+
+
+def _remove_volume(volume: Any, pod_name: str) -> None:
+    """Removes the workspace volume once its pod is gone; without force, so that a volume a
+    container still uses (the pod's removal failed) stays for `clean` rather than killing it."""
+    import podman.errors
+
+    try:
+        volume.remove()
+    except podman.errors.NotFound:
+        pass
+    except podman.errors.APIError as exc:
+        raise BackendError(f"cannot remove the workspace volume ({exc.explanation or exc}): run "
+                           "buildr-podman clean", pod_name) from exc
 
 
 def _remove(pod: Any) -> None:

@@ -24,7 +24,10 @@ def project(tmp_path: Path) -> Path:
     (root / ".buildr").mkdir(parents=True)
     (root / ".buildr" / "tasks.hcl").write_text(
         f'task "script" "sleeper" {{\n  container {{ image = "{BUSYBOX_IMAGE}" }}\n'
-        '  script = "echo sleeping; sleep 600"\n}\n')
+        '  script = "echo sleeping; sleep 600"\n}\n'
+        # inputs copied in: its pod comes with a workspace volume
+        f'task "script" "copied" {{\n  container {{\n    image = "{BUSYBOX_IMAGE}"\n'
+        '    inputs = "copy"\n  }\n  script = "echo sleeping; sleep 600"\n}\n')
     return root
 
 
@@ -33,8 +36,8 @@ def buildr(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300, check=False)
 
 
-def start_run(cwd: Path) -> subprocess.Popen[str]:
-    run = subprocess.Popen([sys.executable, "-m", "buildr_podman", "run", "sleeper",
+def start_run(cwd: Path, task: str = "sleeper") -> subprocess.Popen[str]:
+    run = subprocess.Popen([sys.executable, "-m", "buildr_podman", "run", task,
                             "--output", "plain"], cwd=cwd, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     assert run.stdout is not None
@@ -63,10 +66,18 @@ def old_agent_build() -> Path:
     return stale
 
 
+def volumes_of(pid: int) -> list[str]:
+    listing = subprocess.run(["podman", "volume", "ls", "--filter",
+                              f"label=io.buildr-podman={pid}", "--format", "{{.Name}}"],
+                             capture_output=True, text=True, check=True)
+    return listing.stdout.split()
+
+
 def test_clean_removes_what_a_killed_run_left(project: Path) -> None:
-    run = start_run(project)
+    run = start_run(project, "copied")
     pods = pods_of(run.pid)
     assert len(pods) == 1
+    assert volumes_of(run.pid) == [f"{pods[0]}-workspace"]
     run.send_signal(signal.SIGKILL)  # no clean-up at all: pod, socket dir, API service stay
     run.wait()
     assert pods_of(run.pid) == pods
@@ -75,10 +86,11 @@ def test_clean_removes_what_a_killed_run_left(project: Path) -> None:
     assert result.returncode == 0, result.stderr
     said = result.stdout
     assert f"removed pod {pods[0]} (its run, pid {run.pid}, is gone)" in said
+    assert f"removed volume {pods[0]}-workspace" in said
     assert "removed agent socket directory " in said or "stopped podman API service" in said
     assert f"removed agent build {stale} (another agent version" in said
     assert not stale.exists()
-    assert pods_of(run.pid) == []
+    assert pods_of(run.pid) == [] and volumes_of(run.pid) == []
     again = buildr("clean", cwd=project)
     assert f"{run.pid}" not in again.stdout
 
