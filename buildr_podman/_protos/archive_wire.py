@@ -1,13 +1,13 @@
-"""The two messages that carry archive bytes, written and read without protobuf's copies.
+"""The message that carries archive bytes, written and read without protobuf's copies.
 
-`RunEvent{archive: ArchiveChunk{data}}` (agent to host) and `InputChunk{data}` (host to agent)
-carry every byte of an archive. Built by protobuf, each megabyte is copied into the message
-and again when it is serialized; parsed, into the message and again when `.data` is read.
-Their encoding is a few bytes of tags and lengths in front of the data, so the packer writes
-that prefix into the room it leaves in front of each message (`*_prefix`), and the receiver
-takes the data as a view of the received bytes (`*_data`). Both sides still speak plain
-protobuf: the readers return None for any other encoding of any other message, which then
-goes to protobuf's own parser, and a protobuf reader reads what the prefixes make.
+`RunEvent{archive: ArchiveChunk{data}}` (agent to host) carries every byte of an archive.
+Built by protobuf, each megabyte is copied into the message and again when it is serialized;
+parsed, into the message and again when `.data` is read. Its encoding is a few bytes of tags
+and lengths in front of the data, so the packer writes that prefix into the room it leaves in
+front of each message (`archive_event_prefix`), and the receiver takes the data as a view of
+the received bytes (`archive_event_data`). Both sides still speak plain protobuf: the reader
+returns None for any other encoding of any other message, which then goes to protobuf's own
+parser, and a protobuf reader reads what the prefix makes.
 """
 
 from __future__ import annotations
@@ -21,20 +21,16 @@ __all__ = [
     "MAX_PREFIX",
     "archive_event_data",
     "archive_event_prefix",
-    "input_chunk_data",
-    "input_chunk_prefix",
-    "parse_input_chunk",
     "parse_run_event",
     "serialize",
 ]
 
-# The service whose calls Run and PutInputs carry these messages: both ends register those
-# calls with the functions below instead of the generated ones.
+# The service whose Run call carries these messages: both ends register that call with the
+# functions below instead of the generated ones.
 AGENT_SERVICE: Final = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
 # Field tags: (field number << 3) | wire type 2 (length-delimited). See agent.proto.
 _RUN_EVENT_ARCHIVE: Final = 3 << 3 | 2
 _ARCHIVE_CHUNK_DATA: Final = 1 << 3 | 2
-_INPUT_CHUNK_DATA: Final = 2 << 3 | 2
 MAX_PREFIX: Final = 2 * (1 + 5)  # two tags and two lengths below 4 GiB (5-byte varints)
 
 
@@ -42,11 +38,6 @@ def archive_event_prefix(length: int) -> bytes:
     """What precedes `length` bytes of data in a serialized RunEvent{archive{data}}."""
     inner = bytes((_ARCHIVE_CHUNK_DATA,)) + _varint(length)
     return bytes((_RUN_EVENT_ARCHIVE,)) + _varint(len(inner) + length) + inner
-
-
-def input_chunk_prefix(length: int) -> bytes:
-    """What precedes `length` bytes of data in a serialized InputChunk{data}."""
-    return bytes((_INPUT_CHUNK_DATA,)) + _varint(length)
 
 
 def archive_event_data(message: bytes) -> memoryview | None:
@@ -59,15 +50,8 @@ def archive_event_data(message: bytes) -> memoryview | None:
     return None if start is None else memoryview(message)[start:]
 
 
-def input_chunk_data(message: bytes) -> memoryview | None:
-    """The data of a serialized InputChunk that holds data and nothing else, as a view of
-    `message`; None for anything else (the first chunk, with the workspace, for one)."""
-    start = _only_field(message, 0, _INPUT_CHUNK_DATA)
-    return None if start is None else memoryview(message)[start:]
-
-
-def serialize(message: agent_pb2.RunEvent | agent_pb2.InputChunk | bytes) -> bytes:
-    """gRPC's serializer for these messages: what a packer made is serialized already."""
+def serialize(message: agent_pb2.RunEvent | bytes) -> bytes:
+    """gRPC's serializer for RunEvents: what a packer made is serialized already."""
     return message if isinstance(message, bytes) else message.SerializeToString()
 
 
@@ -75,12 +59,6 @@ def parse_run_event(message: bytes) -> agent_pb2.RunEvent | memoryview:
     """gRPC's deserializer for RunEvents: an archive chunk is its data alone."""
     data = archive_event_data(message)
     return agent_pb2.RunEvent.FromString(message) if data is None else data
-
-
-def parse_input_chunk(message: bytes) -> agent_pb2.InputChunk | memoryview:
-    """gRPC's deserializer for InputChunks: a chunk of data alone is that data."""
-    data = input_chunk_data(message)
-    return agent_pb2.InputChunk.FromString(message) if data is None else data
 
 
 def _only_field(message: bytes, position: int, tag: int) -> int | None:

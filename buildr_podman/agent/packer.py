@@ -1,5 +1,5 @@
 """Packs paths into a tar stream framed as S2, in bounded messages: the changes the agent sends
-back, and the inputs the host copies in (containers with inputs = "copy")."""
+back."""
 
 from __future__ import annotations
 

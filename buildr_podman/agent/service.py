@@ -1,9 +1,9 @@
 """The agent's gRPC servicer: the only agent module that speaks protobuf.
 
 It converts messages and delegates: task_run.py runs a task (process.py, watcher.py and
-packer.py under it; loaded once the server listens, so that the host can connect sooner), and
-inputs.py copies inputs in. Errors of the agent itself become a TaskResult.error, so the host
-always gets one final result it can print.
+packer.py under it; loaded once the server listens, so that the host can connect sooner).
+Errors of the agent itself become a TaskResult.error, so the host always gets one final result
+it can print.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ os.environ[FORK_SUPPORT] = "false"
 import grpc
 
 from buildr_podman import __version__
-from buildr_podman._protos.archive_wire import AGENT_SERVICE, parse_input_chunk, serialize
+from buildr_podman._protos.archive_wire import AGENT_SERVICE, serialize
 from buildr_podman._protos.buildr.common.v1 import common_pb2
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
 
@@ -107,21 +107,6 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             self._workspace_clean = True
         return remember
 
-    def PutInputs(self, request_iterator: Iterator[agent_pb2.InputChunk | memoryview],
-                  context: grpc.ServicerContext) -> agent_pb2.InputsResult:
-        from buildr_podman.agent.inputs import receive_inputs
-        from buildr_podman.errors import ArchiveError
-
-        if not self._busy.acquire(timeout=BUSY_WAIT_SECONDS):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the agent is running a task")
-        try:
-            stats = receive_inputs(request_iterator)
-        except ArchiveError as exc:  # the host's own archive: a bug or a full disk, say which
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"copying the inputs in: {exc}")
-        finally:
-            self._busy.release()
-        return agent_pb2.InputsResult(files=stats.files, bytes=stats.bytes)
-
     def Shutdown(self, request: agent_pb2.ShutdownRequest,
                  context: grpc.ServicerContext) -> agent_pb2.ShutdownResponse:
         self._on_shutdown.set()
@@ -169,9 +154,8 @@ def serve(socket_path: str) -> int:
 
 
 def add_agent_service(service: AgentService, server: grpc.Server) -> None:
-    """agent_pb2_grpc.add_AgentServicer_to_server, but archive bytes skip protobuf both ways:
-    Run sends events that are already serialized (bytes) as they are, and PutInputs hands
-    over each data chunk as a view of the received message (archive_wire.py)."""
+    """agent_pb2_grpc.add_AgentServicer_to_server, but archive bytes skip protobuf: Run sends
+    events that are already serialized (bytes) as they are (archive_wire.py)."""
     handlers = {
         "Hello": grpc.unary_unary_rpc_method_handler(
             service.Hello, request_deserializer=agent_pb2.HelloRequest.FromString,
@@ -182,9 +166,6 @@ def add_agent_service(service: AgentService, server: grpc.Server) -> None:
         "Shutdown": grpc.unary_unary_rpc_method_handler(
             service.Shutdown, request_deserializer=agent_pb2.ShutdownRequest.FromString,
             response_serializer=agent_pb2.ShutdownResponse.SerializeToString),
-        "PutInputs": grpc.stream_unary_rpc_method_handler(
-            service.PutInputs, request_deserializer=parse_input_chunk,
-            response_serializer=agent_pb2.InputsResult.SerializeToString),
     }
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(AGENT_SERVICE, handlers),))

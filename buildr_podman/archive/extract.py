@@ -23,7 +23,7 @@ from buildr_podman.errors import ArchiveError, UnsafeArchiveMember
 from buildr_podman.processes import own_process_running
 
 __all__ = ["DEFAULT_MAX_BYTES", "ExtractStats", "check_member", "extract_tar_stream",
-           "extract_tar_stream_into", "list_tar_stream"]
+           "list_tar_stream", "process_umask"]
 
 MAX_NAME_LENGTH = 4096
 MAX_COMPONENT_LENGTH = 255  # NAME_MAX of every Linux file system we write to
@@ -114,43 +114,6 @@ def extract_tar_stream(fileobj: Readable, target: Path, *,
         raise
 
 
-def extract_tar_stream_into(fileobj: Readable, directory: Path, *,
-                            max_bytes: int = DEFAULT_MAX_BYTES) -> ExtractStats:
-    """Extracts the tar so that `directory` holds exactly its members, keeping the directory
-    itself: a mount point (the agent's copied-in workspace, a volume) cannot be replaced by a
-    rename. The archive is staged inside it, and its top-level entries replace the directory's
-    only once it is complete: an archive that fails (a refused member, a full disk) leaves the
-    directory as it was."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".staging-{os.getpid()}-", dir=directory))
-    except OSError as exc:
-        raise _write_error(f"making {directory}", exc, directory) from exc
-    try:
-        stats = _extract_into(fileobj, staging, max_bytes, directory)
-        _move_contents(staging, directory)
-        return stats
-    except OSError as exc:
-        raise _write_error(f"putting the archive in place in {directory}", exc,
-                           directory) from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _move_contents(staging: Path, directory: Path) -> None:
-    """Replaces what directory holds (but staging) with what staging holds: renames within
-    one file system, the old entries through a trash directory removed last."""
-    trash = Path(tempfile.mkdtemp(prefix=f".old-{os.getpid()}-", dir=directory))
-    try:
-        for name in os.listdir(directory):
-            if name not in (staging.name, trash.name):
-                os.rename(directory / name, trash / name)
-        for name in os.listdir(staging):
-            os.rename(staging / name, directory / name)
-    finally:
-        shutil.rmtree(trash, ignore_errors=True)
-
-
 def _scratch_dir(target: Path, kind: str) -> Path:
     """A private directory beside target, named with this process's pid, so that a later
     extraction can tell one that was abandoned (its process gone) from one in use."""
@@ -222,7 +185,7 @@ class _StagingWriter:
         # open() calls per file. Safe: only this writer creates entries under root, and a
         # member can never replace a directory already made (duplicates are refused).
         self._cached_parent: tuple[str, int] | None = None
-        self._umask = _umask()
+        self._umask = process_umask()
 
     def add(self, tar: TarReader, member: Member) -> None:
         parts = components(member.name)
@@ -328,7 +291,7 @@ class _StagingWriter:
                 os.close(fd)
 
 
-def _umask() -> int | None:
+def process_umask() -> int | None:
     """The process's umask, or None if unknown (every file then gets an fchmod). Read from
     /proc: os.umask can only read it by setting it, racing other threads creating files."""
     try:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from buildr_podman import __version__
-from buildr_podman._protos.archive_wire import AGENT_SERVICE, parse_run_event, serialize
+from buildr_podman._protos.archive_wire import AGENT_SERVICE, parse_run_event
 from buildr_podman._protos.buildr.common.v1 import common_pb2
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
 from buildr_podman.errors import AgentError
@@ -38,13 +38,10 @@ class AgentClient:
                      ("grpc.min_reconnect_backoff_ms", 20),
                      ("grpc.max_reconnect_backoff_ms", 500)])
         self._stub = agent_pb2_grpc.AgentStub(self._channel)
-        # The two calls that carry archives skip protobuf for their bytes (archive_wire.py).
+        # The call that carries archives skips protobuf for their bytes (archive_wire.py).
         self._run = self._channel.unary_stream(
             f"/{AGENT_SERVICE}/Run", request_serializer=agent_pb2.RunRequest.SerializeToString,
             response_deserializer=parse_run_event, _registered_method=True)
-        self._put_inputs = self._channel.stream_unary(
-            f"/{AGENT_SERVICE}/PutInputs", request_serializer=serialize,
-            response_deserializer=agent_pb2.InputsResult.FromString, _registered_method=True)
         self.compression = common_pb2.COMPRESSION_S2
 
     def wait_ready(self, timeout: float, still_starting: Callable[[], bool]) -> None:
@@ -100,29 +97,6 @@ class AgentClient:
             raise AgentError(_stopped(exc)) from exc
         finally:
             stream.cancel()  # no-op once complete; stops the task if we leave early
-
-    def put_inputs(self, workspace: str, chunks: Iterator[bytes]) -> agent_pb2.InputsResult:
-        """Copies the inputs (an S2-framed tar, in serialized InputChunks: see input_copy.py)
-        into the workspace, replacing it.
-
-        An error while producing the chunks (an unreadable file) is raised as itself: gRPC
-        would only say that iterating the requests failed."""
-        failures: list[BaseException] = []
-
-        def messages() -> Iterator[agent_pb2.InputChunk | bytes]:
-            yield agent_pb2.InputChunk(workspace=workspace)
-            try:
-                yield from chunks
-            except BaseException as exc:
-                failures.append(exc)
-                raise
-
-        try:
-            return self._put_inputs(messages())
-        except grpc.RpcError as exc:
-            if failures:
-                raise failures[0] from None
-            raise AgentError(f"copying the inputs in failed: {_describe(exc)}") from exc
 
     def shutdown(self) -> None:
         """Asks the agent to exit; a dead agent is fine here."""

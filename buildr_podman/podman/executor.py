@@ -10,7 +10,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from buildr_podman.errors import AgentError, BackendError
+from buildr_podman.errors import AgentError
 from buildr_podman.executor import RunObserver
 from buildr_podman.model import WORKSPACE, Project, Task, TaskOutcome
 
@@ -97,8 +97,7 @@ class PodmanSession:
             stack.callback(client.close)
             _wait_for_agent(task, pod, client)
             client.hello()
-            if task.container.inputs == "copy":
-                _copy_inputs(self.project, task, client)
+            pod.wait_for_inputs()
             return WarmPod(container_key(task), pod, client, stack.pop_all())
 
     def output_dir(self, task: Task) -> Path:
@@ -112,21 +111,6 @@ def _wait_for_agent(task: Task, pod: TaskPod, client: AgentClient) -> None:
         logs = pod.logs()
         raise AgentError(f"task {task.name!r} in image {task.container.image!r}: {exc}"
                          f"{': ' + logs if logs else ''}") from exc
-
-
-def _copy_inputs(project: Project, task: Task, client: AgentClient) -> None:
-    """Copies the task's inputs into its new container (inputs = "copy"): once per pod, since
-    the agent resets the workspace to the baseline between the tasks that share it."""
-    from buildr_podman.agent.packer import PackStats
-    from buildr_podman.podman.input_copy import input_chunks
-
-    try:
-        client.put_inputs(WORKSPACE, input_chunks(project, task, PackStats()))
-    except OSError as exc:
-        where = f" {exc.filename}" if exc.filename else ""
-        raise BackendError(f"cannot copy the inputs of task {task.name!r} into its container "
-                           f"({exc.strerror}{where}): make them readable, or use inputs = "
-                           '"mount"') from exc
 
 
 def _run_request(task: Task) -> agent_pb2.RunRequest:

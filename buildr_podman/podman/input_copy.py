@@ -1,31 +1,38 @@
-"""The inputs of a container whose inputs are "copy", as the tar stream the agent extracts.
+"""The inputs of a container whose inputs are "copy", copied by the host into its workspace volume.
 
 Where Podman cannot put the repository under a copy-on-write overlay (a file system it cannot
-use as a lower layer), `container { inputs = "copy" }` copies it in instead, through the agent
-that is running anyway: the same lean tar writer and S2 framing that bring changes back, in
-gRPC messages, extracted in the container with the host's safe extraction. The workspace then
-holds what the overlay would show: every mapped directory, the out dir included (later tasks
-read their dependencies' outputs through it).
+use as a lower layer), `container { inputs = "copy" }` copies it in instead. The workspace is a
+volume of the pod's own (pods.py), a directory of the user's Podman storage: this process copies
+straight into it, in a thread of its own while the container starts, so that most of the copy
+is done by the time the agent listens. What it writes belongs to the invoking user, which is
+root in the rootless container, as if the agent had written it.
+
+The workspace then holds what the overlay would show: every mapped directory, the out dir
+included (later tasks read their dependencies' outputs through it), with the modes (permission
+bits only) and nanosecond mtimes of the originals. Symlinks are copied as links, never followed;
+sockets, FIFOs and devices are left out, as they are from what tasks return.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
-from buildr_podman._protos.archive_wire import input_chunk_prefix
-from buildr_podman.agent.packer import PackStats, pack_entries
+from buildr_podman.archive.extract import process_umask
+from buildr_podman.errors import BackendError
 from buildr_podman.model import Project, Task
 
-__all__ = ["input_chunks", "input_entries"]
+__all__ = ["InputCopy", "copy_inputs", "input_entries"]
 
-
-def input_chunks(project: Project, task: Task, stats: PackStats) -> Iterator[bytes]:
-    """The S2-framed tar of the task's inputs, in bounded chunks that are serialized
-    InputChunks (archive_wire.py), of stored blocks (a local socket gains nothing from
-    compression)."""
-    return pack_entries(input_entries(project, task), stats, compress=False,
-                        message_prefix=input_chunk_prefix)
+PERMISSION_BITS = 0o777  # setuid, setgid and sticky never survive the copy
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+NO_COPY_FILE_RANGE = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
+READ_SIZE = 1 << 20
 
 
 def input_entries(project: Project, task: Task) -> Iterator[tuple[str, str]]:
@@ -43,3 +50,123 @@ def input_entries(project: Project, task: Task) -> Iterator[tuple[str, str]]:
             base = prefix if rel == "." else f"{prefix}{rel}/"
             for name in (*subdirectories, *sorted(files)):
                 yield os.path.join(directory, name), base + name
+
+
+@dataclass
+class CopyStats:
+    files: int = 0
+    bytes: int = 0
+
+
+def copy_inputs(project: Project, task: Task, workspace: Path,
+                stop: threading.Event | None = None) -> CopyStats:
+    """Copies the task's inputs into the (new, empty) workspace directory; stops early, leaving
+    a partial copy, once `stop` is set. Raises the OSError of the first entry that fails."""
+    stats = CopyStats()
+    umask = process_umask()
+    directories: list[tuple[str, os.stat_result]] = []
+    for source, name in input_entries(project, task):
+        if stop is not None and stop.is_set():
+            return stats
+        target = os.path.join(workspace, name)
+        st = os.lstat(source)
+        if stat.S_ISDIR(st.st_mode):
+            _make_directory(target)
+            directories.append((target, st))
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(source), target)
+            os.utime(target, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
+        elif stat.S_ISREG(st.st_mode):
+            _copy_file(source, target, st, umask)
+            stats.files += 1
+            stats.bytes += st.st_size
+    # Deepest first: setting a directory's mode or time after writing into it, never before.
+    for target, st in reversed(directories):
+        os.chmod(target, st.st_mode & PERMISSION_BITS)
+        os.utime(target, ns=(st.st_mtime_ns, st.st_mtime_ns))
+    return stats
+
+
+def _make_directory(target: str) -> None:
+    """Writable until its contents are in (its own mode comes last). A mapping's target may lie
+    below directories no entry names ("a/b"): those are made as plain directories."""
+    try:
+        os.mkdir(target, 0o700)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(target))
+        os.mkdir(target, 0o700)
+
+
+def _copy_file(source: str, target: str, st: os.stat_result, umask: int | None) -> None:
+    """The bytes, the mode and the exact mtime (atime as mtime)."""
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        mode = st.st_mode & PERMISSION_BITS
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        try:
+            _copy_bytes(src, dst, st.st_size)
+            if umask is None or mode & umask:  # created through the umask: undo what it took
+                os.fchmod(dst, mode)
+            os.utime(dst, ns=(st.st_mtime_ns, st.st_mtime_ns))
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
+def _copy_bytes(src: int, dst: int, size: int) -> None:
+    """In the kernel (copy_file_range: the bytes never pass through this process, and a file
+    system that can shares them), or read and written where it refuses (two file systems)."""
+    left = size
+    try:
+        while left > 0 and (copied := os.copy_file_range(src, dst, left)):
+            left -= copied
+        return
+    except OSError as exc:
+        if exc.errno not in NO_COPY_FILE_RANGE:
+            raise
+    while left > 0 and (chunk := os.read(src, min(left, READ_SIZE))):
+        written = 0
+        while written < len(chunk):
+            written += os.write(dst, chunk[written:])
+        left -= len(chunk)
+
+
+class InputCopy:
+    """copy_inputs in a thread, started at once: the copy overlaps the container's start."""
+
+    def __init__(self, project: Project, task: Task, workspace: Path) -> None:
+        self._task = task
+        self._stop = threading.Event()
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, args=(project, task, workspace),
+                                        name=f"copy-inputs-{task.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self, project: Project, task: Task, workspace: Path) -> None:
+        try:
+            copy_inputs(project, task, workspace, self._stop)
+        except OSError as exc:
+            self._error = exc
+
+    def finish(self) -> None:
+        """Waits for the copy; raises a one-line BackendError if it failed."""
+        self._thread.join()
+        if self._error is not None:
+            raise _copy_error(self._task, self._error) from self._error
+
+    def stop(self) -> None:
+        """Stops the copy and waits for it (the workspace is about to be removed)."""
+        self._stop.set()
+        self._thread.join()
+
+
+def _copy_error(task: Task, exc: OSError) -> BackendError:
+    where = f" {exc.filename}" if exc.filename else ""
+    if exc.errno in DISK_FULL:
+        return BackendError(f"no space left for the inputs of task {task.name!r} in Podman's "
+                            f"storage ({exc.strerror}{where}): free some space there, or use "
+                            'inputs = "mount"')
+    return BackendError(f"cannot copy the inputs of task {task.name!r} into its container "
+                        f"({exc.strerror}{where}): make them readable, or use inputs = "
+                        '"mount"')

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from buildr_podman.errors import BackendError
 from buildr_podman.model import WORKSPACE, Project, Task
 from buildr_podman.podman.agent_build import AGENT_MOUNT, AgentBundle
+from buildr_podman.podman.input_copy import InputCopy
 
 if TYPE_CHECKING:
     import podman
@@ -41,6 +42,12 @@ class TaskPod:
     pod: Any
     container: Any
     socket_path: Path
+    input_copy: InputCopy | None = None  # inputs = "copy": under way while the agent starts
+
+    def wait_for_inputs(self) -> None:
+        """Returns once the inputs are in the workspace (at once when they are mounted)."""
+        if self.input_copy is not None:
+            self.input_copy.finish()
 
     def is_running(self) -> bool:
         self.container.reload()
@@ -78,7 +85,9 @@ class TaskPod:
 @contextmanager
 def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: AgentBundle,
              socket_dir: Path) -> Iterator[TaskPod]:
-    """Creates and starts the pod; removes it on exit whatever happened."""
+    """Creates and starts the pod; removes it on exit whatever happened. Copied-in inputs
+    (inputs = "copy") go into a volume of the pod's own, from a thread that starts before the
+    container does (wait_for_inputs)."""
     import podman.errors
 
     name = f"buildr-{task.name}-{secrets.token_hex(4)}"
@@ -88,26 +97,31 @@ def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: A
     except podman.errors.APIError as exc:
         raise BackendError(f"cannot create the pod: {exc.explanation or exc}", name) from exc
     volume = None
+    copy = None
     try:
         if task.container.inputs == "copy":
             volume = _workspace_volume(client, name, labels)
+            copy = InputCopy(project, task, Path(volume.attrs["Mountpoint"]))
         container = _create_container(client, project, task, agent, socket_dir, name, labels,
                                       volume)
         container.start()
-        yield TaskPod(name, pod, container, socket_dir / SOCKET_NAME)
+        yield TaskPod(name, pod, container, socket_dir / SOCKET_NAME, copy)
     except podman.errors.APIError as exc:
         raise BackendError(f"cannot start the container: {exc.explanation or exc}", name) from exc
     finally:
+        if copy is not None:
+            copy.stop()  # before its volume goes
         _remove(pod)
         if volume is not None:
             _remove_volume(volume, name)
 
 
 def _workspace_volume(client: podman.PodmanClient, name: str, labels: dict[str, str]) -> Any:
-    """The volume that holds a copied-in workspace (inputs = "copy"). The container's own
-    layer would do, but it is an overlay, where creating a file costs half as much again
-    (20,000 small files: GNU tar 0.65 s into the layer, 0.41 s into a volume, here). Labelled
-    like the pod, so that `clean` finds it if a run dies before removing it."""
+    """The volume that holds a copied-in workspace (inputs = "copy"). Not the container's own
+    layer: that is an overlay, where creating a file costs half as much again (20,000 small
+    files: GNU tar 0.65 s into the layer, 0.41 s into a volume, here), and only a volume is a
+    directory this process can fill before the container starts (rootless: the user's own).
+    Labelled like the pod, so that `clean` finds it if a run dies before removing it."""
     return client.volumes.create(f"{name}-workspace", labels=labels)
 
 
@@ -117,8 +131,8 @@ def _create_container(client: podman.PodmanClient, project: Project, task: Task,
     import podman.errors
 
     spec = task.container
-    # nocopy: the image's own files at the workspace path (if any) stay out of the volume,
-    # as the overlay hides them in the other mode; the agent's copy replaces them anyway.
+    # nocopy: the image's own files at the workspace path (if any) stay out of the volume, as
+    # the overlay hides them in the other mode.
     volumes = ({workspace_volume.name: {"bind": WORKSPACE, "extended_mode": ["nocopy"]}}
                if workspace_volume is not None else {})
     try:

@@ -91,3 +91,18 @@ def test_a_mapping_and_a_warm_second_task_start_from_the_copy(tmp_path: Path) ->
     assert tree(root / ".buildr" / "out" / "first") == {"code/data.txt": b"changed\n",
                                                        "code/x.txt": b"x\n"}
     assert os.readlink(root / "src" / "link") == "data.txt"
+
+
+def test_an_unreadable_input_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    need_image()
+    root = make_repo(tmp_path)
+    secret = root / "src" / "secret.txt"
+    secret.write_text("no\n")
+    secret.chmod(0)
+    (root / ".buildr" / "tasks.hcl").write_text(task("copied", "copy", "cat src/data.txt"))
+    result = buildr(root, "run", "copied", "--output", "plain")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "secret.txt" in line]
+    assert len(errors) == 1 and "make them readable, or use inputs = \"mount\"" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (root / ".buildr" / "out" / "copied").exists()

@@ -1,4 +1,4 @@
-"""archive_wire: the archive messages written and read by hand agree with protobuf's own."""
+"""archive_wire: the archive message written and read by hand agrees with protobuf's own."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from buildr_podman._protos.archive_wire import (
     MAX_PREFIX,
     archive_event_data,
     archive_event_prefix,
-    input_chunk_data,
-    input_chunk_prefix,
 )
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2
 
@@ -22,14 +20,11 @@ SIZES = st.one_of(st.integers(0, 300), st.sampled_from([127, 128, 16383, 16384, 
 def test_a_prefix_and_data_are_the_message_protobuf_writes(size: int) -> None:
     data = bytes(range(256)) * (size // 256) + bytes(size % 256)
     event = archive_event_prefix(len(data)) + data
-    chunk = input_chunk_prefix(len(data)) + data
     assert agent_pb2.RunEvent.FromString(event).archive.data == data
-    assert agent_pb2.InputChunk.FromString(chunk).data == data
     assert len(archive_event_prefix(size)) <= MAX_PREFIX
-    if data:  # protobuf leaves an empty field out; then the prefixes are merely valid
+    if data:  # protobuf leaves an empty field out; then the prefix is merely valid
         assert event == agent_pb2.RunEvent(archive=agent_pb2.ArchiveChunk(data=data)) \
             .SerializeToString()
-        assert chunk == agent_pb2.InputChunk(data=data).SerializeToString()
 
 
 @given(data=st.binary(min_size=1, max_size=3000))
@@ -37,9 +32,6 @@ def test_the_data_is_read_from_what_protobuf_writes_without_a_copy(data: bytes) 
     event = agent_pb2.RunEvent(archive=agent_pb2.ArchiveChunk(data=data)).SerializeToString()
     view = archive_event_data(event)
     assert view is not None and view == data and view.obj is event
-    chunk = agent_pb2.InputChunk(data=data).SerializeToString()
-    view = input_chunk_data(chunk)
-    assert view is not None and view == data and view.obj is chunk
 
 
 @pytest.mark.parametrize("message", [
@@ -50,15 +42,6 @@ def test_the_data_is_read_from_what_protobuf_writes_without_a_copy(data: bytes) 
 ], ids=["output", "result", "empty archive", "nothing"])
 def test_other_run_events_are_left_to_protobuf(message: agent_pb2.RunEvent) -> None:
     assert archive_event_data(message.SerializeToString()) is None
-
-
-@pytest.mark.parametrize("message", [
-    agent_pb2.InputChunk(workspace="/ws"),
-    agent_pb2.InputChunk(workspace="/ws", data=b"both"),
-    agent_pb2.InputChunk(),
-], ids=["workspace", "workspace and data", "nothing"])
-def test_other_input_chunks_are_left_to_protobuf(message: agent_pb2.InputChunk) -> None:
-    assert input_chunk_data(message.SerializeToString()) is None
 
 
 @pytest.mark.parametrize("message", [

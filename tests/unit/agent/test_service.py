@@ -205,34 +205,3 @@ def test_a_warm_agent_resets_after_the_host_left_mid_archive(agent, tmp_path: Pa
                              observer)
     assert outcome.exit_code == 0 and not outcome.error
     assert observer.text("stdout") == "kept.txt\n"
-
-
-def test_put_inputs_replaces_the_workspace_with_the_copy(agent, tmp_path: Path) -> None:
-    from buildr_podman._protos.archive_wire import input_chunk_prefix
-    from buildr_podman.agent.packer import PackStats, pack_changes
-
-    source = tmp_path / "repo"
-    (source / "sub").mkdir(parents=True)
-    (source / "sub" / "tool.sh").write_text("#!/bin/sh\n")
-    (source / "sub" / "tool.sh").chmod(0o750)
-    (source / "link").symlink_to("sub/tool.sh")
-    workspace = tmp_path / "ws"
-    workspace.mkdir()
-    (workspace / "stale.txt").write_text("from before")
-    chunks = pack_changes(str(source), ["sub", "sub/tool.sh", "link"], PackStats(),
-                          compress=False, message_prefix=input_chunk_prefix)
-    result = agent.put_inputs(str(workspace), chunks)
-    assert (result.files, result.bytes) == (1, len("#!/bin/sh\n"))
-    assert sorted(p.name for p in workspace.iterdir()) == ["link", "sub"]
-    assert (workspace / "sub" / "tool.sh").stat().st_mode & 0o777 == 0o750
-    assert os.readlink(workspace / "link") == "sub/tool.sh"
-
-
-def test_put_inputs_raises_what_stopped_the_packing(agent, tmp_path: Path) -> None:
-    def failing() -> Iterator[bytes]:
-        yield b""
-        raise PermissionError(13, "Permission denied", "/repo/secret")
-
-    with pytest.raises(PermissionError) as raised:
-        agent.put_inputs(str(tmp_path / "ws"), failing())
-    assert raised.value.filename == "/repo/secret"

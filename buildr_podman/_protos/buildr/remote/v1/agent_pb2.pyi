@@ -144,19 +144,3 @@ class ShutdownRequest(_message.Message):
 class ShutdownResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
-
-class InputChunk(_message.Message):
-    __slots__ = ("workspace", "data")
-    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
-    DATA_FIELD_NUMBER: _ClassVar[int]
-    workspace: str
-    data: bytes
-    def __init__(self, workspace: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
-
-class InputsResult(_message.Message):
-    __slots__ = ("files", "bytes")
-    FILES_FIELD_NUMBER: _ClassVar[int]
-    BYTES_FIELD_NUMBER: _ClassVar[int]
-    files: int
-    bytes: int
-    def __init__(self, files: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...

@@ -49,11 +49,6 @@ class AgentStub:
                 request_serializer=buildr_dot_remote_dot_v1_dot_agent__pb2.ShutdownRequest.SerializeToString,
                 response_deserializer=buildr_dot_remote_dot_v1_dot_agent__pb2.ShutdownResponse.FromString,
                 _registered_method=True)
-        self.PutInputs = channel.stream_unary(
-                '/buildr.remote.v1.Agent/PutInputs',
-                request_serializer=buildr_dot_remote_dot_v1_dot_agent__pb2.InputChunk.SerializeToString,
-                response_deserializer=buildr_dot_remote_dot_v1_dot_agent__pb2.InputsResult.FromString,
-                _registered_method=True)
 
 
 class AgentServicer:
@@ -81,15 +76,6 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def PutInputs(self, request_iterator, context):
-        """Copies the task's inputs into the workspace, for containers whose inputs are "copy"
-        (where Podman cannot overlay the repository): a tar stream in S2 framing, extracted
-        as safely as the host extracts what comes back, replacing the workspace.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,11 +93,6 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=buildr_dot_remote_dot_v1_dot_agent__pb2.ShutdownRequest.FromString,
                     response_serializer=buildr_dot_remote_dot_v1_dot_agent__pb2.ShutdownResponse.SerializeToString,
-            ),
-            'PutInputs': grpc.stream_unary_rpc_method_handler(
-                    servicer.PutInputs,
-                    request_deserializer=buildr_dot_remote_dot_v1_dot_agent__pb2.InputChunk.FromString,
-                    response_serializer=buildr_dot_remote_dot_v1_dot_agent__pb2.InputsResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -195,33 +176,6 @@ class Agent:
             '/buildr.remote.v1.Agent/Shutdown',
             buildr_dot_remote_dot_v1_dot_agent__pb2.ShutdownRequest.SerializeToString,
             buildr_dot_remote_dot_v1_dot_agent__pb2.ShutdownResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def PutInputs(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_unary(
-            request_iterator,
-            target,
-            '/buildr.remote.v1.Agent/PutInputs',
-            buildr_dot_remote_dot_v1_dot_agent__pb2.InputChunk.SerializeToString,
-            buildr_dot_remote_dot_v1_dot_agent__pb2.InputsResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,111 @@
+"""What a container with `inputs = "copy"` gets: every entry of the inputs, named by its place
+in the workspace, directories before their contents, symlinks as links; copied with their modes
+and exact mtimes, or one line that says what stopped the copy."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from buildr_podman.errors import BackendError
+from buildr_podman.model import ContainerSpec, Project, Task
+from buildr_podman.podman import input_copy
+from buildr_podman.podman.input_copy import InputCopy, copy_inputs, input_entries
+
+
+def make_task(mapping: tuple[tuple[str, str], ...] = ()) -> Task:
+    return Task(name="t", module_type="script", script="true", input_mapping=mapping,
+                container=ContainerSpec(image="i", inputs="copy"))
+
+
+def repo(tmp_path: Path) -> Project:
+    (tmp_path / "src" / "b").mkdir(parents=True)
+    (tmp_path / "src" / "a.txt").write_text("a")
+    (tmp_path / "src" / "b" / "c.txt").write_text("c")
+    (tmp_path / "src" / "to-b").symlink_to("b")
+    (tmp_path / "top.txt").write_text("top")
+    return Project(root=tmp_path, out_dir=tmp_path / ".buildr" / "out")
+
+
+def names(project: Project, task: Task) -> list[str]:
+    return [name for _, name in input_entries(project, task)]
+
+
+def test_the_whole_repository_without_a_mapping(tmp_path: Path) -> None:
+    assert names(repo(tmp_path), make_task()) == [
+        "src", "top.txt", "src/b", "src/to-b", "src/a.txt", "src/b/c.txt"]
+
+
+def test_a_mapping_renames_and_a_symlink_to_a_directory_is_not_followed(tmp_path: Path) -> None:
+    project = repo(tmp_path)
+    entries = list(input_entries(project, make_task((("src", "code"),))))
+    assert [name for _, name in entries] == [
+        "code", "code/b", "code/to-b", "code/a.txt", "code/b/c.txt"]
+    assert entries[3] == (str(tmp_path / "src" / "a.txt"), "code/a.txt")
+
+
+def test_the_copy_keeps_contents_modes_links_and_exact_mtimes(tmp_path: Path) -> None:
+    project = repo(tmp_path / "repo")
+    src = project.root / "src"
+    (src / "run.sh").write_text("#!/bin/sh\n")
+    (src / "run.sh").chmod(0o750)
+    os.mkfifo(src / "fifo")  # never copied, as never returned
+    os.utime(src / "a.txt", ns=(1, 1_700_000_000_123_456_789))
+    (src / "b").chmod(0o710)
+    os.utime(src / "b", ns=(1, 1_600_000_000_987_654_321))
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    stats = copy_inputs(project, make_task(), workspace)
+    copied = workspace / "src"
+    assert sorted(p.name for p in copied.iterdir()) == ["a.txt", "b", "run.sh", "to-b"]
+    assert (copied / "b" / "c.txt").read_text() == "c"
+    assert (copied / "run.sh").stat().st_mode & 0o777 == 0o750
+    assert (copied / "a.txt").stat().st_mtime_ns == 1_700_000_000_123_456_789
+    assert os.readlink(copied / "to-b") == "b"
+    assert (copied / "b").stat().st_mode & 0o777 == 0o710
+    assert (copied / "b").stat().st_mtime_ns == 1_600_000_000_987_654_321
+    assert (stats.files, stats.bytes) == (4, len("a" + "c" + "top" + "#!/bin/sh\n"))
+
+
+def test_a_mapping_below_directories_no_entry_names_is_copied(tmp_path: Path) -> None:
+    project = repo(tmp_path / "repo")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    copy_inputs(project, make_task((("src", "deep/er/code"),)), workspace)
+    assert (workspace / "deep" / "er" / "code" / "b" / "c.txt").read_text() == "c"
+
+
+def test_a_stopped_copy_copies_nothing_more(tmp_path: Path) -> None:
+    stop = threading.Event()
+    stop.set()
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    assert copy_inputs(repo(tmp_path / "repo"), make_task(), workspace, stop).files == 0
+    assert list(workspace.iterdir()) == []
+
+
+@pytest.mark.parametrize(("error", "says"), [
+    (PermissionError(errno.EACCES, "Permission denied", "/repo/secret"),
+     ("task 't' into its container (Permission denied /repo/secret): make them readable, or "
+      'use inputs = "mount"')),
+    (OSError(errno.ENOSPC, "No space left on device", "/storage/x"),
+     ("no space left for the inputs of task 't' in Podman's storage (No space left on device "
+      '/storage/x): free some space there, or use inputs = "mount"')),
+], ids=["unreadable", "disk full"])
+def test_a_failed_copy_is_one_line_that_names_the_file(tmp_path: Path, error: OSError,
+                                                      says: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object) -> None:
+        raise error
+
+    monkeypatch.setattr(input_copy, "_copy_file", fail)
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    copy = InputCopy(repo(tmp_path / "repo"), make_task(), workspace)
+    with pytest.raises(BackendError) as raised:
+        copy.finish()
+    assert says in str(raised.value) and "\n" not in str(raised.value)
