@@ -39,8 +39,8 @@ class ContainerSpec:
     image: str
     user: str | None = None  #: "uid:gid" for the task process; None keeps the image's root
     network: str = "none"  #: "none", or "private" for a network namespace of its own
-    #: "mount": the inputs under a copy-on-write overlay; "copy": copied in through the agent,
-    #: for where Podman cannot overlay the repository's file system
+    #: "mount": the inputs under a copy-on-write overlay; "copy": copied into a volume of the
+    #: pod's own, for where Podman cannot overlay the repository's file system
     inputs: str = "mount"
     cap_add: tuple[str, ...] = ()
     cap_drop: tuple[str, ...] = ()
