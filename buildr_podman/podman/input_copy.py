@@ -61,7 +61,9 @@ class CopyStats:
 def copy_inputs(project: Project, task: Task, workspace: Path,
                 stop: threading.Event | None = None) -> CopyStats:
     """Copies the task's inputs into the (new, empty) workspace directory; stops early, leaving
-    a partial copy, once `stop` is set. Raises the OSError of the first entry that fails."""
+    a partial copy, once `stop` is set. An entry deleted since the walk saw it is left out (an
+    out dir that another task of the run is replacing, say); any other failure raises its
+    OSError."""
     stats = CopyStats()
     umask = process_umask()
     directories: list[tuple[str, os.stat_result]] = []
@@ -69,17 +71,19 @@ def copy_inputs(project: Project, task: Task, workspace: Path,
         if stop is not None and stop.is_set():
             return stats
         target = os.path.join(workspace, name)
-        st = os.lstat(source)
-        if stat.S_ISDIR(st.st_mode):
-            _make_directory(target)
-            directories.append((target, st))
-        elif stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(source), target)
-            os.utime(target, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
-        elif stat.S_ISREG(st.st_mode):
-            _copy_file(source, target, st, umask)
-            stats.files += 1
-            stats.bytes += st.st_size
+        try:
+            st = _lstat(source)
+            if stat.S_ISDIR(st.st_mode):
+                _make_directory(target)
+                directories.append((target, st))
+            elif stat.S_ISLNK(st.st_mode):
+                _copy_symlink(source, target, st)
+            elif stat.S_ISREG(st.st_mode):
+                _copy_file(source, target, st, umask)
+                stats.files += 1
+                stats.bytes += st.st_size
+        except _Vanished:
+            continue
     # Deepest first: setting a directory's mode or time after writing into it, never before.
     for target, st in reversed(directories):
         os.chmod(target, st.st_mode & PERMISSION_BITS)
@@ -97,9 +101,32 @@ def _make_directory(target: str) -> None:
         os.mkdir(target, 0o700)
 
 
+class _Vanished(Exception):
+    """The source entry was deleted after the walk saw it."""
+
+
+def _lstat(source: str) -> os.stat_result:
+    try:
+        return os.lstat(source)
+    except FileNotFoundError:
+        raise _Vanished from None
+
+
+def _copy_symlink(source: str, target: str, st: os.stat_result) -> None:
+    try:
+        link = os.readlink(source)
+    except FileNotFoundError:
+        raise _Vanished from None
+    os.symlink(link, target)
+    os.utime(target, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
 def _copy_file(source: str, target: str, st: os.stat_result, umask: int | None) -> None:
     """The bytes, the mode and the exact mtime (atime as mtime)."""
-    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise _Vanished from None
     try:
         mode = st.st_mode & PERMISSION_BITS
         dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)

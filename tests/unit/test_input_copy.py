@@ -79,6 +79,20 @@ def test_a_mapping_below_directories_no_entry_names_is_copied(tmp_path: Path) ->
     assert (workspace / "deep" / "er" / "code" / "b" / "c.txt").read_text() == "c"
 
 
+def test_an_entry_deleted_since_the_walk_is_left_out(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another task of the run may be replacing its out dir, under .buildr/out, meanwhile.
+    project = repo(tmp_path / "repo")
+    walked = list(input_entries(project, make_task()))
+    (project.root / "src" / "a.txt").unlink()
+    (project.root / "src" / "to-b").unlink()
+    monkeypatch.setattr(input_copy, "input_entries", lambda *args: iter(walked))
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    assert copy_inputs(project, make_task(), workspace).files == 2
+    assert sorted(p.name for p in (workspace / "src").iterdir()) == ["b"]
+
+
 def test_a_stopped_copy_copies_nothing_more(tmp_path: Path) -> None:
     stop = threading.Event()
     stop.set()
@@ -109,3 +123,18 @@ def test_a_failed_copy_is_one_line_that_names_the_file(tmp_path: Path, error: OS
     with pytest.raises(BackendError) as raised:
         copy.finish()
     assert says in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_bytes_are_read_and_written_where_copy_file_range_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)  # two file systems, an old kernel
+    project = repo(tmp_path / "repo")
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    (project.root / "src" / "big.bin").write_bytes(data)
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    copy_inputs(project, make_task(), workspace)
+    assert (workspace / "src" / "big.bin").read_bytes() == data
