@@ -176,6 +176,11 @@ class InputCopy:
         except OSError as exc:
             self._error = exc
 
+    def wait(self, timeout: float) -> bool:
+        """Whether the copy has ended, waiting up to `timeout` seconds for it."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def finish(self) -> None:
         """Waits for the copy; raises a one-line BackendError if it failed."""
         self._thread.join()

@@ -32,6 +32,7 @@ SOCKET_NAME = "agent.sock"
 REMOVE_ATTEMPTS = 25
 REMOVE_RETRY_SECONDS = 0.2
 EXIT_POLL_SECONDS = 0.005
+INPUT_CHECK_SECONDS = 0.25  # between asking Podman whether the container still runs
 
 
 @dataclass
@@ -45,9 +46,18 @@ class TaskPod:
     input_copy: InputCopy | None = None  # inputs = "copy": under way while the agent starts
 
     def wait_for_inputs(self) -> None:
-        """Returns once the inputs are in the workspace (at once when they are mounted)."""
-        if self.input_copy is not None:
-            self.input_copy.finish()
+        """Returns once the inputs are in the workspace (at once when they are mounted). A
+        container that stops meanwhile (a cancelled run kills its containers) stops the copy:
+        a big repository must not hold up Ctrl-C."""
+        if self.input_copy is None:
+            return
+        while not self.input_copy.wait(INPUT_CHECK_SECONDS):
+            if not self.is_running():
+                self.input_copy.stop()
+                raise BackendError("the container stopped while its inputs were being "
+                                   "copied in (the run was cancelled, or it was killed)",
+                                   self.name)
+        self.input_copy.finish()
 
     def is_running(self) -> bool:
         self.container.reload()

@@ -1,12 +1,17 @@
-"""TaskPod.wait_exited: polls until the container's process ended, within a time limit."""
+"""TaskPod.wait_exited: polls until the container's process ended, within a time limit; and
+TaskPod.wait_for_inputs, which stops waiting for a copy once the container has stopped."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import podman.errors
+import pytest
 
+from buildr_podman.errors import BackendError
+from buildr_podman.podman import pods
 from buildr_podman.podman.pods import TaskPod
 
 
@@ -56,3 +61,31 @@ def test_an_api_that_cannot_answer_ends_the_wait() -> None:
     started = time.monotonic()
     pod(Unreachable(["running"])).wait_exited(5)
     assert time.monotonic() - started < 1
+
+
+class SlowCopy:
+    """An InputCopy that would take a minute unless stopped."""
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        return self.stopped.wait(timeout)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def finish(self) -> None:
+        assert self.stopped.wait(60)
+
+
+def test_a_container_that_stops_during_the_copy_stops_the_copy(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pods, "INPUT_CHECK_SECONDS", 0.01)
+    copy = SlowCopy()
+    killed = TaskPod("p", None, FakeContainer(["running", "running", "exited"]),
+                     Path("/nonexistent/agent.sock"), copy)  # type: ignore[arg-type]
+    started = time.monotonic()
+    with pytest.raises(BackendError, match="stopped while its inputs were being copied in"):
+        killed.wait_for_inputs()
+    assert copy.stopped.is_set() and time.monotonic() - started < 5
