@@ -165,7 +165,7 @@ class InputCopy:
     def __init__(self, project: Project, task: Task, workspace: Path) -> None:
         self._task = task
         self._stop = threading.Event()
-        self._error: OSError | None = None
+        self._error: Exception | None = None
         self._thread = threading.Thread(target=self._run, args=(project, task, workspace),
                                         name=f"copy-inputs-{task.name}", daemon=True)
         self._thread.start()
@@ -173,7 +173,7 @@ class InputCopy:
     def _run(self, project: Project, task: Task, workspace: Path) -> None:
         try:
             copy_inputs(project, task, workspace, self._stop)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - handed to finish(), in the caller's thread
             self._error = exc
 
     def wait(self, timeout: float) -> bool:
@@ -184,8 +184,10 @@ class InputCopy:
     def finish(self) -> None:
         """Waits for the copy; raises a one-line BackendError if it failed."""
         self._thread.join()
-        if self._error is not None:
+        if isinstance(self._error, OSError):
             raise _copy_error(self._task, self._error) from self._error
+        if self._error is not None:
+            raise self._error
 
     def stop(self) -> None:
         """Stops the copy and waits for it (the workspace is about to be removed)."""
