@@ -334,10 +334,13 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-def _write_project(root: Path, tasks: dict[str, str], image: str) -> Path:
+def _write_project(root: Path, tasks: dict[str, str], image: str,
+                   copied: Sequence[str] = ()) -> Path:
+    """The tasks (name: script) in one HCL file; those named in `copied` with inputs = "copy"."""
     (root / ".buildr").mkdir(parents=True, exist_ok=True)
-    blocks = [f'task "script" "{name}" {{\n  container {{\n    image = "{image}"\n  }}\n'
-              f"  script = {json.dumps(script)}\n}}\n" for name, script in tasks.items()]
+    blocks = [f'task "script" "{name}" {{\n  container {{\n    image = "{image}"\n'
+              + ('    inputs = "copy"\n' if name in copied else "")
+              + f"  }}\n  script = {json.dumps(script)}\n}}\n" for name, script in tasks.items()]
     (root / ".buildr" / "bench.hcl").write_text("\n".join(blocks))
     return root
 
@@ -555,10 +558,9 @@ def case_inputs(b: Bench) -> None:
         (repo / "src" / f"d{i % s.input_dirs}" / f"f{i}").write_bytes(
             b"%0*d" % (s.file_size, i))
     shutil.copy(b.scripts / "read.sh", repo / "read.sh")
-    _write_project(repo, {"inputs": "sh read.sh ."}, b.image)
-    with open(repo / ".buildr" / "bench.hcl", "a") as hcl:  # the copy path, same read
-        hcl.write(f'\ntask "script" "inputs_copy" {{\n  container {{\n    image = "{b.image}"\n'
-                  f'    inputs = "copy"\n  }}\n  script = "sh read.sh ."\n}}\n')
+    # The same read, with the inputs mounted and copied in.
+    _write_project(repo, {"inputs": "sh read.sh .", "inputs_copy": "sh read.sh ."}, b.image,
+                   copied=["inputs_copy"])
     expected = s.input_files * s.file_size + len(READ_SH)
     log_re = re.compile(rb"^(\d+)\s*$", re.MULTILINE)
 

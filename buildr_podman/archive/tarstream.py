@@ -158,7 +158,7 @@ class TarReader:
         end = start + count
         if end <= len(self._data):
             self._position = end
-            return bytes(self._data[start:end])  # no copy when _data is bytes
+            return bytes(self._data[start:end])  # one copy: bytes() of a bytes slice is itself
         return self._take_across_reads(count)
 
     def _take_across_reads(self, count: int) -> bytes:

@@ -77,7 +77,7 @@ def _clean_pods(everything: bool, kept_mounts: set[str]) -> Iterator[str]:
     for pod in pods:
         owner = _owner(pod.get("Labels") or {})
         name = pod.get("Name") or pod.get("Id", "?")[:12]
-        if owner is not None and own_process_running(owner) and not everything:
+        if _run_going(owner) and not everything:
             kept_pods.add(pod.get("Id"))
             yield (f"kept pod {name}: its run (pid {owner}) is still going "
                    "(clean --all removes it anyway)")
@@ -93,7 +93,7 @@ def _clean_pods(everything: bool, kept_mounts: set[str]) -> Iterator[str]:
 
 
 def _remove_pod(pod: dict, name: str, owner: int | None, everything: bool) -> str:
-    why = (f"its run, pid {owner}, is gone" if owner is not None and not own_process_running(owner)
+    why = (f"its run, pid {owner}, is gone" if owner is not None and not _run_going(owner)
            else "--all" if everything else "it has no owner")
     try:
         podman("pod", "rm", "-f", "-t", "0", str(pod.get("Id") or name))
@@ -123,7 +123,7 @@ def _clean_volumes(everything: bool) -> Iterator[str]:
     for volume in volumes:
         name = volume.get("Name", "?")
         owner = _owner(volume.get("Labels") or {})
-        if owner is not None and own_process_running(owner) and not everything:
+        if _run_going(owner) and not everything:
             continue  # its run's own clean-up removes it with its pod
         try:
             podman("volume", "rm", name)
@@ -139,6 +139,11 @@ def _mount_sources(container_id: str) -> set[str]:
     except PodmanCliError:
         return set()
     return {mount.get("Source", "") for item in inspected for mount in item.get("Mounts", [])}
+
+
+def _run_going(owner: int | None) -> bool:
+    """Whether the run that labelled something with its pid still goes."""
+    return owner is not None and own_process_running(owner)
 
 
 def _owner(labels: dict) -> int | None:
