@@ -124,7 +124,9 @@ def _copy_symlink(source: str, target: str, st: os.stat_result) -> None:
 def _copy_file(source: str, target: str, st: os.stat_result, umask: int | None) -> None:
     """The bytes, the mode and the exact mtime (atime as mtime)."""
     try:
-        src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO put in the file's place since the lstat must not hang the copy
+        # (opening one blocks until a writer comes). It changes nothing for a regular file.
+        src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise _Vanished from None
     try:
@@ -135,6 +137,9 @@ def _copy_file(source: str, target: str, st: os.stat_result, umask: int | None) 
             if umask is None or mode & umask:  # created through the umask: undo what it took
                 os.fchmod(dst, mode)
             os.utime(dst, ns=(st.st_mtime_ns, st.st_mtime_ns))
+        except _Vanished:
+            os.unlink(target)
+            raise
         finally:
             os.close(dst)
     finally:
@@ -152,6 +157,10 @@ def _copy_bytes(src: int, dst: int, size: int) -> None:
     except OSError as exc:
         if exc.errno not in NO_COPY_FILE_RANGE:
             raise
+    # copy_file_range also refuses what is no longer a regular file (replaced since the lstat):
+    # left out, as an entry deleted meanwhile is. Checked only here, off the usual path.
+    if not stat.S_ISREG(os.fstat(src).st_mode):
+        raise _Vanished
     while left > 0 and (chunk := os.read(src, min(left, READ_SIZE))):
         written = 0
         while written < len(chunk):

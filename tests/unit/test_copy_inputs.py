@@ -93,6 +93,28 @@ def test_an_entry_deleted_since_the_walk_is_left_out(tmp_path: Path,
     assert sorted(p.name for p in (workspace / "src").iterdir()) == ["b"]
 
 
+def test_a_fifo_in_place_of_a_file_since_its_lstat_is_left_out_without_blocking(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = repo(tmp_path / "repo")
+    fifo = project.root / "src" / "a.txt"
+    was_a_file = os.lstat(fifo)
+    fifo.unlink()
+    os.mkfifo(fifo)
+    real_lstat = input_copy._lstat  # the replacement lands between the lstat and the open
+    monkeypatch.setattr(input_copy, "_lstat",
+                        lambda path: was_a_file if path == str(fifo) else real_lstat(path))
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    copy = InputCopy(project, make_task(), workspace)
+    try:
+        assert copy.wait(5.0), "the copy blocked on the FIFO"
+    finally:
+        if not copy.wait(0):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # lets the blocked open end
+    copy.finish()
+    assert sorted(p.name for p in (workspace / "src").iterdir()) == ["b", "to-b"]
+
+
 def test_a_stopped_copy_copies_nothing_more(tmp_path: Path) -> None:
     stop = threading.Event()
     stop.set()
