@@ -121,6 +121,9 @@ def pack_entries(entries: Iterable[tuple[str, str]], stats: PackStats, *,
             start = MESSAGE_HEADROOM
             if message_prefix is not None:
                 head = message_prefix(len(item) - MESSAGE_HEADROOM)
+                if len(head) > MESSAGE_HEADROOM:  # the slice below would wrap, not fail
+                    raise ValueError(f"a {len(head)}-byte message prefix does not fit the "
+                                     f"packer's {MESSAGE_HEADROOM} bytes of headroom")
                 start -= len(head)
                 item[start:MESSAGE_HEADROOM] = head
             # The bytes that gRPC sends are made here, in the thread that sends them: the one

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from buildr_podman._protos.archive_wire import archive_event_prefix
+from buildr_podman._protos.archive_wire import MAX_PREFIX, archive_event_prefix
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2
 from buildr_podman.agent import packer
 from buildr_podman.agent.packer import PackStats, pack_changes, pack_entries
@@ -105,6 +105,19 @@ def test_packed_changes_extract_to_the_same_files(tmp_path: Path, compress: bool
             original.st_mode, original.st_size, original.st_mtime_ns)
         if not os.path.islink(src / rel):
             assert (tmp_path / "out" / rel).read_bytes() == (src / rel).read_bytes()
+
+
+def test_the_longest_archive_event_prefix_fits_the_headroom() -> None:
+    assert MAX_PREFIX <= packer.MESSAGE_HEADROOM
+
+
+def test_a_prefix_longer_than_the_headroom_is_an_error_not_a_wrapped_slice(
+        tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    too_long = bytes(packer.MESSAGE_HEADROOM + 1)
+    with pytest.raises(ValueError, match="does not fit"):
+        list(pack_changes(str(tmp_path), ["f"], PackStats(),
+                          message_prefix=lambda length: too_long))
 
 
 def test_closing_the_messages_early_stops_the_packing_thread(tmp_path: Path) -> None:
