@@ -387,6 +387,7 @@ class _Loader:
     def _input_mapping(self, file: HclFile, block: Block,
                        values: dict[str, Any]) -> tuple[tuple[str, str], ...]:
         mapping = self._map(file, block, values, "input_mapping")
+        normalized: dict[str, str] = {}  # target: source
         for key, value in mapping.items():
             for path in (key, value):
                 pure = PurePosixPath(path)
@@ -394,7 +395,14 @@ class _Loader:
                     raise file.error_at(f'input_mapping "{key}" = "{value}": both sides must be '
                                         "relative paths without ..",
                                         block.attributes["input_mapping"], near=key)
-        return tuple(mapping.items())
+            # One spelling for every consumer: "./src/" is "src", "" is "." (the root).
+            target = PurePosixPath(value).as_posix()
+            if target in normalized:
+                raise file.error_at(f'input_mapping: "{normalized[target]}" and "{key}" both go '
+                                    f'to "{value}": give each its own place',
+                                    block.attributes["input_mapping"], near=key)
+            normalized[target] = PurePosixPath(key).as_posix()
+        return tuple((source, target) for target, source in normalized.items())
 
     def _timeout(self, file: HclFile, block: Block, values: dict[str, Any]) -> float | None:
         if "timeout" not in values:

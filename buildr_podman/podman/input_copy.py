@@ -25,7 +25,8 @@ from pathlib import Path
 
 from buildr_podman.archive.extract import process_umask
 from buildr_podman.errors import BackendError
-from buildr_podman.model import Project, Task
+from buildr_podman.model import Task
+from buildr_podman.podman.input_mapping import MappedDirectories
 
 __all__ = ["InputCopy", "copy_inputs", "input_entries"]
 
@@ -35,15 +36,13 @@ NO_COPY_FILE_RANGE = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
 READ_SIZE = 1 << 20
 
 
-def input_entries(project: Project, task: Task) -> Iterator[tuple[str, str]]:
+def input_entries(directories: MappedDirectories) -> Iterator[tuple[str, str]]:
     """(host path, name in the workspace) of every directory, file and symlink of the inputs,
     each directory before what it holds. Symlinks are copied as links, never followed."""
-    for source_rel, target_rel in task.input_mapping or (("", ""),):
-        source = str((project.root / source_rel).resolve())
-        prefix = target_rel.strip("/")
-        prefix = "" if prefix in ("", ".") else prefix + "/"
-        if prefix:
-            yield source, prefix.rstrip("/")
+    for source, target in directories:
+        prefix = target + "/" if target else ""
+        if target:
+            yield str(source), target
         for directory, subdirectories, files in os.walk(source):
             subdirectories.sort()
             rel = os.path.relpath(directory, source)
@@ -58,16 +57,16 @@ class CopyStats:
     bytes: int = 0
 
 
-def copy_inputs(project: Project, task: Task, workspace: Path,
+def copy_inputs(directories: MappedDirectories, workspace: Path,
                 stop: threading.Event | None = None) -> CopyStats:
-    """Copies the task's inputs into the (new, empty) workspace directory; stops early, leaving
+    """Copies the inputs into the (new, empty) workspace directory; stops early, leaving
     a partial copy, once `stop` is set. An entry deleted since the walk saw it is left out (an
     out dir that another task of the run is replacing, say); any other failure raises its
     OSError."""
     stats = CopyStats()
     umask = process_umask()
-    directories: list[tuple[str, os.stat_result]] = []
-    for source, name in input_entries(project, task):
+    made: list[tuple[str, os.stat_result]] = []  # directories, to finish last
+    for source, name in input_entries(directories):
         if stop is not None and stop.is_set():
             return stats
         target = os.path.join(workspace, name)
@@ -75,7 +74,7 @@ def copy_inputs(project: Project, task: Task, workspace: Path,
             st = _lstat(source)
             if stat.S_ISDIR(st.st_mode):
                 _make_directory(target)
-                directories.append((target, st))
+                made.append((target, st))
             elif stat.S_ISLNK(st.st_mode):
                 _copy_symlink(source, target, st)
             elif stat.S_ISREG(st.st_mode):
@@ -85,7 +84,7 @@ def copy_inputs(project: Project, task: Task, workspace: Path,
         except _Vanished:
             continue
     # Deepest first: setting a directory's mode or time after writing into it, never before.
-    for target, st in reversed(directories):
+    for target, st in reversed(made):
         os.chmod(target, st.st_mode & PERMISSION_BITS)
         os.utime(target, ns=(st.st_mtime_ns, st.st_mtime_ns))
     return stats
@@ -171,17 +170,17 @@ def _copy_bytes(src: int, dst: int, size: int) -> None:
 class InputCopy:
     """copy_inputs in a thread, started at once: the copy overlaps the container's start."""
 
-    def __init__(self, project: Project, task: Task, workspace: Path) -> None:
+    def __init__(self, task: Task, directories: MappedDirectories, workspace: Path) -> None:
         self._task = task
         self._stop = threading.Event()
         self._error: Exception | None = None
-        self._thread = threading.Thread(target=self._run, args=(project, task, workspace),
+        self._thread = threading.Thread(target=self._run, args=(directories, workspace),
                                         name=f"copy-inputs-{task.name}", daemon=True)
         self._thread.start()
 
-    def _run(self, project: Project, task: Task, workspace: Path) -> None:
+    def _run(self, directories: MappedDirectories, workspace: Path) -> None:
         try:
-            copy_inputs(project, task, workspace, self._stop)
+            copy_inputs(directories, workspace, self._stop)
         except Exception as exc:  # noqa: BLE001 - handed to finish(), in the caller's thread
             self._error = exc
 

@@ -19,6 +19,7 @@ from buildr_podman.errors import BackendError
 from buildr_podman.model import WORKSPACE, Project, Task
 from buildr_podman.podman.agent_build import AGENT_MOUNT, AgentBundle
 from buildr_podman.podman.input_copy import InputCopy
+from buildr_podman.podman.input_mapping import MappedDirectories, mapped_directories
 
 if TYPE_CHECKING:
     import podman
@@ -102,6 +103,7 @@ def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: A
 
     name = f"buildr-{task.name}-{secrets.token_hex(4)}"
     labels = {LABEL: str(os.getpid()), f"{LABEL}.task": task.name}
+    directories = mapped_directories(project, task)  # checked first: then nothing to remove
     try:
         pod = client.pods.create(name, labels=labels, no_infra=True)
     except podman.errors.APIError as exc:
@@ -111,9 +113,9 @@ def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: A
     try:
         if task.container.inputs == "copy":
             volume = _workspace_volume(client, name, labels)
-            copy = InputCopy(project, task, Path(volume.attrs["Mountpoint"]))
-        container = _create_container(client, project, task, agent, socket_dir, name, labels,
-                                      volume)
+            copy = InputCopy(task, directories, Path(volume.attrs["Mountpoint"]))
+        container = _create_container(client, directories, task, agent, socket_dir, name,
+                                      labels, volume)
         container.start()
         yield TaskPod(name, pod, container, socket_dir / SOCKET_NAME, copy)
     except podman.errors.APIError as exc:
@@ -135,8 +137,8 @@ def _workspace_volume(client: podman.PodmanClient, name: str, labels: dict[str, 
     return client.volumes.create(f"{name}-workspace", labels=labels)
 
 
-def _create_container(client: podman.PodmanClient, project: Project, task: Task,
-                      agent: AgentBundle, socket_dir: Path, name: str,
+def _create_container(client: podman.PodmanClient, directories: MappedDirectories,
+                      task: Task, agent: AgentBundle, socket_dir: Path, name: str,
                       labels: dict[str, str], workspace_volume: Any) -> Any:
     import podman.errors
 
@@ -167,10 +169,10 @@ def _create_container(client: podman.PodmanClient, project: Project, task: Task,
             environment={**dict(spec.environment), **_agent_knobs()},
             mounts=[_bind(agent.path, AGENT_MOUNT, read_only=True),
                     _bind(socket_dir, SOCKET_MOUNT, read_only=False),
-                    *_baseline_mounts(project, task),
+                    *_baseline_mounts(directories),
                     *(_bind(m.source, m.target, m.read_only) for m in spec.bind_mounts),
                     *(_tmpfs(m.target, m.size) for m in spec.tmpfs_mounts)],
-            overlay_volumes=_workspace_volumes(project, task),
+            overlay_volumes=_workspace_volumes(task, directories),
             volumes=volumes,
         )
     except podman.errors.ImageNotFound as exc:
@@ -204,34 +206,25 @@ def _bind(source: Path, target: str, read_only: bool) -> dict[str, Any]:
     return {"type": "bind", "source": str(source), "target": target, "read_only": read_only}
 
 
-def _workspace_volumes(project: Project, task: Task) -> list[dict[str, Any]]:
+def _workspace_volumes(task: Task, directories: MappedDirectories) -> list[dict[str, Any]]:
     """The repository (or each mapped directory) under a copy-on-write overlay: the task sees
     and may change it, but its writes land in the container's layer, never in the repo.
-    Empty when the inputs are copied in instead (through the agent, once it listens)."""
-    mapping = task.input_mapping or (("", ""),)
-    volumes: list[dict[str, Any]] = []
-    for source_rel, target_rel in mapping:
-        source = (project.root / source_rel).resolve()
-        if not source.is_dir():
-            raise BackendError(f'task {task.name!r}: input_mapping source "{source_rel}" is not '
-                               f"a directory of {project.root}: map directories only")
-        target = WORKSPACE if target_rel in ("", ".") else f"{WORKSPACE}/{target_rel.strip('/')}"
-        if task.container.inputs == "mount":
-            volumes.append({"destination": target, "source": str(source), "options": []})
-    return volumes
+    Empty when the inputs are copied in instead (into the pod's workspace volume)."""
+    if task.container.inputs != "mount":
+        return []
+    return [{"destination": _under(WORKSPACE, target), "source": str(source), "options": []}
+            for source, target in directories]
 
 
-def _baseline_mounts(project: Project, task: Task) -> list[dict[str, Any]]:
+def _baseline_mounts(directories: MappedDirectories) -> list[dict[str, Any]]:
     """Read-only binds of the same inputs at BASELINE_MOUNT, so the agent can compare a
     rewritten file with its original (a bind costs nothing; nothing is copied)."""
-    mapping = task.input_mapping or (("", ""),)
-    mounts = []
-    for source_rel, target_rel in mapping:
-        target = target_rel.strip("/")
-        mounts.append(_bind((project.root / source_rel).resolve(),
-                            f"{BASELINE_MOUNT}/{target}" if target not in ("", ".")
-                            else BASELINE_MOUNT, read_only=True))
-    return mounts
+    return [_bind(source, _under(BASELINE_MOUNT, target), read_only=True)
+            for source, target in directories]
+
+
+def _under(mount: str, target: str) -> str:
+    return f"{mount}/{target}" if target else mount
 
 
 def _remove_volume(volume: Any, pod_name: str) -> None:

@@ -106,3 +106,20 @@ def test_an_unreadable_input_is_one_line_and_leaves_nothing(tmp_path: Path) -> N
     assert len(errors) == 1 and "make them readable, or use inputs = \"mount\"" in errors[0]
     assert "Traceback" not in result.stderr
     assert not (root / ".buildr" / "out" / "copied").exists()
+
+
+@pytest.mark.parametrize("inputs", ["mount", "copy"])
+def test_a_mapping_that_leads_out_of_the_repository_starts_no_pod(tmp_path: Path,
+                                                                   inputs: str) -> None:
+    need_image()
+    root = make_repo(tmp_path)
+    (tmp_path / "private").mkdir()
+    (root / "escape").symlink_to(tmp_path / "private")
+    mapping = '  input_mapping = { "escape" = "code" }\n'
+    (root / ".buildr" / "tasks.hcl").write_text(task("out", inputs, "ls code", mapping))
+    result = buildr(root, "run", "out", "--output", "plain")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "leads out of the repository" in line]
+    assert len(errors) == 1 and "(.buildr/tasks.hcl:1)" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (root / ".buildr" / "out" / "out").exists()

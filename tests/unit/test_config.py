@@ -55,6 +55,14 @@ def test_reads_every_attribute_of_the_contract(tmp_path: Path) -> None:
     assert project.tasks["hello"].source == ".buildr/tasks.hcl:6"
 
 
+def test_input_mapping_paths_get_one_spelling(tmp_path: Path) -> None:
+    # write_back and the mounts compare them as text: "./src/" must be "src" for both.
+    project = load_project(write(tmp_path, (
+        'task "script" "x" {\n  container { image = "i" }\n  script = "true"\n'
+        '  input_mapping = { "./src/" = "./code//lib/", "" = "." }\n}\n')))
+    assert project.tasks["x"].input_mapping == (("src", "code/lib"), (".", "."))
+
+
 def test_heredoc_scripts_keep_their_text(tmp_path: Path) -> None:
     project = load_project(write(tmp_path, '''
 task "script" "h" {
@@ -104,6 +112,9 @@ def test_no_buildr_folder_says_what_to_do(tmp_path: Path) -> None:
      r'unknown task type "scirpt" \(did you mean "script"\?\)'),
     (('task "script" "x" {\n  container { image = "i" }\n  script = "true"\n'
      '  input_mapping = { "../etc" = "etc" }\n}\n'), r"input_mapping .* relative paths"),
+    (('task "script" "x" {\n  container { image = "i" }\n  script = "true"\n'
+     '  input_mapping = { "a" = "in", "b" = "./in/" }\n}\n'),
+     r'tasks\.hcl:4:\d+: input_mapping: "a" and "b" both go to "\./in/": give each its own'),
     (('task "script" "x" {\n  container { image = "i" }\n  script = "true"\n'
      '  working_dir = "/abs"\n}\n'), r"working_dir must be relative"),
     ('buildr {\n  out_dir = "/tmp/out"\n}\n', r'tasks\.hcl:2:\d+: out_dir must be a path relative'),

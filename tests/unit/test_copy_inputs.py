@@ -15,6 +15,7 @@ from buildr_podman.errors import BackendError
 from buildr_podman.model import ContainerSpec, Project, Task
 from buildr_podman.podman import input_copy
 from buildr_podman.podman.input_copy import InputCopy, copy_inputs, input_entries
+from buildr_podman.podman.input_mapping import mapped_directories
 
 
 def make_task(mapping: tuple[tuple[str, str], ...] = ()) -> Task:
@@ -32,7 +33,7 @@ def repo(tmp_path: Path) -> Project:
 
 
 def names(project: Project, task: Task) -> list[str]:
-    return [name for _, name in input_entries(project, task)]
+    return [name for _, name in input_entries(mapped_directories(project, task))]
 
 
 def test_the_whole_repository_without_a_mapping(tmp_path: Path) -> None:
@@ -42,7 +43,7 @@ def test_the_whole_repository_without_a_mapping(tmp_path: Path) -> None:
 
 def test_a_mapping_renames_and_a_symlink_to_a_directory_is_not_followed(tmp_path: Path) -> None:
     project = repo(tmp_path)
-    entries = list(input_entries(project, make_task((("src", "code"),))))
+    entries = list(input_entries(mapped_directories(project, make_task((("src", "code"),)))))
     assert [name for _, name in entries] == [
         "code", "code/b", "code/to-b", "code/a.txt", "code/b/c.txt"]
     assert entries[3] == (str(tmp_path / "src" / "a.txt"), "code/a.txt")
@@ -59,7 +60,7 @@ def test_the_copy_keeps_contents_modes_links_and_exact_mtimes(tmp_path: Path) ->
     os.utime(src / "b", ns=(1, 1_600_000_000_987_654_321))
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    stats = copy_inputs(project, make_task(), workspace)
+    stats = copy_inputs(mapped_directories(project, make_task()), workspace)
     copied = workspace / "src"
     assert sorted(p.name for p in copied.iterdir()) == ["a.txt", "b", "run.sh", "to-b"]
     assert (copied / "b" / "c.txt").read_text() == "c"
@@ -75,7 +76,7 @@ def test_a_mapping_below_directories_no_entry_names_is_copied(tmp_path: Path) ->
     project = repo(tmp_path / "repo")
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    copy_inputs(project, make_task((("src", "deep/er/code"),)), workspace)
+    copy_inputs(mapped_directories(project, make_task((("src", "deep/er/code"),))), workspace)
     assert (workspace / "deep" / "er" / "code" / "b" / "c.txt").read_text() == "c"
 
 
@@ -83,13 +84,13 @@ def test_an_entry_deleted_since_the_walk_is_left_out(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # Another task of the run may be replacing its out dir, under .buildr/out, meanwhile.
     project = repo(tmp_path / "repo")
-    walked = list(input_entries(project, make_task()))
+    walked = list(input_entries(mapped_directories(project, make_task())))
     (project.root / "src" / "a.txt").unlink()
     (project.root / "src" / "to-b").unlink()
     monkeypatch.setattr(input_copy, "input_entries", lambda *args: iter(walked))
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    assert copy_inputs(project, make_task(), workspace).files == 2
+    assert copy_inputs(mapped_directories(project, make_task()), workspace).files == 2
     assert sorted(p.name for p in (workspace / "src").iterdir()) == ["b"]
 
 
@@ -105,7 +106,7 @@ def test_a_fifo_in_place_of_a_file_since_its_lstat_is_left_out_without_blocking(
                         lambda path: was_a_file if path == str(fifo) else real_lstat(path))
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    copy = InputCopy(project, make_task(), workspace)
+    copy = InputCopy(make_task(), mapped_directories(project, make_task()), workspace)
     try:
         assert copy.wait(5.0), "the copy blocked on the FIFO"
     finally:
@@ -120,7 +121,7 @@ def test_a_stopped_copy_copies_nothing_more(tmp_path: Path) -> None:
     stop.set()
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    assert copy_inputs(repo(tmp_path / "repo"), make_task(), workspace, stop).files == 0
+    assert copy_inputs(mapped_directories(repo(tmp_path / "repo"), make_task()), workspace, stop).files == 0
     assert list(workspace.iterdir()) == []
 
 
@@ -141,7 +142,8 @@ def test_a_failed_copy_is_one_line_that_names_the_file(tmp_path: Path, error: OS
     monkeypatch.setattr(input_copy, "_copy_file", fail)
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    copy = InputCopy(repo(tmp_path / "repo"), make_task(), workspace)
+    copy = InputCopy(make_task(), mapped_directories(repo(tmp_path / "repo"), make_task()),
+                     workspace)
     with pytest.raises(BackendError) as raised:
         copy.finish()
     assert says in str(raised.value) and "\n" not in str(raised.value)
@@ -158,5 +160,5 @@ def test_bytes_are_read_and_written_where_copy_file_range_is_refused(
     (project.root / "src" / "big.bin").write_bytes(data)
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    copy_inputs(project, make_task(), workspace)
+    copy_inputs(mapped_directories(project, make_task()), workspace)
     assert (workspace / "src" / "big.bin").read_bytes() == data
