@@ -177,8 +177,9 @@ class _Loader:
             type_name, name = block.labels
             self._check_type(file, block, type_name)
             if not MODULE_NAME.match(name):
-                raise file.error(f'{block.type} name "{name}" may hold only letters, digits, '
-                                 '".", "_" and "-"', *block.label_positions[1])
+                raise file.error(f'{block.type} name "{name}" must start with a letter or digit '
+                                 'and hold only letters, digits, ".", "_" and "-"',
+                                 *block.label_positions[1])
             if name in self.declared:
                 raise self._duplicate(file, block, name)
             self.declared[name] = _Declared(file, block, block.type, type_name, name)

@@ -122,6 +122,8 @@ def test_no_buildr_folder_says_what_to_do(tmp_path: Path) -> None:
      'task "script" "x" {\n  container { image = "i" }\n  script = "true"\n}\n'),
      r'task "x" is defined twice'),
     ('tsak "script" "x" {\n}\n', r'unknown block or attribute "tsak" \(did you mean "task"\?\)'),
+    ('task "script" "-x" {\n  container { image = "i" }\n  script = "true"\n}\n',
+     r'tasks\.hcl:1:15: task name "-x" must start with a letter or digit and hold only'),
 ])
 def test_mistakes_are_one_located_line(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected) as info:
