@@ -48,7 +48,7 @@ DIR_STRUCTURE = flags.CREATE | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE
 class ChangeSet:
     """The outcome of tracking: paths relative to the workspace."""
 
-    returned: list[str] = field(default_factory=list)  #: files, symlinks, empty dirs to send
+    returned: list[str] = field(default_factory=list)  #: files, symlinks, new dirs, changed empty dirs
     deleted: list[str] = field(default_factory=list)  #: existed before, gone now
     tracking: str = "inotify"  #: "inotify", or "rescan: <why>"
     watched_directories: int = 0
@@ -274,7 +274,11 @@ class ChangeTracker:
 
     def _returns(self, rel: str, before: Entry | None, now: Entry) -> bool:
         if stat.S_ISDIR(now.mode):
-            # Directories come back only when empty: their files imply the others.
+            # A directory the task made comes back, empty or not: its files would imply it, but
+            # not its mode or mtime. One that was there before comes back only when it changed
+            # and is empty (its files, if any, say the rest).
+            if before is None or not stat.S_ISDIR(before.mode):
+                return True
             return changed(before, now) and not os.listdir(os.path.join(self.root, rel))
         if not (stat.S_ISREG(now.mode) or stat.S_ISLNK(now.mode)):
             return False

@@ -46,6 +46,7 @@ def apply_changes(staged: Path, root: Path, mapping: Sequence[tuple[str, str]],
     """Moves every staged entry into the repository at `root`, then removes deleted paths."""
     stats = WriteBackStats()
     deletions = sorted((_checked(rel) for rel in deleted), key=lambda p: -p.count("/"))
+    made = _make_directories(staged, root, mapping)
     for rel in _staged_entries(staged):
         target = repository_path(rel, mapping)
         if target is None:
@@ -53,6 +54,7 @@ def apply_changes(staged: Path, root: Path, mapping: Sequence[tuple[str, str]],
             continue
         _put(staged / rel, root, target)
         stats.written += 1
+    _finish_directories(root, made)
     for rel in deletions:  # deepest first: contents before their directory
         target = repository_path(rel, mapping)
         if target is not None and _remove(root, target):
@@ -79,6 +81,46 @@ def _staged_entries(staged: Path) -> list[str]:
         if not dirnames and not filenames and base != staged:
             entries.append(str(base.relative_to(staged)))
     return sorted(entries)
+
+
+def _make_directories(staged: Path, root: Path,
+                      mapping: Sequence[tuple[str, str]]) -> list[tuple[str, os.stat_result]]:
+    """Makes the staged directories that the repository lacks, parents first and writable
+    until _finish_directories gives them their modes and times (a read-only one could not
+    receive its files otherwise). The repository lacks only what the task made, and those
+    came back with their own mode and mtime, read here: moving the files out of the staging
+    directory changes its mtime. Returns the repository path and staged stat of each."""
+    made = []
+    for dirpath, dirnames, _ in os.walk(staged):
+        dirnames.sort()
+        for name in dirnames:
+            source = Path(dirpath) / name
+            target = repository_path(str(source.relative_to(staged)), mapping)
+            if target is None or source.is_symlink():
+                continue
+            parent_fd = _open_parent(root, target, create=True)
+            try:
+                os.mkdir(PurePosixPath(target).name, 0o700, dir_fd=parent_fd)
+                made.append((target, source.stat()))
+            except FileExistsError:
+                pass  # the repository has it: its mode and time stay as they are
+            except OSError as exc:
+                raise ArchiveError(f"cannot write back {target}: {exc.strerror}") from exc
+            finally:
+                os.close(parent_fd)
+    return made
+
+
+def _finish_directories(root: Path, made: list[tuple[str, os.stat_result]]) -> None:
+    """The staged mode and mtime of each directory made, deepest first: writing into a
+    directory moves its mtime, and a read-only parent must still be walked through."""
+    for target, st in sorted(made, key=lambda item: -item[0].count("/")):
+        fd = open_directory_beneath(root, PurePosixPath(target).parts, create=False)
+        try:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode))
+            os.utime(fd, ns=(st.st_mtime_ns, st.st_mtime_ns))
+        finally:
+            os.close(fd)
 
 
 def _put(source: Path, root: Path, rel: str) -> None:

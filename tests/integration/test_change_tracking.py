@@ -80,12 +80,18 @@ def truth(before: dict, after: dict) -> tuple[set, set]:
     for rel, now in after.items():
         old = before.get(rel)
         if now[0] == "D":
+            made = old is None or old[0] != "D"
             empty = now[2].strip() == "0"
-            if empty and (old is None or old[0] != "D" or old[1] != now[1]):
+            if made or (empty and old[1] != now[1]):  # new ones, or changed and empty
                 returned.add(rel)
         elif old != now:
             returned.add(rel)
     return returned, set(before) - set(after)
+
+
+def leaves(paths: set[str]) -> set[str]:
+    """The paths with none of the others below them: what a returned tree shows as leaves."""
+    return {p for p in paths if not any(q.startswith(p + "/") for q in paths)}
 
 
 def came_back(out: Path) -> set[str]:
@@ -128,8 +134,13 @@ def test_random_file_operations_come_back_exactly(image: str, tmp_path_factory, 
     assert run.returncode == 0, run.stderr
     listing = run.stdout.split("@@BEFORE\n", 1)[1]
     before_text, after_text = listing.split("@@AFTER\n", 1)
-    returned, deleted = truth(parse_listing(before_text), parse_listing(after_text))
-    assert came_back(project / ".buildr" / "out" / "t") == returned, operations
+    after = parse_listing(after_text)
+    returned, deleted = truth(parse_listing(before_text), after)
+    out = project / ".buildr" / "out" / "t"
+    assert came_back(out) == leaves(returned), operations
+    for rel in returned:  # directories the task made come back with their own mode
+        if after[rel][0] == "D":
+            assert f"{(out / rel).stat().st_mode & 0o777:o}" == after[rel][1], (rel, operations)
     reported = set(re.findall(r"t: deleted (.+)", run.stderr))
     assert reported == deleted, operations
 

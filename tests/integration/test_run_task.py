@@ -119,3 +119,20 @@ def test_a_rewrite_with_the_same_bytes_does_not_come_back(project: Path) -> None
     assert result.returncode == 0, result.stderr
     out = project / ".buildr/out/rewrite"
     assert [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()] == ["src/new.txt"]
+
+
+def test_directories_the_task_made_come_back_with_their_modes_and_mtimes(project: Path) -> None:
+    need_image(BUSYBOX_IMAGE)
+    write_task(project, "dirs", BUSYBOX_IMAGE,
+               "mkdir -p out/private out/shared/ro\necho key > out/private/k\n"
+               "echo doc > out/shared/ro/d\nchmod 700 out/private\nchmod 555 out/shared/ro\n"
+               "chmod 750 out/shared\ntouch -d '2001-02-03 04:05:06' out/private out/shared/ro")
+    result = buildr("run", "dirs", cwd=project)
+    assert result.returncode == 0, result.stderr
+    out = project / ".buildr/out/dirs/out"
+    modes = {rel: stat.S_IMODE((out / rel).stat().st_mode)
+             for rel in ("private", "shared", "shared/ro")}
+    assert modes == {"private": 0o700, "shared": 0o750, "shared/ro": 0o555}
+    for rel in ("private", "shared/ro"):
+        assert (out / rel).stat().st_mtime == 981173106.0  # 2001-02-03 04:05:06 UTC
+    assert (out / "shared/ro/d").read_text() == "doc\n"

@@ -37,8 +37,8 @@ def expected_changes(before: dict[str, tuple], after: dict[str, tuple]) -> tuple
     for rel, (kind, data, mode) in after.items():
         old = before.get(rel)
         if kind == "dir":
-            new_or_changed = old is None or old[0] != "dir" or old[2] != mode
-            if not data and new_or_changed:  # only empty directories come back
+            made = old is None or old[0] != "dir"
+            if made or (not data and old[2] != mode):  # new ones, or changed and empty
                 returned.add(rel)
         elif old != (kind, data, mode):
             returned.add(rel)
@@ -90,7 +90,8 @@ def test_reports_created_modified_and_deleted_paths_only(tmp_path: Path) -> None
 
     changes, returned, deleted = track(tmp_path, task)
     assert set(changes.returned) == returned == {
-        "src/main.c", "out/a/b/x.o", "out/empty", "src/lib/util.c", "latest"}
+        "src/main.c", "out", "out/a", "out/a/b", "out/a/b/x.o", "out/empty", "src/lib/util.c",
+        "latest"}
     assert set(changes.deleted) == deleted == {"docs/readme.txt"}
     assert changes.tracking == "inotify"
 
@@ -103,7 +104,7 @@ def test_renames_are_a_deletion_plus_a_creation(tmp_path: Path) -> None:
         os.rename(root / "docs" / "readme.txt", root / "src" / "README")
 
     changes, returned, deleted = track(tmp_path, task)
-    assert set(changes.returned) == returned == {"moved-lib/util.c", "src/README"}
+    assert set(changes.returned) == returned == {"moved-lib", "moved-lib/util.c", "src/README"}
     assert set(changes.deleted) == deleted == {"src/lib", "src/lib/util.c", "docs/readme.txt"}
 
 
@@ -277,7 +278,7 @@ def test_without_a_baseline_a_snapshot_gives_the_same_answer(tmp_path: Path) -> 
     (tmp_path / "docs" / "readme.txt").unlink()
     changes = tracker.stop()
     returned, deleted = expected_changes(before, tree_state(tmp_path))
-    assert set(changes.returned) == returned == {"src/main.c", "gen/x/y.o"}
+    assert set(changes.returned) == returned == {"src/main.c", "gen", "gen/x", "gen/x/y.o"}
     assert set(changes.deleted) == deleted == {"docs/readme.txt"}
 
 
@@ -295,7 +296,7 @@ def test_a_symlink_replaced_by_a_directory_is_never_followed_in_the_baseline(
         (root / "etc" / "passwd").write_text("not the host's\n")
 
     changes, returned, deleted = track(tmp_path, task)
-    assert set(changes.returned) == returned == {"loop/x", "etc/passwd"}
+    assert set(changes.returned) == returned == {"loop", "loop/x", "etc", "etc/passwd"}
     assert set(changes.deleted) == deleted
 
 
@@ -330,16 +331,16 @@ def test_the_resolution_yields_paths_before_it_has_scanned_everything(tmp_path: 
         (tmp_path / f"new{d}" / "f").write_text("x")
     (tmp_path / "docs" / "readme.txt").unlink()
     resolution = tracker.stop_resolving()
-    assert next(resolution) == "new0/f"
+    assert next(resolution) == "new0"
     changes = resolution.finish()
-    assert changes.returned == ["new0/f", "new1/f", "new2/f"]
+    assert changes.returned == ["new0", "new0/f", "new1", "new1/f", "new2", "new2/f"]
     assert changes.deleted == ["docs/readme.txt"]
     assert changes.resolve_seconds > 0
 
 
 def test_a_new_directory_is_judged_by_the_types_of_what_it_holds(tmp_path: Path) -> None:
-    # Scanned by type alone (no stat): files, symlinks and empty directories come back;
-    # a FIFO never does, and neither does a directory that holds something.
+    # Scanned by type alone (no stat): files, symlinks and directories come back, full or
+    # empty; a FIFO never does.
     seed(tmp_path)
     tracker = started_tracker(tmp_path)
     new = tmp_path / "gen"
@@ -348,5 +349,5 @@ def test_a_new_directory_is_judged_by_the_types_of_what_it_holds(tmp_path: Path)
     os.symlink("sub/file.o", new / "link")
     os.mkfifo(new / "pipe")
     changes = tracker.stop()
-    assert changes.returned == ["gen/link", "gen/sub/empty", "gen/sub/file.o"]
+    assert changes.returned == ["gen", "gen/link", "gen/sub", "gen/sub/empty", "gen/sub/file.o"]
     assert not changes.deleted

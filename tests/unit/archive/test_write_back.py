@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,23 @@ def test_an_unsafe_deleted_path_deletes_nothing(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match="unsafe deleted path"):
         apply_changes(staged, repo, (), ["src/old.c", "../precious"])
     assert (tmp_path / "precious").exists() and (repo / "src" / "old.c").exists()
+
+
+def test_directories_the_task_made_get_their_modes_and_times_existing_ones_keep_theirs(
+        tmp_path: Path) -> None:
+    repo, staged = make_repo(tmp_path)
+    (repo / "src").chmod(0o750)
+    (staged / "gen" / "ro").mkdir(parents=True)
+    (staged / "gen" / "ro" / "x.h").write_text("x\n")
+    os.utime(staged / "gen" / "ro" / "x.h", ns=(5, 5))
+    for rel, mode, mtime_ns in (("gen/ro", 0o555, 1_000_000_000_123_456_789),
+                                ("gen", 0o700, 2_000_000_000_987_654_321),
+                                ("src", 0o777, 3)):
+        (staged / rel).chmod(mode)
+        os.utime(staged / rel, ns=(mtime_ns, mtime_ns))
+    apply_changes(staged, repo, (), [])
+    assert (repo / "gen" / "ro" / "x.h").read_text() == "x\n"
+    assert [(stat.S_IMODE((repo / rel).stat().st_mode), (repo / rel).stat().st_mtime_ns)
+            for rel in ("gen/ro", "gen")] == [(0o555, 1_000_000_000_123_456_789),
+                                              (0o700, 2_000_000_000_987_654_321)]
+    assert stat.S_IMODE((repo / "src").stat().st_mode) == 0o750
