@@ -32,6 +32,10 @@ class PlainReporter:
         self._prefixes: dict[str, str] = {}
         self._lines = TaskLines()
         self._tolerant: set[str] = set()
+        self._terminal = {"stdout": _isatty(self._out), "stderr": _isatty(self._err)}
+        # The stream whose last output left a terminal line open (no final newline): our next
+        # line must not be glued to it. Only on a terminal: piped output stays byte for byte.
+        self._open_line: str | None = None
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -119,6 +123,9 @@ class PlainReporter:
             self._write(stream, self._prefix(task) + rest)
 
     def _write(self, stream: str, data: bytes) -> None:
+        if data:
+            open_line = not data.endswith(b"\n") and self._terminal.get(stream, False)
+            self._open_line = stream if open_line else None
         if stream == "stdout":
             self._out.write(data)
             self._out.flush()
@@ -131,8 +138,17 @@ class PlainReporter:
             self._err.flush()
 
     def _say(self, line: str) -> None:
+        if self._open_line is not None:
+            self._write(self._open_line, b"\n")
         self._err.write(line + "\n")
         self._err.flush()
+
+
+def _isatty(stream: object) -> bool:
+    try:
+        return bool(getattr(stream, "isatty", lambda: False)())
+    except ValueError:  # closed
+        return False
 
 
 #: The name this reporter had before it had siblings.

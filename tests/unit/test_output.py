@@ -44,6 +44,21 @@ def test_one_task_passes_output_through_untouched(tmp_path: Path) -> None:
     assert out.getvalue() == b"no newline"
 
 
+class TtyBytes(io.BytesIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_line_left_open_on_a_terminal_is_ended_before_our_next_line(tmp_path: Path) -> None:
+    project = Project(root=tmp_path, out_dir=tmp_path / "out")
+    for out, expected in ((TtyBytes(), b"no newline\n"), (io.BytesIO(), b"no newline")):
+        plain = PlainReporter(out=out, err=Tty())
+        plain.buildr_run_started(project=project, tasks=[task("a")], jobs=1)
+        plain.buildr_task_output(task=task("a"), stream="stdout", data=b"no newline")
+        plain.buildr_task_finished(task=task("a"), outcome=TaskOutcome(task="a", exit_code=0))
+        assert out.getvalue() == expected  # piped output is never changed
+
+
 def test_several_at_once_get_aligned_prefixes(tmp_path: Path) -> None:
     plain, out, _ = reporter()
     project = Project(root=tmp_path, out_dir=tmp_path / "out")
