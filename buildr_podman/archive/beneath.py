@@ -16,13 +16,14 @@ __all__ = ["open_directory_beneath"]
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
-def open_directory_beneath(root: Path | str, parts: Iterable[str], create: bool) -> int:
-    """An fd of root/parts..., each component made (0o755) first when `create`.
+def open_directory_beneath(root: Path | str | int, parts: Iterable[str], create: bool) -> int:
+    """An fd of root/parts..., each component made (0o755) first when `create`. `root` may be
+    an open directory's fd, which stays open and the caller's.
 
     Raises the OSError of the component that failed (its `filename` is that component: ELOOP
     or ENOTDIR when it is a symlink or a file); no fd is left open then.
     """
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.dup(root) if isinstance(root, int) else os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     for part in parts:
         try:
             if create:

@@ -14,10 +14,11 @@ import re
 import shutil
 import stat
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildr_podman.archive.beneath import open_directory_beneath
+from buildr_podman.archive.beneath import DIRECTORY_FLAGS, open_directory_beneath
 from buildr_podman.archive.tarstream import Member, Readable, TarReader
 from buildr_podman.errors import ArchiveError, UnsafeArchiveMember
 from buildr_podman.processes import own_process_running
@@ -32,6 +33,7 @@ DEFAULT_MAX_BYTES = 64 << 30  # a decompression bomb stops here; raise it with c
 COPY_SIZE = 1 << 20
 PERMISSION_BITS = 0o777  # setuid, setgid and sticky never survive extraction
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+OPEN_DIRECTORIES = 16  # directory fds a extraction keeps open (_OpenDirectories)
 
 
 @dataclass
@@ -181,10 +183,7 @@ class _StagingWriter:
         self._seen: set[str] = set()
         self._dir_times: list[tuple[str, int]] = []  # (rel, mtime_ns)
         self._final_dir_modes: dict[str, int] = {}
-        # Members come grouped by directory: keeping the last parent open saves a walk of
-        # open() calls per file. Safe: only this writer creates entries under root, and a
-        # member can never replace a directory already made (duplicates are refused).
-        self._cached_parent: tuple[str, int] | None = None
+        self._parents = _OpenDirectories(root)
         self._umask = process_umask()
 
     def add(self, tar: TarReader, member: Member) -> None:
@@ -209,41 +208,34 @@ class _StagingWriter:
 
     def _parent(self, parts: list[str], rel: str, name: str) -> int:
         """An fd of the member's parent directory, created as needed."""
-        parent = rel.rpartition("/")[0]  # "/".join(parts[:-1]), cheaper
-        if self._cached_parent and self._cached_parent[0] == parent:
-            return self._cached_parent[1]
-        self.close()
-        fd = self._open_dir(tuple(parts[:-1]), name, create=True)
-        self._cached_parent = (parent, fd)
-        return fd
+        try:
+            return self._parents.get(parts[:-1], rel.rpartition("/")[0], create=True)
+        except OSError as exc:
+            raise self._directory_error(exc, name) from exc
 
     def close(self) -> None:
-        if self._cached_parent:
-            os.close(self._cached_parent[1])
-            self._cached_parent = None
+        self._parents.close()
 
-    def _open_dir(self, parts: tuple[str, ...], name: str, create: bool) -> int:
-        """An fd of root/parts, never through a symlink: a symlink in the archive can never
-        redirect a later member."""
-        try:
-            return open_directory_beneath(self.root, parts, create)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise _refuse(name, f"path goes through the non-directory {exc.filename!r} "
-                                    "(a symlink or file)") from exc
-            raise _write_error(f"making the directories of {_shown_name(name)}", exc,
-                               self.where) from exc
+    def _directory_error(self, exc: OSError, name: str) -> ArchiveError:
+        """A directory on the way to `name` could not be made or opened."""
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            return _refuse(name, f"path goes through the non-directory {exc.filename!r} "
+                                 "(a symlink or file)")
+        return _write_error(f"making the directories of {_shown_name(name)}", exc, self.where)
 
     def _create(self, tar: TarReader, member: Member, parent_fd: int, name: str,
                 rel: str) -> None:
         mode = member.mode & PERMISSION_BITS
         if member.isdir():
+            writable = mode | 0o700  # until finish(): its members must get in
             try:
-                os.mkdir(name, 0o700, dir_fd=parent_fd)
+                os.mkdir(name, writable, dir_fd=parent_fd)
+                if self._umask is None or writable & self._umask:
+                    os.chmod(name, writable, dir_fd=parent_fd)  # undo what the umask took
             except FileExistsError:
                 if not stat.S_ISDIR(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode):
                     raise UnsafeArchiveMember(member.name, "a directory replaces a file") from None
-            os.chmod(name, mode | 0o700, dir_fd=parent_fd)  # stays writable until finish()
+                os.chmod(name, writable, dir_fd=parent_fd)  # made earlier as a parent
             self._dir_times.append((rel, member.mtime_ns))
             self._final_dir_modes[rel] = mode
             self.stats.directories += 1
@@ -281,14 +273,63 @@ class _StagingWriter:
     def finish(self) -> None:
         """Directory modes and times last: writing into a directory moves its mtime. Deepest
         first, so that a parent that ends up read-only can still be walked through."""
-        for rel, mtime_ns in sorted(self._dir_times, key=lambda item: item[0].count("/"),
-                                    reverse=True):
-            fd = self._open_dir(tuple(rel.split("/")), rel, create=False)
-            try:
-                os.utime(fd, ns=(mtime_ns, mtime_ns))
-                os.fchmod(fd, self._final_dir_modes[rel])
-            finally:
-                os.close(fd)
+        parents = _OpenDirectories(self.root)
+        try:
+            for rel, mtime_ns in sorted(self._dir_times, key=lambda item: item[0].count("/"),
+                                        reverse=True):
+                parent, _, name = rel.rpartition("/")
+                try:
+                    parent_fd = parents.get(parent.split("/") if parent else [], parent,
+                                            create=False)
+                    fd = os.open(name, DIRECTORY_FLAGS, dir_fd=parent_fd)
+                except OSError as exc:
+                    raise self._directory_error(exc, rel) from exc
+                try:
+                    os.utime(fd, ns=(mtime_ns, mtime_ns))
+                    os.fchmod(fd, self._final_dir_modes[rel])
+                finally:
+                    os.close(fd)
+        finally:
+            parents.close()
+
+
+class _OpenDirectories:
+    """Open fds of the directories members went into lately, by path under root.
+
+    Members come grouped by directory, and a directory's members follow it: keeping a few
+    directories open saves a walk of open() calls from the root per file, and a new directory
+    is reached from its parent with one. Safe: only this writer creates entries under root,
+    every component is opened with O_NOFOLLOW, and a member can never replace a directory
+    already made (duplicates are refused).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._fds: OrderedDict[str, int] = OrderedDict()
+
+    def get(self, parts: list[str], rel: str, create: bool) -> int:
+        """An fd of root/rel (parts: its components), made first when `create`."""
+        fd = self._fds.get(rel)
+        if fd is not None:
+            return fd
+        base: Path | int = self._root
+        start = 0
+        for depth in range(len(parts) - 1, 0, -1):  # the deepest ancestor open already
+            ancestor = "/".join(parts[:depth])
+            if ancestor in self._fds:
+                self._fds.move_to_end(ancestor)
+                base, start = self._fds[ancestor], depth
+                break
+        fd = open_directory_beneath(base, parts[start:], create)
+        self._fds[rel] = fd
+        if len(self._fds) > OPEN_DIRECTORIES:
+            os.close(self._fds.popitem(last=False)[1])
+        return fd
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 def process_umask() -> int | None:
