@@ -33,7 +33,7 @@ DEFAULT_MAX_BYTES = 64 << 30  # a decompression bomb stops here; raise it with c
 COPY_SIZE = 1 << 20
 PERMISSION_BITS = 0o777  # setuid, setgid and sticky never survive extraction
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-OPEN_DIRECTORIES = 16  # directory fds a extraction keeps open (_OpenDirectories)
+OPEN_DIRECTORIES = 16  # directory fds an extraction keeps open (_OpenDirectories)
 
 
 @dataclass
@@ -195,7 +195,7 @@ class _StagingWriter:
         if rel in self._seen:
             raise _refuse(member.name, "duplicate entry")
         self._seen.add(rel)
-        parent_fd = self._parent(parts, rel, member.name)
+        parent_fd = self._parent(rel, member.name)
         try:
             self._create(tar, member, parent_fd, parts[-1], rel)
         except FileExistsError as exc:
@@ -206,10 +206,10 @@ class _StagingWriter:
         except OSError as exc:
             raise _write_error(f"writing {_shown_name(rel)}", exc, self.where) from exc
 
-    def _parent(self, parts: list[str], rel: str, name: str) -> int:
+    def _parent(self, rel: str, name: str) -> int:
         """An fd of the member's parent directory, created as needed."""
         try:
-            return self._parents.get(parts[:-1], rel.rpartition("/")[0], create=True)
+            return self._parents.get(rel.rpartition("/")[0], create=True)
         except OSError as exc:
             raise self._directory_error(exc, name) from exc
 
@@ -279,8 +279,7 @@ class _StagingWriter:
                                         reverse=True):
                 parent, _, name = rel.rpartition("/")
                 try:
-                    parent_fd = parents.get(parent.split("/") if parent else [], parent,
-                                            create=False)
+                    parent_fd = parents.get(parent, create=False)
                     fd = os.open(name, DIRECTORY_FLAGS, dir_fd=parent_fd)
                 except OSError as exc:
                     raise self._directory_error(exc, rel) from exc
@@ -307,11 +306,12 @@ class _OpenDirectories:
         self._root = root
         self._fds: OrderedDict[str, int] = OrderedDict()
 
-    def get(self, parts: list[str], rel: str, create: bool) -> int:
-        """An fd of root/rel (parts: its components), made first when `create`."""
+    def get(self, rel: str, create: bool) -> int:
+        """An fd of root/rel ("" for root itself), made first when `create`."""
         fd = self._fds.get(rel)
         if fd is not None:
             return fd
+        parts = rel.split("/") if rel else []
         base: Path | int = self._root
         start = 0
         for depth in range(len(parts) - 1, 0, -1):  # the deepest ancestor open already
