@@ -20,6 +20,7 @@ PROTOCOL_VERSION = common_pb2.PROTOCOL_VERSION_1
 # Stored blocks first: on a local unix socket compression costs more time than it saves.
 ACCEPTED_COMPRESSIONS = (common_pb2.COMPRESSION_S2_STORED, common_pb2.COMPRESSION_S2)
 MAX_MESSAGE = 8 << 20
+RECEIVE_WINDOW = 4 << 20  # bytes of an event stream gRPC may take in ahead of the reader
 POLL_INTERVAL = 0.003  # seconds between looks at the agent's socket while it starts
 CHECK_INTERVAL = 0.25  # seconds between asking Podman whether the container still runs
 
@@ -36,7 +37,13 @@ class AgentClient:
                      # gRPC's default first reconnect waits 1 s: far too long on a local socket.
                      ("grpc.initial_reconnect_backoff_ms", 20),
                      ("grpc.min_reconnect_backoff_ms", 20),
-                     ("grpc.max_reconnect_backoff_ms", 500)])
+                     ("grpc.max_reconnect_backoff_ms", 500),
+                     # A fixed receive window: with its bandwidth-delay probe, gRPC grew it
+                     # to tens of MB, which this process then held whenever its writes to
+                     # disk fell behind (a 256 MiB output peaked at 149 MB, the limit being
+                     # 150). 4 MB holds the same throughput here.
+                     ("grpc.http2.bdp_probe", 0),
+                     ("grpc.http2.lookahead_bytes", RECEIVE_WINDOW)])
         self._stub = agent_pb2_grpc.AgentStub(self._channel)
         # The call that carries archives skips protobuf for their bytes (archive_wire.py).
         self._run = self._channel.unary_stream(
