@@ -48,7 +48,8 @@ DIR_STRUCTURE = flags.CREATE | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE
 class ChangeSet:
     """The outcome of tracking: paths relative to the workspace."""
 
-    returned: list[str] = field(default_factory=list)  #: files, symlinks, new dirs, changed empty dirs
+    #: files, symlinks, new directories, and empty ones whose mode changed
+    returned: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)  #: existed before, gone now
     tracking: str = "inotify"  #: "inotify", or "rescan: <why>"
     watched_directories: int = 0
