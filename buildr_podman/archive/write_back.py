@@ -88,20 +88,26 @@ def _make_directories(staged: Path, root: Path,
     """Makes the staged directories that the repository lacks, parents first and writable
     until _finish_directories gives them their modes and times (a read-only one could not
     receive its files otherwise). The repository lacks only what the task made, and those
-    came back with their own mode and mtime, read here: moving the files out of the staging
-    directory changes its mtime. Returns the repository path and staged stat of each."""
+    came back with their own mode and mtime, read here before anything moves. Every staged
+    directory is opened up to its owner on the way: whatever mode the task gave it (read-only,
+    or none), its entries must be listed and moved out. Returns the repository path and the
+    staged stat of each directory made."""
     made = []
-    for dirpath, dirnames, _ in os.walk(staged):
+    for dirpath, dirnames, _ in os.walk(staged):  # top-down: a directory before its contents
         dirnames.sort()
         for name in dirnames:
             source = Path(dirpath) / name
+            st = os.lstat(source)
+            if not stat.S_ISDIR(st.st_mode):
+                continue  # a symlink to a directory: an entry like any other
+            os.chmod(source, st.st_mode | 0o700)  # before os.walk goes into it
             target = repository_path(str(source.relative_to(staged)), mapping)
-            if target is None or source.is_symlink():
+            if target is None:
                 continue
             parent_fd = _open_parent(root, target, create=True)
             try:
                 os.mkdir(PurePosixPath(target).name, 0o700, dir_fd=parent_fd)
-                made.append((target, source.stat()))
+                made.append((target, st))
             except FileExistsError:
                 pass  # the repository has it: its mode and time stay as they are
             except OSError as exc:

@@ -77,7 +77,10 @@ def test_directories_the_task_made_get_their_modes_and_times_existing_ones_keep_
     (staged / "gen" / "ro").mkdir(parents=True)
     (staged / "gen" / "ro" / "x.h").write_text("x\n")
     os.utime(staged / "gen" / "ro" / "x.h", ns=(5, 5))
+    (staged / "gen" / "none").mkdir()
+    (staged / "gen" / "none" / "y.h").write_text("y\n")
     for rel, mode, mtime_ns in (("gen/ro", 0o555, 1_000_000_000_123_456_789),
+                                ("gen/none", 0o000, 4),  # not even listable by its owner
                                 ("gen", 0o700, 2_000_000_000_987_654_321),
                                 ("src", 0o777, 3)):
         (staged / rel).chmod(mode)
@@ -85,6 +88,8 @@ def test_directories_the_task_made_get_their_modes_and_times_existing_ones_keep_
     apply_changes(staged, repo, (), [])
     assert (repo / "gen" / "ro" / "x.h").read_text() == "x\n"
     assert [(stat.S_IMODE((repo / rel).stat().st_mode), (repo / rel).stat().st_mtime_ns)
-            for rel in ("gen/ro", "gen")] == [(0o555, 1_000_000_000_123_456_789),
-                                              (0o700, 2_000_000_000_987_654_321)]
+            for rel in ("gen/ro", "gen/none", "gen")] == [
+        (0o555, 1_000_000_000_123_456_789), (0o000, 4), (0o700, 2_000_000_000_987_654_321)]
+    (repo / "gen" / "none").chmod(0o700)
+    assert (repo / "gen" / "none" / "y.h").read_text() == "y\n"
     assert stat.S_IMODE((repo / "src").stat().st_mode) == 0o750
