@@ -15,6 +15,7 @@ import shutil
 import stat
 import tempfile
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from buildr_podman.errors import ArchiveError, UnsafeArchiveMember
 from buildr_podman.processes import own_process_running
 
 __all__ = ["DEFAULT_MAX_BYTES", "ExtractStats", "check_member", "extract_tar_stream",
-           "list_tar_stream", "process_umask"]
+           "list_tar_stream", "process_umask", "remove_tree"]
 
 MAX_NAME_LENGTH = 4096
 MAX_COMPONENT_LENGTH = 255  # NAME_MAX of every Linux file system we write to
@@ -109,10 +110,10 @@ def extract_tar_stream(fileobj: Readable, target: Path, *,
         _replace(staging, target)
         return stats
     except OSError as exc:  # finishing or renaming; members' own errors name the member
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging)
         raise _write_error(f"putting {target} in place", exc, target.parent) from exc
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging)
         raise
 
 
@@ -137,7 +138,7 @@ def _sweep_abandoned(target: Path) -> None:
         if found and not own_process_running(int(found.group(1))):
             path = target.parent / name
             if path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid():
-                shutil.rmtree(path, ignore_errors=True)
+                remove_tree(path)
 
 
 def _refuse(name: str, reason: str) -> UnsafeArchiveMember:
@@ -363,4 +364,35 @@ def _replace(staging: Path, target: Path) -> None:
     old = trash / "old"
     os.rename(target, old)
     os.rename(staging, target)
-    shutil.rmtree(trash, ignore_errors=True)
+    remove_tree(trash)
+
+
+def remove_tree(path: Path) -> None:
+    """Removes a tree this process extracted, also where a directory kept the task's read-only
+    mode (555 holds its files in place even for its owner): those are opened up, then removed.
+    Failures are ignored, as with shutil.rmtree(ignore_errors=True): what stays is swept by the
+    next extraction into the same out dir (_sweep_abandoned)."""
+    shutil.rmtree(path, ignore_errors=True)
+    if not os.path.lexists(path):
+        return  # the usual case: one pass, no walk
+    _open_up(path)
+    for directory in _directories_below(path):  # lazily: each opened up before it is listed
+        _open_up(directory)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _open_up(directory: Path | str) -> None:
+    try:
+        os.chmod(directory, stat.S_IMODE(os.lstat(directory).st_mode) | 0o700)
+    except OSError:
+        pass
+
+
+def _directories_below(path: Path) -> Iterator[str]:
+    """Every directory under path, each yielded before os.walk lists it (so the caller can
+    make it listable first); symlinks to directories are not followed."""
+    for dirpath, dirnames, _ in os.walk(path):
+        for name in dirnames:
+            child = os.path.join(dirpath, name)
+            if not os.path.islink(child):
+                yield child

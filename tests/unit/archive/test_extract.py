@@ -247,6 +247,21 @@ def test_a_good_archive_replaces_the_target_whole(target: Path) -> None:
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores modes: nothing would be shown")
+def test_an_output_with_read_only_directories_is_replaced_whole_next_time(target: Path) -> None:
+    # A task's 555 directory keeps its files in place even for their owner: the previous
+    # output must still go, and leave no trash beside the target.
+    kept = tar_bytes(member("ro", tarfile.DIRTYPE, mode=0o555),
+                     member("ro/f", data=b"old"),
+                     member("none", tarfile.DIRTYPE, mode=0o000),
+                     member("none/g", data=b"old"))
+    extract_tar_stream(io.BytesIO(kept), target)
+    assert (target / "ro").stat().st_mode & 0o777 == 0o555
+    extract_tar_stream(io.BytesIO(tar_bytes(member("new", data=b"new"))), target)
+    assert sorted(p.name for p in target.iterdir()) == ["new"]
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o000])
 def test_modes_are_exact_whatever_the_umask(target: Path, umask: int) -> None:
     """Files are created with their mode and fixed with fchmod only when the umask took bits."""
