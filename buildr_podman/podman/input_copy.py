@@ -43,12 +43,20 @@ def input_entries(directories: MappedDirectories) -> Iterator[tuple[str, str]]:
         prefix = target + "/" if target else ""
         if target:
             yield str(source), target
-        for directory, subdirectories, files in os.walk(source):
+        for directory, subdirectories, files in os.walk(source, onerror=_unlistable):
             subdirectories.sort()
             rel = os.path.relpath(directory, source)
             base = prefix if rel == "." else f"{prefix}{rel}/"
             for name in (*subdirectories, *sorted(files)):
                 yield os.path.join(directory, name), base + name
+
+
+def _unlistable(error: OSError) -> None:
+    """os.walk's onerror: a directory that cannot be listed fails the copy with its name, as an
+    unreadable file does, instead of being left out silently. One deleted since its parent
+    was listed is simply gone."""
+    if not isinstance(error, FileNotFoundError):
+        raise error
 
 
 @dataclass

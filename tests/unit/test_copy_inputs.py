@@ -149,6 +149,22 @@ def test_a_failed_copy_is_one_line_that_names_the_file(tmp_path: Path, error: OS
     assert says in str(raised.value) and "\n" not in str(raised.value)
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root lists any directory")
+def test_an_unlistable_directory_fails_the_copy_with_its_name(tmp_path: Path) -> None:
+    project = repo(tmp_path / "repo")
+    locked = project.root / "src" / "b"
+    locked.chmod(0)
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    copy = InputCopy(make_task(), mapped_directories(project, make_task()), workspace)
+    try:
+        with pytest.raises(BackendError, match=f"Permission denied {locked}\\): make them "
+                                               "readable"):
+            copy.finish()
+    finally:
+        locked.chmod(0o755)
+
+
 def test_bytes_are_read_and_written_where_copy_file_range_is_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object) -> int:
