@@ -20,11 +20,18 @@ def revert(workspace: str, baseline: str, changes: ChangeSet) -> None:
     """Removes what the task made or changed, then copies back what the baseline holds."""
     touched = set(changes.returned) | set(changes.deleted)
     for rel in sorted(changes.returned, key=_depth, reverse=True):
-        _remove(os.path.join(workspace, rel))
+        path = os.path.join(workspace, rel)
+        if _is_directory(path) and _is_directory(os.path.join(baseline, rel)):
+            continue  # there before and now: its contents are undone one by one, its mode below
+        _remove(path)
     for rel in sorted(_new_directories(baseline, changes.returned), key=_depth, reverse=True):
         _remove_empty_directory(os.path.join(workspace, rel))
     for rel in sorted(touched, key=_depth):
         _restore(os.path.join(baseline, rel), os.path.join(workspace, rel))
+
+
+def _is_directory(path: str) -> bool:
+    return os.path.isdir(path) and not os.path.islink(path)
 
 
 def _depth(rel: str) -> int:
@@ -67,7 +74,9 @@ def _restore(source: str, target: str) -> None:
     except FileNotFoundError:
         return  # the task created it; removing it was the whole undo
     if os.path.lexists(target):
-        return  # a parent's restore brought it back already
+        if stat.S_ISDIR(st.st_mode) and _is_directory(target):
+            os.chmod(target, stat.S_IMODE(st.st_mode))  # a directory the task kept, chmod-ed
+        return  # otherwise a parent's restore brought it back already
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(source), target)

@@ -48,7 +48,7 @@ DIR_STRUCTURE = flags.CREATE | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE
 class ChangeSet:
     """The outcome of tracking: paths relative to the workspace."""
 
-    #: files, symlinks, new directories, and empty ones whose mode changed
+    #: files, symlinks, and directories that are new or whose mode changed
     returned: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)  #: existed before, gone now
     tracking: str = "inotify"  #: "inotify", or "rescan: <why>"
@@ -218,7 +218,9 @@ class ChangeTracker:
             return
         if event.mask & (flags.DELETE_SELF | flags.MOVE_SELF):
             return  # the parent's DELETE / MOVED_FROM event covers it
-        rel = f"{parent}/{event.name}" if parent else event.name
+        # An event about the watched directory itself (a chmod) has no name: it is the
+        # directory's path, never "dir/".
+        rel = f"{parent}/{event.name}" if parent and event.name else parent or event.name
         if event.mask & flags.ISDIR and event.mask & DIR_STRUCTURE:
             # A new or moved directory is compared as a whole when the task ends.
             self._dirty.add(rel)
@@ -250,6 +252,7 @@ class ChangeTracker:
         yield from self._classify(touched, changes)
 
     def _classify(self, current: dict[str, Entry | None], changes: ChangeSet) -> Iterator[str]:
+        current.pop("", None)  # the workspace itself: its mode is not an output
         for rel, now in sorted(current.items()):
             before = self._before.get(rel)
             if now is None:
@@ -275,12 +278,10 @@ class ChangeTracker:
 
     def _returns(self, rel: str, before: Entry | None, now: Entry) -> bool:
         if stat.S_ISDIR(now.mode):
-            # A directory the task made comes back, empty or not: its files would imply it, but
-            # not its mode or mtime. One that was there before comes back only when it changed
-            # and is empty (its files, if any, say the rest).
-            if before is None or not stat.S_ISDIR(before.mode):
-                return True
-            return changed(before, now) and not os.listdir(os.path.join(self.root, rel))
+            # A directory the task made, or whose mode it changed, comes back, empty or not:
+            # its files would imply it, but not its mode or mtime. Its contents are judged on
+            # their own; changed() ignores a directory's mtime, which any new entry moves.
+            return changed(before, now)
         if not (stat.S_ISREG(now.mode) or stat.S_ISLNK(now.mode)):
             return False
         path = os.path.join(self.root, rel)

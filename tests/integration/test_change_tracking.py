@@ -80,9 +80,7 @@ def truth(before: dict, after: dict) -> tuple[set, set]:
     for rel, now in after.items():
         old = before.get(rel)
         if now[0] == "D":
-            made = old is None or old[0] != "D"
-            empty = now[2].strip() == "0"
-            if made or (empty and old[1] != now[1]):  # new ones, or changed and empty
+            if old is None or old[0] != "D" or old[1] != now[1]:  # new, or its mode changed
                 returned.add(rel)
         elif old != now:
             returned.add(rel)

@@ -177,10 +177,12 @@ def test_each_task_of_a_warm_agent_starts_from_the_baseline(agent, tmp_path: Pat
         return observer
 
     run_with_baseline("echo changed > src/a.c; rm gone.txt; mkdir -p new/deep; "
-                      "echo x > new/deep/f; chmod 600 src/a.c", tmp_path / "o1")
+                      "echo x > new/deep/f; chmod 600 src/a.c; chmod 700 src", tmp_path / "o1")
+    assert (tmp_path / "o1" / "src").stat().st_mode & 0o777 == 0o700  # it came back
     second = run_with_baseline("cat src/a.c gone.txt; ls", tmp_path / "o2")
     assert second.text("stdout") == "original\nkeep me\ngone.txt\nsrc\n"
     assert (workspace / "src" / "a.c").stat().st_mode & 0o777 == 0o644
+    assert (workspace / "src").stat().st_mode & 0o777 == (baseline / "src").stat().st_mode & 0o777
     assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())
 
 

@@ -38,7 +38,7 @@ def expected_changes(before: dict[str, tuple], after: dict[str, tuple]) -> tuple
         old = before.get(rel)
         if kind == "dir":
             made = old is None or old[0] != "dir"
-            if made or (not data and old[2] != mode):  # new ones, or changed and empty
+            if made or old[2] != mode:  # new ones, or whose mode changed
                 returned.add(rel)
         elif old != (kind, data, mode):
             returned.add(rel)
@@ -351,3 +351,18 @@ def test_a_new_directory_is_judged_by_the_types_of_what_it_holds(tmp_path: Path)
     changes = tracker.stop()
     assert changes.returned == ["gen", "gen/link", "gen/sub", "gen/sub/empty", "gen/sub/file.o"]
     assert not changes.deleted
+
+
+def test_a_chmod_of_a_directory_returns_it_once_and_the_workspace_itself_never(
+        tmp_path: Path) -> None:
+    # The watched directory's own event has no name: it must not come back as "src/" beside
+    # the parent's "src" (the host refuses a duplicate), and the root's mode is no output.
+    seed(tmp_path)
+
+    def task(root: Path) -> None:
+        os.chmod(root / "src", 0o700)
+        os.chmod(root, 0o750)
+
+    changes, returned, deleted = track(tmp_path, task)
+    assert changes.returned == ["src"]
+    assert set(changes.returned) == returned and not changes.deleted and not deleted
