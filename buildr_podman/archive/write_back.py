@@ -104,17 +104,28 @@ def _make_directories(staged: Path, root: Path,
             target = repository_path(str(source.relative_to(staged)), mapping)
             if target is None:
                 continue
-            parent_fd = _open_parent(root, target, create=True)
+            parent_fd = _open_parent(root, target)
             try:
-                os.mkdir(PurePosixPath(target).name, 0o700, dir_fd=parent_fd)
-                made.append((target, st))
-            except FileExistsError:
-                pass  # the repository has it: its mode and time stay as they are
+                if _make_directory(PurePosixPath(target).name, parent_fd):
+                    made.append((target, st))
             except OSError as exc:
                 raise ArchiveError(f"cannot write back {target}: {exc.strerror}") from exc
             finally:
                 os.close(parent_fd)
     return made
+
+
+def _make_directory(name: str, parent_fd: int) -> bool:
+    """Makes the directory (0700 for now); whether it was made. A directory the repository has
+    stays as it is. A file or symlink there is what the task replaced by this directory: it
+    goes, as _put replaces a directory by a file (the symlink is removed, never followed)."""
+    existing = _lstat(name, parent_fd)
+    if existing is not None:
+        if stat.S_ISDIR(existing.st_mode):
+            return False
+        os.unlink(name, dir_fd=parent_fd)
+    os.mkdir(name, 0o700, dir_fd=parent_fd)
+    return True
 
 
 def _finish_directories(root: Path, made: list[tuple[str, os.stat_result]]) -> None:
@@ -130,7 +141,7 @@ def _finish_directories(root: Path, made: list[tuple[str, os.stat_result]]) -> N
 
 
 def _put(source: Path, root: Path, rel: str) -> None:
-    parent_fd = _open_parent(root, rel, create=True)
+    parent_fd = _open_parent(root, rel)
     name = PurePosixPath(rel).name
     try:
         existing = _lstat(name, parent_fd)
@@ -149,9 +160,13 @@ def _put(source: Path, root: Path, rel: str) -> None:
 
 def _remove(root: Path, rel: str) -> bool:
     try:
-        parent_fd = _open_parent(root, rel, create=False)
-    except FileNotFoundError:
-        return False
+        parent_fd = open_directory_beneath(root, PurePosixPath(rel).parts[:-1], create=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            # Its directory is gone, or is no directory now (the task replaced it by a file,
+            # written back just before): the path is gone with it. Never through a symlink.
+            return False
+        raise ArchiveError(f"cannot delete {rel} in the repository: {exc.strerror}") from exc
     name = PurePosixPath(rel).name
     try:
         existing = _lstat(name, parent_fd)
@@ -173,13 +188,11 @@ def _remove(root: Path, rel: str) -> bool:
         os.close(parent_fd)
 
 
-def _open_parent(root: Path, rel: str, create: bool) -> int:
-    """An fd of rel's parent under root, never through a symlink."""
+def _open_parent(root: Path, rel: str) -> int:
+    """An fd of rel's parent under root, made as needed, never through a symlink."""
     try:
-        return open_directory_beneath(root, PurePosixPath(rel).parts[:-1], create)
+        return open_directory_beneath(root, PurePosixPath(rel).parts[:-1], create=True)
     except OSError as exc:
-        if exc.errno == errno.ENOENT and not create:
-            raise FileNotFoundError(rel) from exc
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise ArchiveError(f"cannot write back {rel}: {exc.filename!r} in the repository "
                                "is not a directory (a symlink or file); move it away and run "

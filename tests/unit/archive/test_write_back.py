@@ -55,11 +55,27 @@ def test_a_symlink_in_the_repository_is_never_followed(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     os.symlink(outside, repo / "escape")
+    os.symlink(outside, repo / "link")
+    # The task replaced "escape" by a directory: the symlink goes, never followed.
     (staged / "escape").mkdir()
     (staged / "escape" / "evil").write_text("x")
-    with pytest.raises(ArchiveError, match="not a directory"):
-        apply_changes(staged, repo, (), [])
+    apply_changes(staged, repo, (), ["link/gone"])  # a deletion "through" a symlink: nothing
     assert list(outside.iterdir()) == []
+    assert (repo / "escape" / "evil").read_text() == "x" and not (repo / "escape").is_symlink()
+    assert (repo / "link").is_symlink()
+
+
+def test_a_file_replaced_by_a_directory_and_a_directory_by_a_file_are_written_back(
+        tmp_path: Path) -> None:
+    repo, staged = make_repo(tmp_path)
+    (repo / "thing").write_text("a file\n")
+    (staged / "thing").mkdir()
+    (staged / "thing" / "inside").write_text("in\n")
+    (staged / "gone").write_text("now a file\n")  # the repository's gone/ held gone/f
+    stats = apply_changes(staged, repo, (), ["gone/f"])
+    assert (repo / "thing" / "inside").read_text() == "in\n"
+    assert (repo / "gone").read_text() == "now a file\n"
+    assert stats.deleted == 0  # gone/f went with its directory
 
 
 def test_an_unsafe_deleted_path_deletes_nothing(tmp_path: Path) -> None:
