@@ -210,3 +210,19 @@ def test_write_back_applies_changes_and_deletions_to_the_repository(image: str,
     assert failed.returncode == 1
     assert (project / "a" / "x").read_text() == "1"  # a failed task never writes back
     assert (project / ".buildr" / "out" / "broken" / "a" / "x").read_text() == "half\n"
+
+
+def test_write_back_turns_a_directory_into_a_file_and_a_file_into_a_directory(
+        image: str, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    seed(project)
+    write_back_task(project, "swap", "rm -rf a && echo now a file > a\n"
+                    "rm c && mkdir c && echo in > c/inside && chmod 750 c", image)
+    run = subprocess.run([sys.executable, "-m", "buildr_podman", "run", "--output", "plain",
+                          "swap"], cwd=project, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert run.returncode == 0, run.stderr
+    assert (project / "a").read_text() == "now a file\n"
+    assert (project / "c" / "inside").read_text() == "in\n"
+    assert (project / "c").stat().st_mode & 0o777 == 0o750
+    assert os.readlink(project / "b") == "a/x"  # untouched: a symlink that now dangles
