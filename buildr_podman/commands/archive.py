@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from buildr_podman.archive.extract import extract_tar_stream, list_tar_stream
 from buildr_podman.archive.tarstream import Member
@@ -11,6 +12,8 @@ from buildr_podman.s2 import S2Reader
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.archive_command == "extract":
+        _check_destination(args.dest)
     try:
         source = open(args.file, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
@@ -24,6 +27,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"{stats.files} files, {stats.symlinks} symlinks, {stats.directories} directories "
           f"({stats.bytes} bytes) in {args.dest}")
     return 0
+
+
+def _check_destination(dest: Path) -> None:
+    """The extraction replaces its target whole (as a task's out dir is): by hand, a DEST that
+    already holds something would be lost, so only a new or empty directory is accepted."""
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise ArchiveError(f"{dest} exists and is not a directory: name a new directory")
+    try:
+        holds = dest.is_dir() and any(dest.iterdir())
+    except OSError as exc:
+        raise ArchiveError(f"cannot look into {dest}: {exc.strerror}") from exc
+    if holds or dest.resolve() == Path.cwd().resolve():
+        raise ArchiveError(f"{dest} is not empty (or is the current directory): the extraction "
+                           "replaces its target whole, so name a new or empty directory")
 
 
 def _describe(member: Member) -> str:

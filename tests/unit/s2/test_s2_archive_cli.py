@@ -47,3 +47,41 @@ def test_a_hostile_archive_is_one_line_and_nothing_is_written(
 def test_a_missing_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["archive", "list", str(tmp_path / "nope.tar.s2")]) == 1
     assert "cannot open" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["holds a file", "is a file", "is a symlink"])
+def test_extract_refuses_a_destination_it_would_replace(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    archive = tmp_path / "a.tar.s2"
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo("a.txt"), io.BytesIO(b""))
+    archive.write_bytes(compress(raw.getvalue()))
+    dest = tmp_path / "dest"
+    if kind == "holds a file":
+        dest.mkdir()
+        (dest / "precious.txt").write_text("mine\n")
+    elif kind == "is a file":
+        dest.write_text("mine\n")
+    else:
+        (tmp_path / "elsewhere").mkdir()
+        dest.symlink_to(tmp_path / "elsewhere")
+    assert main(["archive", "extract", str(archive), str(dest)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(dest) in err and "name a new" in err
+    if kind == "holds a file":
+        assert (dest / "precious.txt").read_text() == "mine\n"
+        assert sorted(p.name for p in dest.iterdir()) == ["precious.txt"]
+
+
+def test_extract_into_an_empty_directory_works(tmp_path: Path) -> None:
+    archive = tmp_path / "a.tar.s2"
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("a.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    archive.write_bytes(compress(raw.getvalue()))
+    (tmp_path / "dest").mkdir()
+    assert main(["archive", "extract", str(archive), str(tmp_path / "dest")]) == 0
+    assert (tmp_path / "dest" / "a.txt").read_bytes() == b"hi"
