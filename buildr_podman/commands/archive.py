@@ -38,9 +38,11 @@ def _check_destination(dest: Path) -> None:
         holds = dest.is_dir() and any(dest.iterdir())
     except OSError as exc:
         raise ArchiveError(f"cannot look into {dest}: {exc.strerror}") from exc
-    if holds or dest.resolve() == Path.cwd().resolve():
-        raise ArchiveError(f"{dest} is not empty (or is the current directory): the extraction "
-                           "replaces its target whole, so name a new or empty directory")
+    why = "is not empty" if holds else "is the current directory" if (
+        dest.resolve() == Path.cwd().resolve()) else None
+    if why:
+        raise ArchiveError(f"{dest} {why}: the extraction replaces its target whole, so name "
+                           "a new or empty directory")
 
 
 def _describe(member: Member) -> str:
