@@ -11,29 +11,32 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 import stat
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from buildr_podman.archive.beneath import DIRECTORY_FLAGS, open_directory_beneath
+from buildr_podman.archive.owned import (
+    DISK_FULL,
+    PERMISSION_BITS,
+    process_umask,
+    remove_tree,
+    write_all,
+)
 from buildr_podman.archive.tarstream import Member, Readable, TarReader
 from buildr_podman.errors import ArchiveError, UnsafeArchiveMember
 from buildr_podman.processes import own_process_running
 
 __all__ = ["DEFAULT_MAX_BYTES", "ExtractStats", "check_member", "extract_tar_stream",
-           "list_tar_stream", "process_umask", "remove_tree"]
+           "list_tar_stream"]
 
 MAX_NAME_LENGTH = 4096
 MAX_COMPONENT_LENGTH = 255  # NAME_MAX of every Linux file system we write to
 SHOWN_NAME_LENGTH = 120  # a message shows a longer member name shortened in the middle
 DEFAULT_MAX_BYTES = 64 << 30  # a decompression bomb stops here; raise it with care
 COPY_SIZE = 1 << 20
-PERMISSION_BITS = 0o777  # setuid, setgid and sticky never survive extraction
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 OPEN_DIRECTORIES = 16  # directory fds an extraction keeps open (_OpenDirectories)
 
 
@@ -259,7 +262,7 @@ class _StagingWriter:
                      dir_fd=parent_fd)
         try:
             while chunk := tar.read_body(COPY_SIZE):
-                _write_all(fd, chunk)
+                write_all(fd, chunk)
             if self._umask is None or mode & self._umask:
                 os.fchmod(fd, mode)
             # On the fd: no second path lookup. Exact nanoseconds; atime as mtime.
@@ -333,27 +336,6 @@ class _OpenDirectories:
         self._fds.clear()
 
 
-def process_umask() -> int | None:
-    """The process's umask, or None if unknown (every file then gets an fchmod). Read from
-    /proc: os.umask can only read it by setting it, racing other threads creating files."""
-    try:
-        with open("/proc/self/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    written = os.write(fd, data)
-    if written < len(data):  # rare on a regular file: a signal, a file system near full
-        view = memoryview(data)[written:]
-        while view:
-            view = view[os.write(fd, view):]
-
-
 def _replace(staging: Path, target: Path) -> None:
     """Puts the staged tree in place of target with renames, so the target is never partial."""
     os.chmod(staging, 0o755)
@@ -365,34 +347,3 @@ def _replace(staging: Path, target: Path) -> None:
     os.rename(target, old)
     os.rename(staging, target)
     remove_tree(trash)
-
-
-def remove_tree(path: Path) -> None:
-    """Removes a tree this process extracted, also where a directory kept the task's read-only
-    mode (555 holds its files in place even for its owner): those are opened up, then removed.
-    Failures are ignored, as with shutil.rmtree(ignore_errors=True): what stays is swept by the
-    next extraction into the same out dir (_sweep_abandoned)."""
-    shutil.rmtree(path, ignore_errors=True)
-    if not os.path.lexists(path):
-        return  # the usual case: one pass, no walk
-    _open_up(path)
-    for directory in _directories_below(path):  # lazily: each opened up before it is listed
-        _open_up(directory)
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _open_up(directory: Path | str) -> None:
-    try:
-        os.chmod(directory, stat.S_IMODE(os.lstat(directory).st_mode) | 0o700)
-    except OSError:
-        pass
-
-
-def _directories_below(path: Path) -> Iterator[str]:
-    """Every directory under path, each yielded before os.walk lists it (so the caller can
-    make it listable first); symlinks to directories are not followed."""
-    for dirpath, dirnames, _ in os.walk(path):
-        for name in dirnames:
-            child = os.path.join(dirpath, name)
-            if not os.path.islink(child):
-                yield child

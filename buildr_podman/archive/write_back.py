@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from buildr_podman.archive.beneath import open_directory_beneath
+from buildr_podman.archive.owned import open_up_directories, remove_tree
 from buildr_podman.errors import ArchiveError
 
 __all__ = ["WriteBackStats", "apply_changes", "repository_path", "write_back"]
@@ -67,7 +68,7 @@ def write_back(root: Path, mapping: Sequence[tuple[str, str]], output_dir: Path,
     """Applies a finished task's returned files (extracted in output_dir) and deletions to the
     repository at root; output_dir is emptied and removed."""
     stats = apply_changes(output_dir, root, mapping, deleted)
-    shutil.rmtree(output_dir, ignore_errors=True)
+    remove_tree(output_dir)
     return stats
 
 
@@ -88,30 +89,23 @@ def _make_directories(staged: Path, root: Path,
     """Makes the staged directories that the repository lacks, parents first and writable
     until _finish_directories gives them their modes and times (a read-only one could not
     receive its files otherwise). The repository lacks only what the task made, and those
-    came back with their own mode and mtime, read here before anything moves. Every staged
+    came back with their own mode and mtime, read before anything moves. Every staged
     directory is opened up to its owner on the way: whatever mode the task gave it (read-only,
     or none), its entries must be listed and moved out. Returns the repository path and the
     staged stat of each directory made."""
     made = []
-    for dirpath, dirnames, _ in os.walk(staged):  # top-down: a directory before its contents
-        dirnames.sort()
-        for name in dirnames:
-            source = Path(dirpath) / name
-            st = os.lstat(source)
-            if not stat.S_ISDIR(st.st_mode):
-                continue  # a symlink to a directory: an entry like any other
-            os.chmod(source, st.st_mode | 0o700)  # before os.walk goes into it
-            target = repository_path(str(source.relative_to(staged)), mapping)
-            if target is None:
-                continue
-            parent_fd = _open_parent(root, target)
-            try:
-                if _make_directory(PurePosixPath(target).name, parent_fd):
-                    made.append((target, st))
-            except OSError as exc:
-                raise ArchiveError(f"cannot write back {target}: {exc.strerror}") from exc
-            finally:
-                os.close(parent_fd)
+    for source, st in open_up_directories(staged):
+        target = repository_path(str(source.relative_to(staged)), mapping)
+        if target is None:
+            continue
+        parent_fd = _open_parent(root, target)
+        try:
+            if _make_directory(PurePosixPath(target).name, parent_fd):
+                made.append((target, st))
+        except OSError as exc:
+            raise ArchiveError(f"cannot write back {target}: {exc.strerror}") from exc
+        finally:
+            os.close(parent_fd)
     return made
 
 

@@ -23,15 +23,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildr_podman.archive.extract import process_umask
+from buildr_podman.archive.owned import DISK_FULL, PERMISSION_BITS, process_umask, write_all
 from buildr_podman.errors import BackendError
 from buildr_podman.model import Task
 from buildr_podman.podman.input_mapping import MappedDirectories
 
 __all__ = ["InputCopy", "copy_inputs", "input_entries"]
 
-PERMISSION_BITS = 0o777  # setuid, setgid and sticky never survive the copy
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 NO_COPY_FILE_RANGE = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
 READ_SIZE = 1 << 20
 
@@ -169,9 +167,7 @@ def _copy_bytes(src: int, dst: int, size: int) -> None:
     if not stat.S_ISREG(os.fstat(src).st_mode):
         raise _Vanished
     while left > 0 and (chunk := os.read(src, min(left, READ_SIZE))):
-        written = 0
-        while written < len(chunk):
-            written += os.write(dst, chunk[written:])
+        write_all(dst, chunk)
         left -= len(chunk)
 
 

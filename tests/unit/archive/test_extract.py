@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from buildr_podman.archive.extract import check_member, extract_tar_stream, process_umask
+from buildr_podman.archive.extract import check_member, extract_tar_stream
+from buildr_podman.archive.owned import process_umask
 from buildr_podman.errors import ArchiveError, CodecError, UnsafeArchiveMember
 from buildr_podman.s2 import S2Reader, compress
 
