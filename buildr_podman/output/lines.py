@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TextIO
 
-__all__ = ["PALETTE", "LineSplitter", "TaskLines", "colour_enabled", "paint"]
+__all__ = ["PALETTE", "LineSplitter", "TaskLines", "colour_enabled", "is_terminal", "paint"]
 
 MAX_LINE = 64 * 1024  # a line without an end is still shown, in pieces, past this size
 #: ANSI colours for task prefixes, in the order tasks appear in the plan (no red: failures)
@@ -59,8 +59,14 @@ def colour_enabled(stream: TextIO) -> bool:
     """ANSI colours on a terminal, unless NO_COLOR (no-color.org) or TERM=dumb says no."""
     if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
         return False
+    return is_terminal(stream)
+
+
+def is_terminal(stream: object) -> bool:
+    """Whether the stream is a terminal; False for one that cannot say (closed, or a stand-in
+    without isatty)."""
     try:
-        return stream.isatty()
+        return bool(stream.isatty())  # type: ignore[attr-defined]
     except (AttributeError, ValueError):
         return False
 

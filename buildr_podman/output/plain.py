@@ -12,7 +12,7 @@ from typing import BinaryIO, TextIO
 
 from buildr_podman.hookspecs import hookimpl
 from buildr_podman.model import Project, RunReport, Task, TaskOutcome
-from buildr_podman.output.lines import PALETTE, TaskLines, colour_enabled, paint
+from buildr_podman.output.lines import PALETTE, TaskLines, colour_enabled, is_terminal, paint
 from buildr_podman.output.summary import counts_line, display_path, failures, rows, verdict
 
 __all__ = ["PlainReporter", "TerminalReporter"]
@@ -32,7 +32,7 @@ class PlainReporter:
         self._prefixes: dict[str, str] = {}
         self._lines = TaskLines()
         self._tolerant: set[str] = set()
-        self._terminal = {"stdout": _isatty(self._out), "stderr": _isatty(self._err)}
+        self._terminal = {"stdout": is_terminal(self._out), "stderr": is_terminal(self._err)}
         # The stream whose last output left a terminal line open (no final newline): our next
         # line must not be glued to it. Only on a terminal: piped output stays byte for byte.
         self._open_line: str | None = None
@@ -142,13 +142,6 @@ class PlainReporter:
             self._write(self._open_line, b"\n")
         self._err.write(line + "\n")
         self._err.flush()
-
-
-def _isatty(stream: object) -> bool:
-    try:
-        return bool(getattr(stream, "isatty", lambda: False)())
-    except ValueError:  # closed
-        return False
 
 
 #: The name this reporter had before it had siblings.

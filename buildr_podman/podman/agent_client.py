@@ -22,7 +22,6 @@ ACCEPTED_COMPRESSIONS = (common_pb2.COMPRESSION_S2_STORED, common_pb2.COMPRESSIO
 MAX_MESSAGE = 8 << 20
 RECEIVE_WINDOW = 4 << 20  # bytes of an event stream gRPC may take in ahead of the reader
 POLL_INTERVAL = 0.003  # seconds between looks at the agent's socket while it starts
-CHECK_INTERVAL = 0.25  # seconds between asking Podman whether the container still runs
 
 
 class AgentClient:
@@ -52,19 +51,16 @@ class AgentClient:
         self.compression = common_pb2.COMPRESSION_S2
 
     def wait_ready(self, timeout: float, still_starting: Callable[[], bool]) -> None:
-        """Waits for the agent to listen; `still_starting` says whether it can still come up."""
+        """Waits for the agent to listen; `still_starting` says whether it can still come up.
+        It is asked at every poll, so it must be cheap (TaskPod.still_running is)."""
         deadline = time.monotonic() + timeout
-        next_check = time.monotonic() + CHECK_INTERVAL
         # Poll the socket itself, cheaply: gRPC would back off between failed connects.
         while not socket_accepts(self._socket_path):
-            now = time.monotonic()
-            if now > deadline:
+            if time.monotonic() > deadline:
                 raise AgentError(f"the agent did not start listening within {timeout:.0f} s")
-            if now >= next_check:
-                if not still_starting():
-                    raise AgentError("the agent exited before it listened (if its bundle "
-                                     "is damaged, buildr-podman clean --all rebuilds it)")
-                next_check = now + CHECK_INTERVAL
+            if not still_starting():
+                raise AgentError("the agent exited before it listened (if its bundle is "
+                                 "damaged, buildr-podman clean --all rebuilds it)")
             time.sleep(POLL_INTERVAL)
         try:
             grpc.channel_ready_future(self._channel).result(

@@ -106,7 +106,7 @@ class PodmanSession:
 
 def _wait_for_agent(task: Task, pod: TaskPod, client: AgentClient) -> None:
     try:
-        client.wait_ready(AGENT_START_TIMEOUT, pod.is_running)
+        client.wait_ready(AGENT_START_TIMEOUT, pod.still_running)
     except AgentError as exc:
         logs = pod.logs()
         raise AgentError(f"task {task.name!r} in image {task.container.image!r}: {exc}"

@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,7 @@ SOCKET_NAME = "agent.sock"
 REMOVE_ATTEMPTS = 25
 REMOVE_RETRY_SECONDS = 0.2
 EXIT_POLL_SECONDS = 0.005
-INPUT_CHECK_SECONDS = 0.25  # between asking Podman whether the container still runs
+CONTAINER_CHECK_SECONDS = 0.25  # between asking Podman whether a starting container still runs
 
 
 @dataclass
@@ -45,6 +45,8 @@ class TaskPod:
     container: Any
     socket_path: Path
     input_copy: InputCopy | None = None  # inputs = "copy": under way while the agent starts
+    _next_check: float = field(init=False, repr=False,
+                               default_factory=lambda: time.monotonic() + CONTAINER_CHECK_SECONDS)
 
     def wait_for_inputs(self) -> None:
         """Returns once the inputs are in the workspace (at once when they are mounted). A
@@ -52,13 +54,22 @@ class TaskPod:
         a big repository must not hold up Ctrl-C."""
         if self.input_copy is None:
             return
-        while not self.input_copy.wait(INPUT_CHECK_SECONDS):
+        while not self.input_copy.wait(CONTAINER_CHECK_SECONDS):
             if not self.is_running():
                 self.input_copy.stop()
                 raise BackendError("the container stopped while its inputs were being "
                                    "copied in (the run was cancelled, or it was killed)",
                                    self.name)
         self.input_copy.finish()
+
+    def still_running(self) -> bool:
+        """is_running, asked of Podman at most every CONTAINER_CHECK_SECONDS and assumed in
+        between: cheap enough for a wait that polls every few milliseconds."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return True
+        self._next_check = now + CONTAINER_CHECK_SECONDS
+        return self.is_running()
 
     def is_running(self) -> bool:
         self.container.reload()

@@ -81,7 +81,7 @@ class SlowCopy:
 
 def test_a_container_that_stops_during_the_copy_stops_the_copy(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pods, "INPUT_CHECK_SECONDS", 0.01)
+    monkeypatch.setattr(pods, "CONTAINER_CHECK_SECONDS", 0.01)
     copy = SlowCopy()
     killed = TaskPod("p", None, FakeContainer(["running", "running", "exited"]),
                      Path("/nonexistent/agent.sock"), copy)  # type: ignore[arg-type]
