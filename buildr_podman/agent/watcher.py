@@ -221,6 +221,8 @@ class ChangeTracker:
         # An event about the watched directory itself (a chmod) has no name: it is the
         # directory's path, never "dir/".
         rel = f"{parent}/{event.name}" if parent and event.name else parent or event.name
+        if not rel:
+            return  # the workspace itself (a chmod of it): its mode is no output
         if event.mask & flags.ISDIR and event.mask & DIR_STRUCTURE:
             # A new or moved directory is compared as a whole when the task ends.
             self._dirty.add(rel)
@@ -252,7 +254,6 @@ class ChangeTracker:
         yield from self._classify(touched, changes)
 
     def _classify(self, current: dict[str, Entry | None], changes: ChangeSet) -> Iterator[str]:
-        current.pop("", None)  # the workspace itself: its mode is not an output
         for rel, now in sorted(current.items()):
             before = self._before.get(rel)
             if now is None:
