@@ -179,8 +179,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--size-mb", type=int, default=48)
-    parser.add_argument("--testdata", type=Path, default=Path(os.environ.get(
-        "BUILDR_TESTDATA", _REPO / ".." / "shared" / "testdata")) / "s2")
+    parser.add_argument("--testdata", type=Path, default=_REPO / "tests" / "data" / "s2")
     args = parser.parse_args()
     print(_machine())
     data = build_source_tar(args.size_mb << 20)

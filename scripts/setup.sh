@@ -10,14 +10,13 @@
 # As root (a fresh Debian 12 machine, CI): installs the Debian packages, makes
 # the unprivileged user $BUILDR_USER (default buildr) with subuid/subgid ranges
 # and /run/user/<uid>, writes its rootless Podman config (runc, overlay),
-# copies the sources to ~buildr/buildr-podman and ../shared/testdata to
-# ~buildr/shared/testdata, makes the venv ~buildr/venv and builds the images.
+# copies the sources to ~buildr/buildr-podman, makes the venv ~buildr/venv and
+# builds the images.
 # As an ordinary user (a workstation): changes nothing outside the repo and
 # never uses sudo; checks Podman, makes <repo>/.venv and builds the images.
 #
 # Afterwards: BUILDR_MODE (root|user), BUILDR_USER, REPO (this checkout),
-# SRC (the sources the job runs from), VENV, BUILDR_TESTDATA (may be empty),
-# BUILDR_XDG_RUNTIME_DIR; buildr_run CMD [ARG...] runs CMD in $SRC as the
+# SRC (the sources the job runs from), VENV, BUILDR_XDG_RUNTIME_DIR; buildr_run CMD [ARG...] runs CMD in $SRC as the
 # unprivileged user with $VENV/bin first on PATH and returns its exit code.
 
 _bs_setup="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/setup.sh"
@@ -40,7 +39,7 @@ _bs_forward_env() {
                 http_proxy | https_proxy | no_proxy | HTTP_PROXY | HTTPS_PROXY | NO_PROXY | \
                 PYTEST_ADDOPTS | TERM | BUILDR_*)
                 case "$name" in
-                    BUILDR_MODE | BUILDR_USER | BUILDR_XDG_RUNTIME_DIR | BUILDR_TESTDATA | BUILDR_GCC_IMAGE | BUILDR_BUSYBOX_IMAGE) ;;
+                    BUILDR_MODE | BUILDR_USER | BUILDR_XDG_RUNTIME_DIR | BUILDR_GCC_IMAGE | BUILDR_BUSYBOX_IMAGE) ;;
                     *) printf '%s=%s\0' "$name" "${!name}" ;;
                 esac
                 ;;
@@ -60,8 +59,6 @@ _bs_vars() {
         SRC="$_bs_home/buildr-podman"
         VENV="$_bs_home/venv"
         BUILDR_XDG_RUNTIME_DIR="/run/user/$_bs_uid"
-        BUILDR_TESTDATA=""
-        if [ -d "$_bs_home/shared/testdata" ]; then BUILDR_TESTDATA="$_bs_home/shared/testdata"; fi
     else
         BUILDR_MODE=user
         BUILDR_USER="$(id -un)"
@@ -71,10 +68,6 @@ _bs_vars() {
         SRC="$REPO"
         VENV="$REPO/.venv"
         BUILDR_XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-}"
-        if [ -z "${BUILDR_TESTDATA:-}" ] && [ -d "$REPO/../shared/testdata" ]; then
-            BUILDR_TESTDATA="$(cd "$REPO/../shared/testdata" && pwd -P)"
-        fi
-        BUILDR_TESTDATA="${BUILDR_TESTDATA:-}"
     fi
 }
 
@@ -92,11 +85,11 @@ _bs_in_dir_as_user() {
             HOME="$_bs_home" USER="$BUILDR_USER" LOGNAME="$BUILDR_USER" SHELL=/bin/bash \
             PATH="$VENV/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" \
             XDG_RUNTIME_DIR="$BUILDR_XDG_RUNTIME_DIR" LANG=C.UTF-8 CI="${CI:-}" \
-            VIRTUAL_ENV="$VENV" BUILDR_TESTDATA="$BUILDR_TESTDATA" \
+            VIRTUAL_ENV="$VENV" \
             "${fwd[@]}" \
             bash -c 'cd "$0" && exec "$@"' "$dir" "$@")
     else
-        (cd "$dir" && PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV" BUILDR_TESTDATA="$BUILDR_TESTDATA" "$@")
+        (cd "$dir" && PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV" "$@")
     fi
 }
 _bs_as_user() { _bs_in_dir_as_user / "$@"; }
@@ -284,17 +277,6 @@ _bs_step_sources() {
     n="$(rsync -a --delete "${excl[@]}" --chown="$_bs_uid:$_bs_gid" --chmod=u+rwX \
         --out-format='%n' "$REPO/" "$SRC/" | wc -l)" || _bs_die "rsync of $REPO to $SRC failed (see above)"
     _bs_say "sources synced to $SRC ($n changed)"
-
-    local td="$REPO/../shared/testdata"
-    if [ -d "$td" ]; then
-        install -d -m 0755 -o "$_bs_uid" -g "$_bs_gid" "$_bs_home/shared"
-        rsync -a --delete --chown="$_bs_uid:$_bs_gid" --chmod=u+rX "$td/" "$_bs_home/shared/testdata/" ||
-            _bs_die "rsync of $td to $_bs_home/shared/testdata failed (see above)"
-        BUILDR_TESTDATA="$_bs_home/shared/testdata"
-        _bs_say "testdata copied to $BUILDR_TESTDATA"
-    else
-        _bs_warn "no shared/testdata beside the repo ($td): tests that need it will skip or fail"
-    fi
 }
 
 _bs_pick_python() {
@@ -416,10 +398,10 @@ fi
 
 _bs_run_steps_locked || exit $?
 _bs_vars
-export BUILDR_MODE BUILDR_USER REPO SRC VENV BUILDR_TESTDATA BUILDR_XDG_RUNTIME_DIR BUILDR_GCC_IMAGE BUILDR_BUSYBOX_IMAGE
+export BUILDR_MODE BUILDR_USER REPO SRC VENV BUILDR_XDG_RUNTIME_DIR BUILDR_GCC_IMAGE BUILDR_BUSYBOX_IMAGE
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-    for _bs_n in BUILDR_MODE BUILDR_USER REPO SRC VENV BUILDR_TESTDATA BUILDR_XDG_RUNTIME_DIR BUILDR_GCC_IMAGE BUILDR_BUSYBOX_IMAGE; do
+    for _bs_n in BUILDR_MODE BUILDR_USER REPO SRC VENV BUILDR_XDG_RUNTIME_DIR BUILDR_GCC_IMAGE BUILDR_BUSYBOX_IMAGE; do
         printf 'export %s=%q\n' "$_bs_n" "${!_bs_n}"
     done
 fi
