@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -28,7 +29,7 @@ from buildr_podman.errors import ConfigError
 from buildr_podman.graph import find_cycle
 from buildr_podman.hcl import Attribute, Block, HclFile
 from buildr_podman.interpolate import InterpolationError, ModuleRef, Scope, evaluate
-from buildr_podman.model import CATEGORIES, DEFAULT_SHELL, Project, Task
+from buildr_podman.model import CATEGORIES, DEFAULT_SHELL, DEPENDENCY_OUTPUTS, Project, Task
 from buildr_podman.moduletype import ModuleSpecError, ModuleType
 
 __all__ = ["find_root", "load_project", "parse_duration", "parse_size"]
@@ -40,7 +41,7 @@ BUILDR_ATTRS = ("out_dir", "max_return_size")
 TOP_LEVEL_BLOCKS = ("buildr", "locals", *CATEGORIES)
 #: attributes every module has, whatever its type
 MODULE_ATTRS = ("environment", "secret_environment", "shell", "working_dir", "input_mapping",
-                "depends_on", "timeout", "write_back", "continue_on_error")
+                "depends_on", "inputs_from", "timeout", "write_back", "continue_on_error")
 DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 SIZE = re.compile(r"^(\d+)([kmgt]?)$", re.IGNORECASE)
@@ -119,7 +120,8 @@ class _Loader:
     environ: Mapping[str, str]
     declared: dict[str, _Declared] = field(default_factory=dict)
     locals: dict[str, tuple[HclFile, Attribute]] = field(default_factory=dict)
-    _local_values: dict[str, tuple[Any, frozenset[str]]] = field(default_factory=dict)
+    _local_values: dict[tuple[str, bool], tuple[Any, frozenset[str]]] = field(
+        default_factory=dict)
     _local_stack: list[str] = field(default_factory=list)
     out_dir_rel: str = _OUT_DIR_PLACEHOLDER
     max_return_bytes: int | None = None
@@ -243,17 +245,20 @@ class _Loader:
                                 f'"10g" or "512m", not {describe(value)}', attribute)
         return size
 
-    def _scope(self) -> Scope:
+    def _scope(self, host_paths: bool = False) -> Scope:
+        """What expressions see. A module's out dir is where the container shows it, except
+        in a bind_mount source (host_paths), which names a host path: the project's out dir."""
         modules = {name: declared.category for name, declared in self.declared.items()}
-        return Scope(environ=self.environ, modules=modules, out_dir=self.out_dir_rel,
-                     local=self._local)
+        return Scope(environ=self.environ, modules=modules,
+                     out_dir=self.out_dir_rel if host_paths else DEPENDENCY_OUTPUTS,
+                     local=partial(self._local, host_paths=host_paths))
 
-    def _local(self, name: str, refs: set[str]) -> Any:
+    def _local(self, name: str, refs: set[str], host_paths: bool = False) -> Any:
         if name not in self.locals:
             hint = suggest(name, tuple(self.locals))
             raise InterpolationError(f'no local value named "{name}"{hint}', f"local.{name}")
-        if name in self._local_values:
-            value, local_refs = self._local_values[name]
+        if (name, host_paths) in self._local_values:
+            value, local_refs = self._local_values[(name, host_paths)]
             refs |= local_refs
             return value
         if name in self._local_stack:
@@ -264,18 +269,19 @@ class _Loader:
         own_refs: set[str] = set()
         self._local_stack.append(name)
         try:
-            value = self._evaluate(file, attribute, own_refs, prefix=f"local.{name}")
+            value = self._evaluate(file, attribute, own_refs, prefix=f"local.{name}",
+                                   host_paths=host_paths)
         finally:
             self._local_stack.pop()
         if self.out_dir_rel != _OUT_DIR_PLACEHOLDER or not own_refs:
-            self._local_values[name] = (value, frozenset(own_refs))
+            self._local_values[(name, host_paths)] = (value, frozenset(own_refs))
         refs |= own_refs
         return value
 
     def _evaluate(self, file: HclFile, attribute: Attribute, refs: set[str],
-                  prefix: str | None = None) -> Any:
+                  prefix: str | None = None, host_paths: bool = False) -> Any:
         try:
-            return evaluate(attribute.value, self._scope(), refs)
+            return evaluate(attribute.value, self._scope(host_paths), refs)
         except InterpolationError as exc:
             raise file.error_at(f"{prefix or attribute.name}: {exc.message}", attribute,
                                 near=exc.expression) from None
@@ -296,8 +302,9 @@ class _Loader:
             if name in own:
                 expect_kind(file, block.attributes[name], value, module_type.attributes[name])
         container = read_container(file, block, declared.title, self._evaluate, self.root,
-                                   refs)
-        if declared.name in refs:
+                                   refs, partial(self._evaluate, host_paths=True))
+        inputs_from = self._inputs_from(declared, values)
+        if declared.name in refs or declared.name in inputs_from:
             raise file.error(f"{declared.title} refers to its own out dir: a module cannot use "
                              "what it is about to produce", block.line, block.column)
         return Task(
@@ -311,7 +318,9 @@ class _Loader:
             secret_environment=self._secrets(file, block, values),
             input_mapping=self._input_mapping(file, block, values),
             working_dir=self._working_dir(file, block, values),
-            depends_on=self._depends_on(declared, values, refs),
+            depends_on=self._depends_on(declared, values, refs | set(inputs_from)),
+            inputs_from=inputs_from,
+            outputs_used=tuple(sorted(refs | set(inputs_from))),
             timeout_seconds=self._timeout(file, block, values),
             write_back=self._bool(file, block, values, "write_back"),
             continue_on_error=self._bool(file, block, values, "continue_on_error"),
@@ -430,6 +439,22 @@ class _Loader:
         # Using another module's out dir means needing it first, as in Terraform.
         names += sorted(refs - set(names))
         return tuple(dict.fromkeys(names))
+
+    def _inputs_from(self, declared: _Declared, values: dict[str, Any]) -> tuple[str, ...]:
+        """`inputs_from`: modules whose outputs of this run are laid over the inputs, in order."""
+        if "inputs_from" not in values:
+            return ()
+        file, attribute = declared.file, declared.block.attributes["inputs_from"]
+        items = values["inputs_from"]
+        if not isinstance(items, list):
+            raise file.error_at('inputs_from must be a list of module names, like '
+                                f'["configure", build.lib], not {describe(items)}', attribute)
+        names = [self._dependency(declared, attribute, item) for item in items]
+        for name in names:
+            if names.count(name) > 1:
+                raise file.error_at(f'inputs_from names "{name}" twice: name each module once',
+                                    attribute, near=name)
+        return tuple(names)
 
     def _dependency(self, declared: _Declared, attribute: Attribute, item: Any) -> str:
         file = declared.file

@@ -48,8 +48,10 @@ Evaluate = Callable[[HclFile, Attribute, set[str]], Any]
 
 
 def read_container(file: HclFile, module: Block, title: str, evaluate: Evaluate, root: Path,
-                   module_refs: set[str]) -> ContainerSpec:
-    """The module's one container block; module out dirs it refers to go into `module_refs`."""
+                   module_refs: set[str], evaluate_host: Evaluate | None = None) -> ContainerSpec:
+    """The module's one container block; module out dirs it refers to go into `module_refs`.
+    A bind_mount source is a host path: `evaluate_host` reads it, with a module's out dir as
+    the host's."""
     blocks = module.blocks_of("container")
     if len(blocks) != 1:
         where = blocks[1] if len(blocks) > 1 else module
@@ -68,7 +70,8 @@ def read_container(file: HclFile, module: Block, title: str, evaluate: Evaluate,
             raise file.error_at(message + f", not {describe(image)}", attrs["image"])
         raise file.error(message, block.line, block.column)
     cap_add, cap_drop = _capabilities(file, block, title, evaluate, module_refs)
-    binds = [_bind_mount(file, inner, title, evaluate, root, module_refs)
+    binds = [_bind_mount(file, inner, title, evaluate, evaluate_host or evaluate, root,
+                         module_refs)
              for inner in block.blocks_of("bind_mount")]
     tmpfs = [_tmpfs_mount(file, inner, title, evaluate, module_refs)
              for inner in block.blocks_of("tmpfs_mount")]
@@ -138,8 +141,8 @@ def _capability(file: HclFile, attribute: Attribute, name: str) -> str:
     return bare
 
 
-def _bind_mount(file: HclFile, block: Block, title: str, evaluate: Evaluate, root: Path,
-                module_refs: set[str]) -> BindMount:
+def _bind_mount(file: HclFile, block: Block, title: str, evaluate: Evaluate,
+                evaluate_host: Evaluate, root: Path, module_refs: set[str]) -> BindMount:
     check_names(file, block, ("source", "target", "read_only"), (), "bind_mount block")
     for required in ("source", "target"):
         if required not in block.attributes:
@@ -147,7 +150,8 @@ def _bind_mount(file: HclFile, block: Block, title: str, evaluate: Evaluate, roo
                              block.column)
     source_attribute = block.attributes["source"]
     own_refs: set[str] = set()
-    source = expect_string(file, source_attribute, evaluate(file, source_attribute, own_refs))
+    source = expect_string(file, source_attribute,
+                           evaluate_host(file, source_attribute, own_refs))
     module_refs |= own_refs
     path = Path(os.path.normpath(root / source))
     # A module's out dir appears when that module (now a dependency) has run.

@@ -48,7 +48,9 @@ class Scope:
 
     environ: Mapping[str, str]
     modules: Mapping[str, str] = field(default_factory=dict)  #: module name -> category
-    out_dir: str = ".buildr/out"  #: the project's out dir, relative to the repository root
+    #: what CATEGORY.NAME.out_dir is below: where the container shows the outputs of
+    #: dependencies, or (for a bind_mount source, a host path) the project's out dir
+    out_dir: str = ".buildr/out"
     #: evaluates a local by name, adding the modules it refers to into the set
     local: Callable[[str, set[str]], Any] | None = None
 

@@ -11,6 +11,9 @@ __all__ = ["CATEGORIES", "BindMount", "ContainerSpec", "Project", "RunReport", "
 
 DEFAULT_SHELL = "/bin/sh"
 WORKSPACE = "/workspace"
+#: where, in the container, the outputs of this run's dependencies are (read-only, one
+#: directory per module): what `${task.X.out_dir}` expands to
+DEPENDENCY_OUTPUTS = "/.buildr/out"
 #: The block types a module may be declared with: `task "script" "name" { ... }`.
 CATEGORIES = ("task", "build", "tool", "package")
 
@@ -71,6 +74,11 @@ class Task:
     source: str = ""  #: "file:line" where the block starts, for messages
     category: str = "task"  #: one of CATEGORIES
     depends_on: tuple[str, ...] = ()  #: names of modules that must finish first
+    #: modules whose outputs of this run are laid over the inputs, in this order (later wins)
+    inputs_from: tuple[str, ...] = ()
+    #: modules whose outputs of this run the container shows under DEPENDENCY_OUTPUTS: those
+    #: the configuration refers to (`${task.X.out_dir}`) and those of inputs_from
+    outputs_used: tuple[str, ...] = ()
     timeout_seconds: float | None = None  #: None: no limit
     write_back: bool = False  #: apply the returned changes to the repository
     continue_on_error: bool = False  #: a failure lets dependents run and does not fail the run
@@ -82,6 +90,10 @@ class Task:
     def argv(self) -> list[str]:
         """The task process's argv: the configured shell running the script."""
         return [self.shell, "-c", self.script]
+
+    def output_mount(self, module: str) -> str:
+        """Where the container shows this run's outputs of `module` (one of outputs_used)."""
+        return f"{DEPENDENCY_OUTPUTS}/{module}"
 
     def container_working_dir(self) -> str:
         rel = self.working_dir.strip("/")

@@ -11,23 +11,26 @@ import shutil
 import stat
 from collections.abc import Iterable
 
+from buildr_podman.agent.snapshot import Baseline
 from buildr_podman.agent.watcher import ChangeSet
 
 __all__ = ["revert"]
 
 
-def revert(workspace: str, baseline: str, changes: ChangeSet) -> None:
-    """Removes what the task made or changed, then copies back what the baseline holds."""
+def revert(workspace: str, baseline: Baseline, changes: ChangeSet) -> None:
+    """Removes what the task made or changed, then copies back what the baseline holds (its
+    layers merged: the inputs, and the outputs laid over them)."""
     touched = set(changes.returned) | set(changes.deleted)
     for rel in sorted(changes.returned, key=_depth, reverse=True):
         path = os.path.join(workspace, rel)
-        if _is_directory(path) and _is_directory(os.path.join(baseline, rel)):
+        before = baseline.get(rel)
+        if _is_directory(path) and before is not None and before.is_dir:
             continue  # there before and now: its contents are undone one by one, its mode below
         _remove(path)
     for rel in sorted(_new_directories(baseline, changes.returned), key=_depth, reverse=True):
         _remove_empty_directory(os.path.join(workspace, rel))
     for rel in sorted(touched, key=_depth):
-        _restore(os.path.join(baseline, rel), os.path.join(workspace, rel))
+        _restore(baseline, rel, os.path.join(workspace, rel))
 
 
 def _is_directory(path: str) -> bool:
@@ -38,14 +41,14 @@ def _depth(rel: str) -> int:
     return rel.count("/")
 
 
-def _new_directories(baseline: str, returned: Iterable[str]) -> set[str]:
+def _new_directories(baseline: Baseline, returned: Iterable[str]) -> set[str]:
     """Ancestors of returned paths that the baseline does not have: the task made them."""
     new = set()
     for rel in returned:
         parts = rel.split("/")[:-1]
         for i in range(len(parts), 0, -1):
             ancestor = "/".join(parts[:i])
-            if ancestor in new or os.path.lexists(os.path.join(baseline, ancestor)):
+            if ancestor in new or baseline.get(ancestor) is not None:
                 break
             new.add(ancestor)
     return new
@@ -68,19 +71,44 @@ def _remove_empty_directory(path: str) -> None:
         pass  # gone already, or it still holds something the task did not change
 
 
-def _restore(source: str, target: str) -> None:
-    try:
-        st = os.lstat(source)
-    except FileNotFoundError:
+def _restore(baseline: Baseline, rel: str, target: str) -> None:
+    before = baseline.get(rel)
+    if before is None:
         return  # the task created it; removing it was the whole undo
     if os.path.lexists(target):
-        if stat.S_ISDIR(st.st_mode) and _is_directory(target):
-            os.chmod(target, stat.S_IMODE(st.st_mode))  # a directory the task kept, chmod-ed
+        if before.is_dir and _is_directory(target):
+            os.chmod(target, stat.S_IMODE(before.mode))  # a directory the task kept, chmod-ed
         return  # otherwise a parent's restore brought it back already
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    if stat.S_ISLNK(st.st_mode):
+    if before.is_dir:
+        _restore_tree(baseline, rel, target)
+    else:
+        _copy(baseline, rel, target)
+
+
+def _restore_tree(baseline: Baseline, rel_dir: str, target: str) -> None:
+    """A directory as the baseline's layers hold it together (one layer's copy would miss what
+    the others add to it), modes last, deepest first."""
+    os.mkdir(target, 0o700)
+    directories = [(target, baseline.get(rel_dir))]
+    for rel in sorted(baseline.under(rel_dir)):  # parents sort before what they hold
+        path = os.path.join(target, os.path.relpath(rel, rel_dir))
+        entry = baseline.get(rel)
+        if entry is not None and entry.is_dir:
+            os.mkdir(path, 0o700)
+            directories.append((path, entry))
+        elif entry is not None:
+            _copy(baseline, rel, path)
+    for path, entry in reversed(directories):
+        if entry is not None:
+            os.chmod(path, stat.S_IMODE(entry.mode))
+
+
+def _copy(baseline: Baseline, rel: str, target: str) -> None:
+    source = baseline.path_of(rel)
+    if source is None:
+        return
+    if os.path.islink(source):
         os.symlink(os.readlink(source), target)
-    elif stat.S_ISDIR(st.st_mode):
-        shutil.copytree(source, target, symlinks=True)
     else:
         shutil.copy2(source, target, follow_symlinks=False)

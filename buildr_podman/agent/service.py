@@ -46,6 +46,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self._on_shutdown = on_shutdown
         self._undo_previous: Callable[[], None] | None = None
         self._workspace_clean = True
+        self._laid: tuple[str, ...] | None = None  # the outputs laid in (inputs_from), once
 
     def Hello(self, request: agent_pb2.HelloRequest,
               context: grpc.ServicerContext) -> agent_pb2.HelloResponse:
@@ -68,6 +69,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         try:
             self._reset_workspace(context)
             self._workspace_clean = False  # until this task's change set is known
+            self._lay_outputs(request, context)
             from buildr_podman.agent.task_run import run_task
 
             for event in run_task(request, context, self._remember_changes(request)):
@@ -96,14 +98,35 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                           "the previous task was interrupted and its changes are unknown: "
                           "run the next task in a new container")
 
+    def _lay_outputs(self, request: agent_pb2.RunRequest,
+                     context: grpc.ServicerContext) -> None:
+        """Before the container's first task, the outputs named in inputs_from go into the
+        workspace (agent/layers.py); every later task finds them there as the baseline does.
+        The host never sends a task that needs other ones to this container."""
+        layers = tuple(request.layers)
+        if self._laid is None:
+            from buildr_podman.agent.layers import lay_outputs
+
+            try:
+                lay_outputs(request.workspace, list(layers))
+            except OSError as exc:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"cannot lay the outputs of inputs_from into the workspace: {exc}")
+            self._laid = layers
+        elif self._laid != layers:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          "this container's workspace holds the outputs of other modules: run "
+                          "the task in a new container")
+
     def _remember_changes(self, request: agent_pb2.RunRequest) -> Callable[[ChangeSet], None]:
         from buildr_podman.agent.revert import revert
+        from buildr_podman.agent.snapshot import Baseline
 
         def remember(changes: ChangeSet) -> None:
             # Without a baseline there is nothing to go back to: the workspace carries over.
             if request.baseline:
-                self._undo_previous = partial(revert, request.workspace, request.baseline,
-                                              changes)
+                baseline = Baseline([request.baseline, *request.layers])
+                self._undo_previous = partial(revert, request.workspace, baseline, changes)
             self._workspace_clean = True
         return remember
 

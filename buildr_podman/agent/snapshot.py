@@ -156,43 +156,87 @@ class Snapshot:
 
 
 class Baseline:
-    """The original inputs, read-only at `root`, looked at only for the paths that matter."""
+    """The original inputs, read-only, looked at only for the paths that matter.
 
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self._real_dirs: dict[str, bool] = {"": True}
+    `roots` are layers, the lowest first: the repository's inputs, then the outputs of the
+    modules named in `inputs_from`, each laid over the ones before (agent/layers.py lays them
+    into the workspace). A path is what the highest layer that has it holds, as in an overlay:
+    a directory merges with the directories below it; a file or symlink hides whatever lower
+    layers have there, and everything they have below that path.
+    """
+
+    def __init__(self, roots: str | list[str]) -> None:
+        self.roots = [roots] if isinstance(roots, str) else list(roots)
+        # per layer: directory -> True (a real directory), False (something else), None (absent)
+        self._dirs: list[dict[str, bool | None]] = [{"": True} for _ in self.roots]
+
+    @property
+    def root(self) -> str:
+        """The lowest layer: the inputs themselves."""
+        return self.roots[0]
 
     def get(self, rel: str) -> Entry | None:
-        # A path whose parent was a symlink in the baseline did not exist there: looking it up
-        # would follow the link (out of the tree, or into a loop).
-        if not self._is_real_dir(os.path.dirname(rel)):
-            return None
-        # Inodes differ between the baseline and the workspace's copy-on-write layer.
-        return entry_of(os.path.join(self.root, rel), with_inode=False)
+        found = self._find(rel)
+        return found[1] if found else None
 
-    def _is_real_dir(self, rel_dir: str) -> bool:
-        """Whether rel_dir and each of its ancestors is a directory, not a symlink (memoised:
-        lookups come grouped by directory)."""
-        known = self._real_dirs.get(rel_dir)
-        if known is None:
-            known = self._is_real_dir(os.path.dirname(rel_dir))  # parents first: never follow
-            if known:
-                entry = entry_of(os.path.join(self.root, rel_dir), with_inode=False)
-                known = entry is not None and entry.is_dir
-            self._real_dirs[rel_dir] = known
-        return known
+    def path_of(self, rel: str) -> str | None:
+        """Where the path's current content lies in its layer, or None when no layer has it."""
+        found = self._find(rel)
+        return os.path.join(self.roots[found[0]], rel) if found else None
+
+    def _find(self, rel: str) -> tuple[int, Entry] | None:
+        """(layer, entry) of the highest layer that holds rel, unless a higher one hides it."""
+        parent = os.path.dirname(rel)
+        for layer in range(len(self.roots) - 1, -1, -1):
+            state = self._parent_state(layer, parent)
+            if state is False:
+                return None  # a file or symlink of this layer hides every lower path below it
+            if state is None:
+                continue  # not in this layer: a lower one may have it
+            # Inodes differ between the baseline and the workspace's copy-on-write layer.
+            entry = entry_of(os.path.join(self.roots[layer], rel), with_inode=False)
+            if entry is not None:
+                return layer, entry
+        return None
+
+    def _parent_state(self, layer: int, rel_dir: str) -> bool | None:
+        """True when rel_dir and each of its ancestors is a directory in this layer, False
+        when one of them is something else (a symlink is never followed: looking below it
+        would leave the tree), None when one is missing (memoised: lookups come grouped by
+        directory)."""
+        known = self._dirs[layer]
+        if rel_dir in known:
+            return known[rel_dir]
+        state = self._parent_state(layer, os.path.dirname(rel_dir))  # parents first
+        if state:
+            entry = entry_of(os.path.join(self.roots[layer], rel_dir), with_inode=False)
+            state = None if entry is None else entry.is_dir
+        known[rel_dir] = state
+        return state
 
     def under(self, rel_dir: str) -> Iterator[str]:
-        if rel_dir and not self._is_real_dir(rel_dir):
-            return  # a symlink (or file) in the baseline has nothing below it
-        for rel, _ in walk(self.root, rel_dir):
-            yield rel
+        if len(self.roots) == 1:
+            if rel_dir and not self._parent_state(0, rel_dir):
+                return  # a symlink (or file) in the baseline has nothing below it
+            for rel, _ in walk(self.root, rel_dir):
+                yield rel
+            return
+        seen: set[str] = set()
+        for layer, root in enumerate(self.roots):
+            if rel_dir and not self._parent_state(layer, rel_dir):
+                continue
+            for rel, _ in walk(root, rel_dir):
+                if rel not in seen:
+                    seen.add(rel)
+                    if self._find(rel) is not None:  # not hidden by a higher layer's file
+                        yield rel
 
     def same_content(self, rel: str, current_path: str) -> bool:
-        if not self._is_real_dir(os.path.dirname(rel)):
+        original = self.path_of(rel)
+        if original is None:
             return False
         try:
-            return filecmp.cmp(current_path, os.path.join(self.root, rel), shallow=False)
+            return filecmp.cmp(current_path, original, shallow=False)
         except OSError:
             return False
 

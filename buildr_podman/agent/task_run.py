@@ -34,7 +34,9 @@ def run_task(request: agent_pb2.RunRequest, context: grpc.ServicerContext,
     """The task's events: output while it runs, then its archive (as serialized events), then
     one result."""
     started = time.monotonic()
-    tracker = ChangeTracker(request.workspace, request.baseline or None,
+    # The baseline's layers: the inputs, then the outputs laid over them (inputs_from).
+    layers = [request.baseline, *request.layers] if request.baseline else None
+    tracker = ChangeTracker(request.workspace, layers,
                             TrackerLimits.from_environment(os.environ))
     tracker.start()  # before the task starts, so that nothing it does goes unseen
     try:

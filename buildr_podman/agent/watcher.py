@@ -110,7 +110,7 @@ class TrackerLimits:
 class ChangeTracker:
     """Watches a workspace from `start()` to `stop()` and then says what changed."""
 
-    def __init__(self, root: str, baseline: str | None = None,
+    def __init__(self, root: str, baseline: str | list[str] | None = None,
                  limits: TrackerLimits | None = None) -> None:
         self.root = os.path.abspath(root)
         self.limits = limits or TrackerLimits()

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from buildr_podman.podman.agent_build import AgentBundle
     from buildr_podman.podman.agent_client import AgentClient
     from buildr_podman.podman.pods import TaskPod
-    from buildr_podman.podman.warm_pods import WarmPod
+    from buildr_podman.podman.warm_pods import DependencyOutputs, WarmPod
 
 __all__ = ["PodmanExecutor", "PodmanSession"]
 
@@ -57,12 +57,15 @@ class PodmanSession:
         self.project = project
         self.agent = agent
         self.pool = PodPool(self._start_pod)
+        #: where each module's outputs of this run are (a module runs once a run)
+        self._landed: dict[str, Path] = {}
+        self._empty: Path | None = None  # shown for a dependency that returned no archive
 
     def run_task(self, task: Task, observer: RunObserver) -> TaskOutcome:
         from buildr_podman.podman.task_stream import receive_events
 
         started = time.monotonic()
-        warm = self.pool.take(task)
+        warm = self.pool.take(task, self._dependency_outputs(task))
         observer.log(task, f"pod {warm.pod.name} " +
                      (f"reused after {warm.tasks_run} tasks" if warm.tasks_run else "started"))
         try:
@@ -75,13 +78,33 @@ class PodmanSession:
             warm.close()
         else:
             self.pool.give_back(warm)
+        if outcome.output_dir is not None:
+            self._landed[task.name] = outcome.output_dir
         outcome.duration_seconds = time.monotonic() - started
         return outcome
 
     def close(self) -> None:
-        self.pool.close()
+        try:
+            self.pool.close()
+        finally:
+            if self._empty is not None:
+                shutil.rmtree(self._empty, ignore_errors=True)
 
-    def _start_pod(self, task: Task) -> WarmPod:
+    def _dependency_outputs(self, task: Task) -> DependencyOutputs:
+        """The outputs of this run of every module the task uses: its dependencies, so they
+        have run. One that brought back no archive (its agent failed) shows as empty, never
+        as what an earlier run left in the out dir."""
+        outputs = []
+        for name in task.outputs_used:
+            path = self._landed.get(name)
+            if path is None:
+                if self._empty is None:
+                    self._empty = Path(tempfile.mkdtemp(prefix="buildr-podman-empty-"))
+                path = self._empty
+            outputs.append((name, path))
+        return tuple(outputs)
+
+    def _start_pod(self, task: Task, outputs: DependencyOutputs) -> WarmPod:
         """Creates and starts a pod for the task's settings and waits for its agent."""
         from buildr_podman.podman.pods import task_pod
         from buildr_podman.podman.warm_pods import WarmPod, container_key
@@ -89,7 +112,7 @@ class PodmanSession:
         with ExitStack() as stack:
             socket_dir = stack.enter_context(_private_socket_dir())
             pod = stack.enter_context(task_pod(self.client, self.project, task, self.agent,
-                                               socket_dir))
+                                               socket_dir, outputs))
             # Imported only now: loading grpc (~0.1 s) overlaps the agent's own start-up.
             from buildr_podman.podman.agent_client import AgentClient
 
@@ -98,7 +121,7 @@ class PodmanSession:
             _wait_for_agent(task, pod, client)
             client.hello()
             pod.wait_for_inputs()
-            return WarmPod(container_key(task), pod, client, stack.pop_all())
+            return WarmPod(container_key(task, outputs), pod, client, stack.pop_all())
 
     def output_dir(self, task: Task) -> Path:
         return self.project.out_dir / task.name
@@ -125,7 +148,8 @@ def _run_request(task: Task) -> agent_pb2.RunRequest:
     return agent_pb2.RunRequest(task_name=task.name, argv=task.argv(), environment=environment,
                                 working_dir=task.container_working_dir(), workspace=WORKSPACE,
                                 baseline=BASELINE_MOUNT, user=task.container.user or "",
-                                timeout_seconds=task.timeout_seconds or 0.0)
+                                timeout_seconds=task.timeout_seconds or 0.0,
+                                layers=[task.output_mount(name) for name in task.inputs_from])
 
 
 @contextmanager

@@ -24,6 +24,8 @@ from buildr_podman.podman.input_mapping import MappedDirectories, mapped_directo
 if TYPE_CHECKING:
     import podman
 
+    from buildr_podman.podman.warm_pods import DependencyOutputs
+
 __all__ = ["BASELINE_MOUNT", "LABEL", "SOCKET_MOUNT", "TaskPod", "task_pod"]
 
 LABEL = "io.buildr-podman"  # value: the pid of the host process that made it
@@ -106,10 +108,10 @@ class TaskPod:
 
 @contextmanager
 def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: AgentBundle,
-             socket_dir: Path) -> Iterator[TaskPod]:
+             socket_dir: Path, outputs: DependencyOutputs = ()) -> Iterator[TaskPod]:
     """Creates and starts the pod; removes it on exit whatever happened. Copied-in inputs
     (inputs = "copy") go into a volume of the pod's own, from a thread that starts before the
-    container does (wait_for_inputs)."""
+    container does (wait_for_inputs). The dependencies' `outputs` are mounted read-only."""
     import podman.errors
 
     name = f"buildr-{task.name}-{secrets.token_hex(4)}"
@@ -126,7 +128,7 @@ def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: A
             volume = _workspace_volume(client, name, labels)
             copy = InputCopy(task, directories, Path(volume.attrs["Mountpoint"]))
         container = _create_container(client, directories, task, agent, socket_dir, name,
-                                      labels, volume)
+                                      labels, volume, outputs)
         container.start()
         yield TaskPod(name, pod, container, socket_dir / SOCKET_NAME, copy)
     except podman.errors.APIError as exc:
@@ -150,7 +152,8 @@ def _workspace_volume(client: podman.PodmanClient, name: str, labels: dict[str, 
 
 def _create_container(client: podman.PodmanClient, directories: MappedDirectories,
                       task: Task, agent: AgentBundle, socket_dir: Path, name: str,
-                      labels: dict[str, str], workspace_volume: Any) -> Any:
+                      labels: dict[str, str], workspace_volume: Any,
+                      outputs: DependencyOutputs) -> Any:
     import podman.errors
 
     spec = task.container
@@ -181,6 +184,8 @@ def _create_container(client: podman.PodmanClient, directories: MappedDirectorie
             mounts=[_bind(agent.path, AGENT_MOUNT, read_only=True),
                     _bind(socket_dir, SOCKET_MOUNT, read_only=False),
                     *_baseline_mounts(directories),
+                    *(_bind(path, task.output_mount(module), read_only=True)
+                      for module, path in outputs),
                     *(_bind(m.source, m.target, m.read_only) for m in spec.bind_mounts),
                     *(_tmpfs(m.target, m.size) for m in spec.tmpfs_mounts)],
             overlay_volumes=_workspace_volumes(task, directories),

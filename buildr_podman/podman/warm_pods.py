@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from buildr_podman.model import Task
@@ -20,18 +21,28 @@ if TYPE_CHECKING:
     from buildr_podman.podman.agent_client import AgentClient
     from buildr_podman.podman.pods import TaskPod
 
-__all__ = ["MAX_IDLE", "PodPool", "WarmPod", "container_key"]
+__all__ = ["MAX_IDLE", "DependencyOutputs", "PodPool", "WarmPod", "container_key"]
+
+#: (module, the host directory of its outputs of this run) for each module whose outputs a
+#: task uses (Task.outputs_used): each is bind-mounted read-only at Task.output_mount(module)
+DependencyOutputs = tuple[tuple[str, Path], ...]
 
 MAX_IDLE = 4  # idle pods kept for later tasks; each holds a container's memory meanwhile
 AGENT_EXIT_SECONDS = 1.0  # an agent asked to shut down exits in ~30 ms; past this it is killed
 
 
-def container_key(task: Task) -> str:
+def container_key(task: Task, outputs: DependencyOutputs = ()) -> str:
     """Tasks with equal keys can share a container: same image, mounts, network, capabilities,
     container environment and inputs. The user is set per task by the agent, so it may differ;
-    where the image was named in the configuration does not matter."""
+    where the image was named in the configuration does not matter.
+
+    The inputs include the dependencies' outputs: the very directories mounted, and the ones
+    laid over the workspace (inputs_from), in order. A bind mount shows the directory it was
+    made from even after the host replaced it (every landing of outputs is a rename), and a
+    workspace is laid once: so a container is never reused once a dependency's output has
+    changed, and a task can never see outputs of the past."""
     shared = replace(task.container, user=None, image_source="")
-    return repr((shared, task.input_mapping))
+    return repr((shared, task.input_mapping, outputs, task.inputs_from))
 
 
 @dataclass
@@ -59,23 +70,24 @@ class WarmPod:
 class PodPool:
     """Idle warm pods by container key; safe to use from the runner's worker threads."""
 
-    def __init__(self, start: Callable[[Task], WarmPod]) -> None:
+    def __init__(self, start: Callable[[Task, DependencyOutputs], WarmPod]) -> None:
         self._start = start
         self._idle: dict[str, list[WarmPod]] = {}
         self._order: list[WarmPod] = []  # idle pods, least recently used first
         self._lock = threading.Lock()
         self._closed = False
 
-    def take(self, task: Task) -> WarmPod:
-        """An idle pod for this task's settings, or a newly started one."""
-        key = container_key(task)
+    def take(self, task: Task, outputs: DependencyOutputs = ()) -> WarmPod:
+        """An idle pod for this task's settings and dependency outputs, or a newly started
+        one."""
+        key = container_key(task, outputs)
         with self._lock:
             idle = self._idle.get(key)
             if idle:
                 pod = idle.pop()
                 self._order.remove(pod)
                 return pod
-        return self._start(task)  # outside the lock: starting takes a few hundred ms
+        return self._start(task, outputs)  # outside the lock: starting takes a few hundred ms
 
     def give_back(self, pod: WarmPod) -> None:
         """Keeps the pod for the next task with the same settings (or closes it after close)."""

@@ -95,7 +95,7 @@ def test_list_shows_modules_with_category_and_dependencies(repo: Path, capsys) -
 def test_run_plain_runs_dependencies_first_and_keeps_logs(repo: Path, capsys) -> None:
     assert cli(repo, "run", "app", "--executor", "local", "--output", "plain", "-j", "1") == 0
     captured = capsys.readouterr()
-    assert captured.out == "building lib\napp uses .buildr/out/lib\n", "-j 1: no prefixes"
+    assert captured.out == "building lib\napp uses /.buildr/out/lib\n", "-j 1: no prefixes"
     err = captured.err.splitlines()
     assert err[0] == "buildr: running lib in i"
     assert err[-1].startswith("buildr: 2 ok in ")
@@ -106,7 +106,7 @@ def test_run_plain_runs_dependencies_first_and_keeps_logs(repo: Path, capsys) ->
 def test_parallel_lines_get_a_prefix(repo: Path, capsys) -> None:
     assert cli(repo, "run", "app", "--executor", "local", "--output", "plain", "-j", "2") == 0
     out = capsys.readouterr().out.splitlines()
-    assert out == ["lib | building lib", "app | app uses .buildr/out/lib"]
+    assert out == ["lib | building lib", "app | app uses /.buildr/out/lib"]
 
 
 def test_a_failure_exits_1_and_says_why_last(repo: Path, capsys) -> None:
@@ -125,7 +125,7 @@ def test_json_output_is_one_event_per_line(repo: Path, capsys) -> None:
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
     assert {"task_started", "output", "files_returned", "task_finished"} <= set(kinds)
     lines = [e["line"] for e in events if e["event"] == "output"]
-    assert lines == ["building lib", "app uses .buildr/out/lib"]
+    assert lines == ["building lib", "app uses /.buildr/out/lib"]
     assert events[-1]["exit_code"] == 0
     assert [o["status"] for o in events[-1]["outcomes"]] == ["ok", "ok"]
 

@@ -218,7 +218,7 @@ def test_every_category_attribute_and_variable(tmp_path: Path) -> None:
     assert test.timeout_seconds == 5400
     assert test.write_back and test.continue_on_error
     assert test.script == "make test HOME=${HOME} from=env"
-    assert project.tasks["deb"].script == "echo .buildr/out/deb2/x"
+    assert project.tasks["deb"].script == "echo /.buildr/out/deb2/x"
     assert project.tasks["deb"].depends_on == ("deb2",), "an out dir reference is a dependency"
     assert project.tasks["fmt"].timeout_seconds is None and not project.tasks["fmt"].write_back
 
@@ -238,7 +238,8 @@ task "script" "b" {
 }
 '''), environ={})
     assert project.out_dir == tmp_path / "build/out"
-    assert project.tasks["a"].script == "echo build/out/b"
+    # In the container, wherever the out dir is on the host.
+    assert project.tasks["a"].script == "echo /.buildr/out/b"
     assert project.log_path("a") == tmp_path / "build/out/a.log"
 
 
@@ -324,6 +325,16 @@ task "script" "b" {
      r':3:13: script: "task\.y\.out_dir" refers to no module named "y"'),
     ('task "script" "x" {\n  container { image = "i" }\n  script = "%{ if true }t%{ endif }"\n}\n',
      r':3:13: script: template directives'),
+    # inputs_from
+    ('task "script" "x" {\n  container { image = "i" }\n  script = "t"\n  inputs_from = "y"\n}\n',
+     r':4:17: inputs_from must be a list of module names'),
+    ('task "script" "x" {\n  container { image = "i" }\n  script = "t"\n  inputs_from = ["yy"]\n}\n',
+     r':4:18: task "x" depends on "yy", which is not a module'),
+    ('task "script" "x" {\n  container { image = "i" }\n  script = "t"\n  inputs_from = [task.x]\n}\n',
+     r':1:1: task "x" refers to its own out dir'),
+    (('task "script" "x" {\n  container { image = "i" }\n  script = "t"\n'
+      '  inputs_from = ["y", task.y]\n}\ntask "script" "y" {\n  container { image = "i" }\n'
+      '  script = "t"\n}\n'), r':4:.*: inputs_from names "y" twice'),
 ])
 def test_more_mistakes_are_one_located_line(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected) as info:
@@ -366,3 +377,43 @@ def test_durations(text: str, seconds: float | None) -> None:
     from buildr_podman.config import parse_duration
 
     assert parse_duration(text) == seconds
+
+
+def test_inputs_from_and_out_dir_references_are_dependencies_whose_outputs_are_shown(
+        tmp_path: Path) -> None:
+    write(tmp_path, '''
+task "script" "configure" {
+  container { image = "i" }
+  script = "t"
+}
+build "script" "lib" {
+  container { image = "i" }
+  script = "t"
+}
+task "script" "host" {
+  container {
+    image = "i"
+    bind_mount {
+      source = task.configure.out_dir
+      target = "/configured"
+    }
+  }
+  script = "t"
+}
+task "script" "test" {
+  container { image = "i" }
+  inputs_from = [build.lib, "configure"]
+  working_dir = "src"
+  script = "ls ${task.configure.out_dir}"
+}
+''')
+    project = load_project(tmp_path)
+    test = project.tasks["test"]
+    assert test.inputs_from == ("lib", "configure")  # in the order given: later wins
+    assert set(test.depends_on) == {"lib", "configure"}
+    assert test.outputs_used == ("configure", "lib")
+    assert test.script == "ls /.buildr/out/configure"  # absolute: any working_dir
+    # A bind_mount source is a host path: the out dir there.
+    host = project.tasks["host"]
+    assert host.container.bind_mounts[0].source == tmp_path / ".buildr/out/configure"
+    assert host.depends_on == ("configure",)

@@ -29,7 +29,7 @@ def test_tasks_differing_only_in_user_share_a_container() -> None:
 
 def test_a_pod_given_back_is_taken_again_for_the_same_settings() -> None:
     started = []
-    pool = PodPool(lambda t: started.append(FakePod(container_key(t))) or started[-1])
+    pool = PodPool(lambda t, outputs: started.append(FakePod(container_key(t, outputs))) or started[-1])
     first = pool.take(task())
     pool.give_back(first)
     assert pool.take(task()) is first
@@ -38,7 +38,7 @@ def test_a_pod_given_back_is_taken_again_for_the_same_settings() -> None:
 
 
 def test_idle_pods_beyond_the_limit_are_closed_oldest_first() -> None:
-    pool = PodPool(lambda t: FakePod(container_key(t)))
+    pool = PodPool(lambda t, outputs: FakePod(container_key(t, outputs)))
     pods = [pool.take(task(image=f"i{n}")) for n in range(MAX_IDLE + 1)]
     for pod in pods:
         pool.give_back(pod)
@@ -48,7 +48,7 @@ def test_idle_pods_beyond_the_limit_are_closed_oldest_first() -> None:
 
 
 def test_a_pod_given_back_after_close_is_closed() -> None:
-    pool = PodPool(lambda t: FakePod(container_key(t)))
+    pool = PodPool(lambda t, outputs: FakePod(container_key(t, outputs)))
     pod = pool.take(task())
     pool.close()
     pool.give_back(pod)

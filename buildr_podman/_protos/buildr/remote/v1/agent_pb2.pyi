@@ -29,7 +29,7 @@ class HelloResponse(_message.Message):
     def __init__(self, protocol_version: _Optional[_Union[_common_pb2.ProtocolVersion, str]] = ..., agent_version: _Optional[str] = ..., compression: _Optional[_Union[_common_pb2.Compression, str]] = ...) -> None: ...
 
 class RunRequest(_message.Message):
-    __slots__ = ("task_name", "argv", "environment", "working_dir", "workspace", "user", "compression", "timeout_seconds", "baseline")
+    __slots__ = ("task_name", "argv", "environment", "working_dir", "workspace", "user", "compression", "timeout_seconds", "baseline", "layers")
     class EnvironmentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class RunRequest(_message.Message):
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BASELINE_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
     task_name: str
     argv: _containers.RepeatedScalarFieldContainer[str]
     environment: _containers.ScalarMap[str, str]
@@ -55,7 +56,8 @@ class RunRequest(_message.Message):
     compression: _common_pb2.Compression
     timeout_seconds: float
     baseline: str
-    def __init__(self, task_name: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., workspace: _Optional[str] = ..., user: _Optional[str] = ..., compression: _Optional[_Union[_common_pb2.Compression, str]] = ..., timeout_seconds: _Optional[float] = ..., baseline: _Optional[str] = ...) -> None: ...
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task_name: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., workspace: _Optional[str] = ..., user: _Optional[str] = ..., compression: _Optional[_Union[_common_pb2.Compression, str]] = ..., timeout_seconds: _Optional[float] = ..., baseline: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RunEvent(_message.Message):
     __slots__ = ("log", "output", "archive", "result")
