@@ -2,6 +2,8 @@
 
 The public surface for plugin authors is re-exported here, lazily: the in-container agent
 imports this package too, and must not pay for (or carry) pluggy and the host's modules.
+Type checkers read __init__.pyi instead (not imports under TYPE_CHECKING here: PyInstaller
+would follow them into the agent).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from buildr_podman import __version__
 from buildr_podman.errors import BuildrError, ConfigError
+from buildr_podman.jobs import default_jobs
 
 __all__ = ["ExitCode", "build_parser", "command", "main"]
 
@@ -41,14 +42,6 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  #: bad arguments or configuration
     INTERRUPTED = 130  #: Ctrl-C (128 + SIGINT)
     TERMINATED = 143  #: SIGTERM (128 + SIGTERM)
-
-
-def default_jobs() -> int:
-    """How many tasks run at once by default: the cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _positive(text: str) -> int:
@@ -88,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_run(commands: argparse._SubParsersAction) -> None:
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = commands.add_parser("run", help="run modules, their dependencies first")
     run.add_argument("names", nargs="+", metavar="NAME")
     run.add_argument("-j", "--jobs", type=_positive, default=default_jobs(), metavar="N",
@@ -102,7 +95,7 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--executor", default="podman", help="executor backend (default: podman)")
 
 
-def _add_archive(commands: argparse._SubParsersAction) -> None:
+def _add_archive(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     archive = commands.add_parser("archive", help="inspect or extract a .tar.s2 archive")
     archive_commands = archive.add_subparsers(dest="archive_command", metavar="ACTION",
                                               required=True)

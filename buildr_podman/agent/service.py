@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # Before grpc is imported: its fork handlers restart gRPC threads in every forked child, and a
 # task with `user` is started by fork() (setuid rules out vfork), so it died of SIGSEGV
@@ -179,7 +179,7 @@ def serve(socket_path: str) -> int:
 def add_agent_service(service: AgentService, server: grpc.Server) -> None:
     """agent_pb2_grpc.add_AgentServicer_to_server, but archive bytes skip protobuf: Run sends
     events that are already serialized (bytes) as they are (archive_wire.py)."""
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Hello": grpc.unary_unary_rpc_method_handler(
             service.Hello, request_deserializer=agent_pb2.HelloRequest.FromString,
             response_serializer=agent_pb2.HelloResponse.SerializeToString),

@@ -41,7 +41,7 @@ AGENT_SOURCES = (
     "podman/agent_build.py",  # a new build flag must mean a new bundle
 )
 AGENT_DISTRIBUTIONS = (
-    "grpcio", "protobuf", "python-snappy", "cramjam", "inotify-simple", "crc32c", "pyinstaller",
+    "grpcio", "protobuf", "cramjam", "inotify-simple", "crc32c", "pyinstaller",
 )
 COLLECT_PACKAGES = ("buildr_podman.agent", "buildr_podman.s2", "buildr_podman._protos")
 # Host-side or build-time packages the agent never imports; grpc_tools comes in through

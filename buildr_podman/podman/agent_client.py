@@ -47,7 +47,8 @@ class AgentClient:
         # The call that carries archives skips protobuf for their bytes (archive_wire.py).
         self._run = self._channel.unary_stream(
             f"/{AGENT_SERVICE}/Run", request_serializer=agent_pb2.RunRequest.SerializeToString,
-            response_deserializer=parse_run_event, _registered_method=True)
+            response_deserializer=parse_run_event,
+            _registered_method=True)  # type: ignore[call-arg]  # as the generated stub does
         self.compression = common_pb2.COMPRESSION_S2
 
     def wait_ready(self, timeout: float, still_starting: Callable[[], bool]) -> None:
@@ -74,7 +75,7 @@ class AgentClient:
                                          host_version=__version__,
                                          accepted_compressions=ACCEPTED_COMPRESSIONS)
         try:
-            response = self._stub.Hello(request, timeout=30)
+            response: agent_pb2.HelloResponse = self._stub.Hello(request, timeout=30)
         except grpc.RpcError as exc:
             raise AgentError(f"agent handshake failed: {_describe(exc)}") from exc
         if response.protocol_version != PROTOCOL_VERSION:

@@ -98,7 +98,8 @@ def _podman_version() -> Finding:
 
 def _podman_info() -> dict[str, Any] | Finding:
     try:
-        return podman_json("info", timeout=60)
+        info: dict[str, Any] = podman_json("info", timeout=60)
+        return info
     except PodmanCliError as exc:
         return Finding("podman info", "fail", f"podman info fails: {exc}", _fix_for(str(exc)))
 
@@ -263,7 +264,7 @@ def _inotify(project: Project | None) -> Finding:
     if project is None:
         return Finding("inotify watches", "ok", f"{limit} allowed (no repository here to "
                        "compare with)")
-    from buildr_podman.cli import default_jobs
+    from buildr_podman.jobs import default_jobs
 
     directories = _count_directories(project.root)
     needed = directories * default_jobs()

@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from buildr_podman.podman.connection import socket_accepts
 from buildr_podman.podman.podman_cli import PodmanCliError, podman, podman_json
@@ -92,7 +93,7 @@ def _clean_pods(everything: bool, kept_mounts: set[str]) -> Iterator[str]:
         yield _remove_container(container)
 
 
-def _remove_pod(pod: dict, name: str, owner: int | None, everything: bool) -> str:
+def _remove_pod(pod: dict[str, Any], name: str, owner: int | None, everything: bool) -> str:
     why = (f"its run, pid {owner}, is gone" if owner is not None and not _run_going(owner)
            else "--all" if everything else "it has no owner")
     try:
@@ -102,7 +103,7 @@ def _remove_pod(pod: dict, name: str, owner: int | None, everything: bool) -> st
     return f"removed pod {name} ({why})"
 
 
-def _remove_container(container: dict) -> str:
+def _remove_container(container: dict[str, Any]) -> str:
     names = container.get("Names") or [container.get("Id", "?")[:12]]
     name = names[0] if isinstance(names, list) else str(names)
     try:
@@ -146,7 +147,7 @@ def _run_going(owner: int | None) -> bool:
     return owner is not None and own_process_running(owner)
 
 
-def _owner(labels: dict) -> int | None:
+def _owner(labels: dict[str, Any]) -> int | None:
     try:
         return int(labels.get(LABEL, ""))
     except ValueError:

@@ -45,7 +45,7 @@ class S2Reader(io.RawIOBase):
         if isinstance(source, (bytes, bytearray, memoryview)):
             self._chunks = iter([bytes(source)])  # a whole stream in memory
         elif not hasattr(source, "read"):
-            self._chunks = iter(source)  # type: ignore[arg-type]
+            self._chunks = iter(source)
         self._block = _EMPTY  # decoded bytes not yet returned
         self._eof = False
 
@@ -108,7 +108,7 @@ class S2Reader(io.RawIOBase):
 
     def _unread(self) -> memoryview | None:
         """Decoded bytes not yet returned: None at the end, or if a non-blocking source is dry."""
-        self._checkClosed()  # type: ignore[attr-defined]
+        self._checkClosed()
         while not self._block:
             if self._eof:
                 return None
@@ -164,7 +164,7 @@ class S2Writer(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:  # data: a bytes-like object
-        self._checkClosed()  # type: ignore[attr-defined]
+        self._checkClosed()
         with memoryview(data) as view:
             self._send(self._encoder.encode_parts(view))
             return view.nbytes
