@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from buildr_podman import __version__
-from buildr_podman.errors import BuildrError, ConfigError
+from buildr_podman.errors import BuildrError
 from buildr_podman.jobs import default_jobs
 
 __all__ = ["ExitCode", "build_parser", "command", "main"]
@@ -30,16 +30,22 @@ examples:
   buildr-podman run --output json app     one JSON event per line, for tools
   buildr-podman doctor                    check this machine, with a fix for each problem
   buildr-podman clean                     remove pods, sockets and builds left behind
-  buildr-podman plugins make              what the "make" module type takes
+  buildr-podman plugins script            what the "script" module type takes
 
-exit codes: 0 ok, 1 a task failed, 2 usage or configuration error, 130 interrupted
+global options (-C, -v, -p) may also come after the command: buildr-podman run -v hello
+
+exit codes: 0 ok, 1 a task failed, 2 usage or configuration error, 3 this machine cannot run
+tasks (Podman, the agent, a plugin: buildr-podman doctor says why), 130 interrupted
 """
 
 
 class ExitCode(enum.IntEnum):
+    """The exit codes; each BuildrError class carries its own (errors.py has the table)."""
+
     OK = 0  #: every task succeeded
-    TASK_FAILED = 1  #: a task failed, or the backend could not run it; doctor: a check failed
-    USAGE = 2  #: bad arguments or configuration
+    TASK_FAILED = 1  #: a task failed (also: an archive command met a broken archive)
+    USAGE = 2  #: bad arguments or configuration (UsageError, ConfigError)
+    ENVIRONMENT = 3  #: Podman, the agent or a plugin cannot work here (EnvironmentProblem)
     INTERRUPTED = 130  #: Ctrl-C (128 + SIGINT)
     TERMINATED = 143  #: SIGTERM (128 + SIGTERM)
 
@@ -54,35 +60,55 @@ def _positive(text: str) -> int:
     return value
 
 
+def _add_global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """-C, -v and -p, before the command or after it. After it they default to nothing at all
+    (SUPPRESS), so that a command's parser never resets what was given before the command."""
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if after_command else value
+
+    parser.add_argument("-C", dest="directory", type=Path, default=default(Path.cwd()),
+                        help="start looking for .buildr/ in DIR instead of the current directory")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default(False),
+                        help="say more")
+    parser.add_argument("-p", dest="plugins_after" if after_command else "plugins",
+                        action="append", default=default([]), metavar="MODULE",
+                        help="load a plugin module (repeatable), to try one out")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="buildr-podman", description="Run build tasks in rootless Podman pods.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"buildr-podman {__version__}")
-    parser.add_argument("-C", dest="directory", type=Path, default=Path.cwd(),
-                        help="start looking for .buildr/ in DIR instead of the current directory")
-    parser.add_argument("-v", "--verbose", action="store_true", help="say more")
-    parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="MODULE",
-                        help="load a plugin module (repeatable), to try one out")
+    _add_global_options(parser, after_command=False)
+    after = argparse.ArgumentParser(add_help=False)
+    _add_global_options(after, after_command=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("list", help="list the modules (tasks, builds, tools, packages)")
-    _add_run(commands)
-    plugins = commands.add_parser("plugins", help="list loaded plugins, module types, executors")
+    # Every command accepts the global options too (parents=[after]).
+    commands.add_parser("list", parents=[after],
+                        help="list the modules (tasks, builds, tools, packages)")
+    _add_run(commands, after)
+    plugins = commands.add_parser("plugins", parents=[after],
+                                  help="list loaded plugins, module types, executors")
     plugins.add_argument("type", nargs="?", metavar="TYPE",
                          help="show one module type: its attributes, defaults and examples")
-    doctor = commands.add_parser("doctor", help="check this machine and say how to fix problems")
+    doctor = commands.add_parser("doctor", parents=[after],
+                                 help="check this machine and say how to fix problems")
     doctor.add_argument("--image", help="test container image (default: one the project uses, "
                                         "or localhost/buildr-busybox:latest)")
-    clean = commands.add_parser("clean", help="remove pods, sockets and agent builds left behind")
+    clean = commands.add_parser("clean", parents=[after],
+                                help="remove pods, sockets and agent builds left behind")
     clean.add_argument("--all", action="store_true",
                        help="also what running buildr-podman processes use, the current "
                             "agent build (rebuilt on the next run) and parsed configuration")
-    _add_archive(commands)
+    _add_archive(commands, after)
     return parser
 
 
-def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = commands.add_parser("run", help="run modules, their dependencies first")
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+             after: argparse.ArgumentParser) -> None:
+    run = commands.add_parser("run", parents=[after],
+                              help="run modules, their dependencies first")
     run.add_argument("names", nargs="+", metavar="NAME")
     run.add_argument("-j", "--jobs", type=_positive, default=default_jobs(), metavar="N",
                      help="run up to N modules at once (default: the number of cores, "
@@ -95,13 +121,15 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run.add_argument("--executor", default="podman", help="executor backend (default: podman)")
 
 
-def _add_archive(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_archive(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+                 after: argparse.ArgumentParser) -> None:
     archive = commands.add_parser("archive", help="inspect or extract a .tar.s2 archive")
     archive_commands = archive.add_subparsers(dest="archive_command", metavar="ACTION",
                                               required=True)
-    archive_list = archive_commands.add_parser("list", help="list the members")
+    archive_list = archive_commands.add_parser("list", parents=[after], help="list the members")
     archive_list.add_argument("file", type=Path)
-    archive_extract = archive_commands.add_parser("extract", help="extract safely into DEST")
+    archive_extract = archive_commands.add_parser("extract", parents=[after],
+                                                  help="extract safely into DEST")
     archive_extract.add_argument("file", type=Path)
     archive_extract.add_argument("dest", type=Path)
 
@@ -112,14 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return ExitCode.USAGE
+    args.plugins += getattr(args, "plugins_after", [])
     try:
         return _dispatch(args)
-    except ConfigError as exc:
+    except BuildrError as exc:  # the one place an error becomes an exit code: its class's
         _error(str(exc))
-        return ExitCode.USAGE
-    except BuildrError as exc:
-        _error(str(exc))
-        return ExitCode.TASK_FAILED
+        return exc.exit_code
     except KeyboardInterrupt:
         _error("interrupted")
         return ExitCode.INTERRUPTED

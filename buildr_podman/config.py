@@ -30,7 +30,7 @@ from buildr_podman.graph import find_cycle
 from buildr_podman.hcl import Attribute, Block, HclFile
 from buildr_podman.interpolate import InterpolationError, ModuleRef, Scope, evaluate
 from buildr_podman.model import CATEGORIES, DEFAULT_SHELL, DEPENDENCY_OUTPUTS, Project, Task
-from buildr_podman.moduletype import ModuleSpecError, ModuleType
+from buildr_podman.moduletype import ModuleSpecError, ModuleType, where_to_get
 
 __all__ = ["find_root", "load_project", "parse_duration", "parse_size"]
 
@@ -194,7 +194,8 @@ class _Loader:
         listing = ", ".join(known) if known else "none"
         raise file.error(f'unknown {block.type} type "{type_name}"{suggest(type_name, known)}; '
                          f"known {block.type} types: {listing} (a plugin may provide more: "
-                         "buildr-podman plugins lists them)", *block.label_positions[0])
+                         f"buildr-podman plugins lists them){where_to_get(type_name)}",
+                         *block.label_positions[0])
 
     def _duplicate(self, file: HclFile, block: Block, name: str) -> ConfigError:
         first = self.declared[name]

@@ -1,16 +1,21 @@
 """The errors buildr-podman raises, chosen by what the caller does next.
 
-    BuildrError                 catch this to catch everything; str() is one line for the user
-    ├── ConfigError             a .buildr/*.hcl file is wrong: names file, line, column
-    ├── PluginError             a plugin failed to load or misbehaved
-    ├── BackendError            Podman refused or failed (names the pod when there is one)
-    ├── AgentError              the in-container agent failed or spoke an unknown protocol
-    ├── ArchiveError            an archive from a container is unsafe or broken
-    │   └── UnsafeArchiveMember one member was refused (names the member and why)
-    └── CodecError              an S2 stream is corrupt (names the byte offset)
+                                exit code when it reaches the command line
+    BuildrError                 1  catch this to catch everything; str() is one line for the user
+    ├── UsageError              2  the command line asks for something that is not there
+    │   └── ConfigError         2  a .buildr/*.hcl file is wrong: names file, line, column
+    ├── EnvironmentProblem      3  this machine cannot run tasks: the fix is outside the repository
+    │   ├── PluginError         3  a plugin failed to load or misbehaved
+    │   ├── BackendError        3  Podman refused or failed (names the pod when there is one)
+    │   └── AgentError          3  the in-container agent failed or spoke an unknown protocol
+    ├── ArchiveError            1  an archive from a container is unsafe or broken
+    │   └── UnsafeArchiveMember 1  one member was refused (names the member and why)
+    └── CodecError              1  an S2 stream is corrupt (names the byte offset)
 
-The command line turns any BuildrError into one line on stderr and an exit code;
-nothing else should ever reach the user as a traceback.
+As click's exceptions do, each class carries its `exit_code`: the command line turns any
+BuildrError into one line on stderr and that code, in one place (cli.main); nothing else
+should ever reach the user as a traceback. An error inside a task (its image is missing, its
+agent died) does not reach the command line: the task fails, and a failed task exits 1.
 """
 
 from __future__ import annotations
@@ -22,16 +27,33 @@ __all__ = [
     "BuildrError",
     "CodecError",
     "ConfigError",
+    "EnvironmentProblem",
     "PluginError",
     "UnsafeArchiveMember",
+    "UsageError",
 ]
 
 
 class BuildrError(Exception):
     """Base of every error the user should see as one clear line."""
 
+    exit_code = 1
 
-class ConfigError(BuildrError):
+
+class UsageError(BuildrError):
+    """The command asks for something that is not there: a task, an executor, a module type."""
+
+    exit_code = 2
+
+
+class EnvironmentProblem(BuildrError):
+    """This machine cannot do the job (Podman, the agent, a plugin): the fix is outside the
+    repository, and `buildr-podman doctor` names it."""
+
+    exit_code = 3
+
+
+class ConfigError(UsageError):
     """A configuration file is wrong; the message says what to change."""
 
     def __init__(self, message: str, path: str | None = None, line: int | None = None,
@@ -51,11 +73,11 @@ class ConfigError(BuildrError):
         return f"{where}: {self.message}" if where else self.message
 
 
-class PluginError(BuildrError):
+class PluginError(EnvironmentProblem):
     """A plugin could not be loaded or broke a hook's contract."""
 
 
-class BackendError(BuildrError):
+class BackendError(EnvironmentProblem):
     """The container engine failed; `pod` names the pod involved, if any."""
 
     def __init__(self, message: str, pod: str | None = None) -> None:
@@ -63,7 +85,7 @@ class BackendError(BuildrError):
         super().__init__(f"pod {pod}: {message}" if pod else message)
 
 
-class AgentError(BuildrError):
+class AgentError(EnvironmentProblem):
     """The in-container agent failed, died, or speaks another protocol version."""
 
 

@@ -15,10 +15,20 @@ from typing import Any, Final
 from buildr_podman.errors import PluginError
 from buildr_podman.model import CATEGORIES
 
-__all__ = ["KINDS", "ModuleSpecError", "ModuleType", "index_module_types"]
+__all__ = ["KINDS", "ModuleSpecError", "ModuleType", "index_module_types", "where_to_get"]
 
 #: The attribute kinds a module type can declare, as HCL users write them.
 KINDS: Final = ("string", "number", "bool", "list(string)", "map(string)")
+
+#: Module types of the project's own plugins, which are distributions of their own.
+SEPARATE_DISTRIBUTIONS: Final = {"make": "buildr-make"}
+
+
+def where_to_get(type_name: str) -> str:
+    """For a type that is not loaded: how to install the plugin that has it, if we know one."""
+    distribution = SEPARATE_DISTRIBUTIONS.get(type_name)
+    return f"; it comes with the plugin {distribution}: pip install {distribution}" \
+        if distribution else ""
 
 
 class ModuleSpecError(Exception):

@@ -19,7 +19,7 @@ from typing import Any
 import pluggy
 
 from buildr_podman.archive.write_back import write_back
-from buildr_podman.errors import BuildrError, ConfigError
+from buildr_podman.errors import BuildrError, ConfigError, UsageError
 from buildr_podman.executor import Executor, ExecutorSession
 from buildr_podman.graph import Plan
 from buildr_podman.interrupts import SignalGuard
@@ -105,7 +105,7 @@ def pick_executor(pm: pluggy.PluginManager, name: str) -> Executor:
     found = executors(pm)
     if name not in found:
         available = ", ".join(sorted(found)) or "none: is buildr-podman installed?"
-        raise BuildrError(f"no executor named {name!r} (available: {available})")
+        raise UsageError(f"no executor named {name!r} (available: {available})")
     return found[name]
 
 

@@ -1,6 +1,7 @@
 """`buildr-podman doctor`: every check the plugins offer, printed as it completes, with fixes.
 
-Exit code 0 only when no check failed (warnings are fine: things work, if slowly).
+Exit code 0 only when no check failed (warnings are fine: things work, if slowly); a failed
+check is an environment problem, exit code 3.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 
 from buildr_podman.config import find_root, load_project
 from buildr_podman.doctor import Finding
-from buildr_podman.errors import ConfigError
+from buildr_podman.errors import ConfigError, EnvironmentProblem
 from buildr_podman.model import Project
 from buildr_podman.plugins import make_plugin_manager, module_types
 
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     warned = [f for f in findings if f.status == "warn"]
     if failed:
         print(f"{len(failed)} problem(s) to fix: {', '.join(f.check for f in failed)}")
-        return 1
+        return EnvironmentProblem.exit_code
     print("everything buildr-podman needs works" + (f" ({len(warned)} warning(s))"
                                                     if warned else ""))
     return 0

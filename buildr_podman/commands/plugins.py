@@ -8,9 +8,9 @@ from typing import Any
 
 import pluggy
 
-from buildr_podman.errors import BuildrError
+from buildr_podman.errors import UsageError
 from buildr_podman.model import CATEGORIES
-from buildr_podman.moduletype import ModuleType
+from buildr_podman.moduletype import ModuleType, where_to_get
 from buildr_podman.plugins import BUILTIN_PLUGINS, executors, make_plugin_manager, module_types
 
 
@@ -71,7 +71,8 @@ def _show_type(name: str, types: dict[tuple[str, str], ModuleType]) -> int:
                      key=lambda t: CATEGORIES.index(t.category))
     if not matches:
         known = ", ".join(sorted({type_name for _, type_name in types}))
-        raise BuildrError(f"no module type named {name!r} is loaded (types: {known})")
+        raise UsageError(f"no module type named {name!r} is loaded (types: {known})"
+                         + where_to_get(name))
     first = matches[0]
     print(f'{first.name}: {first.summary}')
     print(f"categories: {', '.join(t.category for t in matches)}")

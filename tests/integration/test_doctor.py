@@ -60,7 +60,7 @@ def test_a_broken_podman_on_path_fails_with_a_fix(project: Path, tmp_path: Path)
                                  "newuidmap: exit status 1' >&2\nexit 125\n")
     (fake / "podman").chmod(0o755)
     result = doctor(project, {"PATH": f"{fake}:{os.environ['PATH']}"})
-    assert result.returncode == 1
+    assert result.returncode == 3
     out = result.stdout.splitlines()
     failed = out.index(next(line for line in out if line.startswith("FAIL  podman:")))
     assert "newuidmap" in out[failed]
@@ -82,7 +82,7 @@ def test_a_runtime_that_fails_on_this_cgroup_layout(project: Path, tmp_path: Pat
                     'cgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
                     f'[engine.runtimes]\nfakerun = ["{runtime}"]\n')
     result = doctor(project, {"CONTAINERS_CONF": str(conf)})
-    assert result.returncode == 1, result.stdout
+    assert result.returncode == 3, result.stdout
     out = result.stdout.splitlines()
     failed = next(i for i, line in enumerate(out)
                   if line.startswith("FAIL  container round trip:"))

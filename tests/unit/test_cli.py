@@ -48,9 +48,20 @@ class Local:
         yield Session(project)
 
 
+class Unavailable:
+    """An executor whose machine cannot run anything, as Podman without subuids."""
+    name = "unavailable"
+
+    @contextmanager
+    def open_session(self, project):
+        from buildr_podman.errors import BackendError
+        raise BackendError("podman cannot start here")
+        yield
+
+
 @hookimpl
 def buildr_executors():
-    return [Local()]
+    return [Local(), Unavailable()]
 '''
 
 CONFIG = '''
@@ -132,10 +143,11 @@ def test_json_output_is_one_event_per_line(repo: Path, capsys) -> None:
 
 @pytest.mark.parametrize(("args", "code", "message"), [
     (("run", "ap"), 2, r"no task named 'ap' \(did you mean 'app'\?\)"),
-    (("run", "app", "--executor", "nope"), 1, (r"no executor named 'nope' \(available: local, "
-                                               r"podman\)")),
+    (("run", "app", "--executor", "nope"), 2, (r"no executor named 'nope' \(available: local, "
+                                               r"podman, unavailable\)")),
     (("run", "app", "-j", "0"), 2, r"argument -j/--jobs: must be 1 or more"),
-    (("plugins", "nope"), 1, r"no module type named 'nope' is loaded"),
+    (("plugins", "nope"), 2, r"no module type named 'nope' is loaded"),
+    (("run", "app", "--executor", "unavailable"), 3, r"^buildr-podman: error: podman cannot "),
 ])
 def test_mistakes_are_one_line_with_an_exit_code(repo: Path, capsys, args: tuple[str, ...],
                                                   code: int, message: str) -> None:
@@ -145,6 +157,29 @@ def test_mistakes_are_one_line_with_an_exit_code(repo: Path, capsys, args: tuple
         assert exit_.code == code
     err = capsys.readouterr().err.strip().splitlines()
     assert re.search(message, err[-1]), err
+
+
+def test_a_type_of_a_separate_plugin_says_how_to_install_it(
+        repo: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    from buildr_podman import moduletype
+
+    monkeypatch.setitem(moduletype.SEPARATE_DISTRIBUTIONS, "gradle", "buildr-gradle")
+    assert cli(repo, "plugins", "gradle") == 2
+    assert capsys.readouterr().err.endswith(
+        "); it comes with the plugin buildr-gradle: pip install buildr-gradle\n")
+    (repo / ".buildr" / "more.hcl").write_text('task "gradle" "g" {\n}\n')
+    assert cli(repo, "list") == 2
+    assert capsys.readouterr().err.endswith(": pip install buildr-gradle\n")
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_global_options_come_before_or_after_the_command(repo: Path, capsys,
+                                                         where: str) -> None:
+    options = ["-C", str(repo), "-p", "buildr_test_local", "-v"]
+    command = ["run", "app", "--executor", "local", "--output", "plain", "-j", "1"]
+    argv = options + command if where == "before" else command + options
+    assert main(argv) == 0
+    assert "buildr: app: changes found by" in capsys.readouterr().err, "-v was taken"
 
 
 def test_a_config_error_exits_2_naming_the_place(repo: Path, capsys) -> None:
