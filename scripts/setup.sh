@@ -307,7 +307,7 @@ _bs_step_venv() {
         _bs_say "made venv $VENV with $py"
     fi
 
-    local -a reqs=(-e "${SRC}[test,agent-build]" rich)
+    local -a reqs=(-e "${SRC}[test]" rich)
     local d
     for d in "$SRC"/plugins/*/; do
         if [ -f "$d/pyproject.toml" ]; then reqs+=(-e "${d%/}"); fi
@@ -323,7 +323,7 @@ _bs_step_venv() {
         _bs_say "venv $VENV up to date"
         return 0
     fi
-    _bs_say "pip installing buildr-podman[test,agent-build] rich and $(((${#reqs[@]} - 3) / 2)) plugin(s) into $VENV (first time: a few minutes)"
+    _bs_say "pip installing buildr-podman[test] rich and $(((${#reqs[@]} - 3) / 2)) plugin(s) into $VENV (first time: a few minutes)"
     _bs_as_user "$VENV/bin/python" -m pip install -q "${reqs[@]}" ||
         _bs_die "pip install into $VENV failed (see above): fix the packaging metadata or network and re-run"
     printf '%s\n' "$want" >"$stamp.tmp" && mv -f "$stamp.tmp" "$stamp"

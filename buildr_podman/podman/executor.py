@@ -35,10 +35,11 @@ class PodmanExecutor:
 
     @contextmanager
     def open_session(self, project: Project) -> Iterator[PodmanSession]:
-        from buildr_podman.podman.agent_build import ensure_agent
+        from buildr_podman.podman.agent_build import StderrProgress, ensure_agent
         from buildr_podman.podman.connection import podman_client
 
-        agent = ensure_agent()
+        progress = StderrProgress()  # says something only if the agent must be built first
+        agent = ensure_agent(log=progress.log, tick=progress.tick)
         with podman_client() as client:
             session = PodmanSession(client, project, agent)
             try:

