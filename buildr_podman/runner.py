@@ -150,6 +150,7 @@ class _Run:
         self.running: dict[Future[TaskOutcome], Task] = {}
         self._signals_seen = 0
         self._last_stop = 0.0
+        self._cancel_reason = ""  #: why the run stopped its tasks, once it did
 
     def execute(self, session: ExecutorSession) -> RunReport:
         started = time.monotonic()
@@ -211,6 +212,7 @@ class _Run:
                          "process and run buildr-podman clean")
 
     def _cancel(self, reason: str) -> None:
+        self._cancel_reason = self._cancel_reason or reason.split(",")[0]
         self.observer.cancelled.set()
         running = list(self.running.values())
         self.observer.call("buildr_run_cancelling", reason=reason, running=running)
@@ -254,6 +256,11 @@ class _Run:
         outcome.error = " ".join(redact(outcome.error, secret_values(task)).split())
         if self.observer.cancelled.is_set() and not outcome.succeeded:
             outcome.cancelled = True
+            if outcome.error and outcome.error != "cancelled":
+                # The run killed its container: the error it saw ("killed from outside") is
+                # what that looks like from inside, not what happened.
+                outcome.error = (f"cancelled ({self._cancel_reason}): buildr-podman stopped "
+                                 "its container")
         self._report_finished(task, outcome)
         return outcome
 
@@ -267,7 +274,11 @@ class _Run:
             return
         stats = write_back(self.project.root, task.input_mapping, outcome.output_dir,
                            outcome.deleted_paths)
-        outcome.output_dir = self.project.root
+        # What the summary says came back is what reached the repository: nothing, if every
+        # path was outside the input mappings.
+        changed = stats.written or stats.deleted
+        outcome.output_dir = self.project.root if changed else None
+        outcome.files_returned = stats.written
         self._log_quietly(task, f"wrote back {stats.written} paths and deleted {stats.deleted} "
                           "in the repository")
         for rel in stats.skipped:

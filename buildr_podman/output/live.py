@@ -21,7 +21,7 @@ from rich.text import Text
 from buildr_podman.hookspecs import hookimpl
 from buildr_podman.model import Project, RunReport, Task, TaskOutcome
 from buildr_podman.output.lines import TaskLines
-from buildr_podman.output.summary import counts_line, display_path, failures, rows, verdict
+from buildr_podman.output.summary import counts_line, display_path, failures, files, rows, verdict
 
 __all__ = ["RichReporter"]
 
@@ -150,7 +150,7 @@ class RichReporter:
         if outcome.error and not outcome.cancelled:
             line.append(f": {outcome.error}", style=style)
         elif outcome.output_dir:
-            line.append(f"; {outcome.files_returned} files back in "
+            line.append(f"; {files(outcome.files_returned)} back in "
                         f"{display_path(outcome.output_dir)}", style="dim")
         return line
 

@@ -13,7 +13,7 @@ from typing import BinaryIO, TextIO
 from buildr_podman.hookspecs import hookimpl
 from buildr_podman.model import Project, RunReport, Task, TaskOutcome
 from buildr_podman.output.lines import PALETTE, TaskLines, colour_enabled, is_terminal, paint
-from buildr_podman.output.summary import counts_line, display_path, failures, rows, verdict
+from buildr_podman.output.summary import counts_line, display_path, failures, files, rows, verdict
 
 __all__ = ["PlainReporter", "TerminalReporter"]
 
@@ -77,7 +77,7 @@ class PlainReporter:
             self._say(f"buildr: {task.name} {said} {took}")
         else:
             where = display_path(outcome.output_dir) or "nowhere"
-            self._say(f"buildr: {task.name} {said} {took}; {outcome.files_returned} files "
+            self._say(f"buildr: {task.name} {said} {took}; {files(outcome.files_returned)} "
                       f"({outcome.bytes_returned} bytes) back in {where}")
         if self.verbose:
             self._say(f"buildr: {task.name}: changes found by {outcome.tracking or 'n/a'}")

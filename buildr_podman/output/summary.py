@@ -8,7 +8,11 @@ from dataclasses import dataclass
 
 from buildr_podman.model import RunReport, TaskOutcome
 
-__all__ = ["Row", "counts_line", "display_path", "failures", "rows", "verdict"]
+__all__ = ["Row", "counts_line", "display_path", "failures", "files", "rows", "verdict"]
+
+
+def files(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"
 
 
 def verdict(outcome: TaskOutcome, tolerated: bool = False) -> str:

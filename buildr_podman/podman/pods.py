@@ -192,10 +192,10 @@ def _create_container(client: podman.PodmanClient, directories: MappedDirectorie
             volumes=volumes,
         )
     except podman.errors.ImageNotFound as exc:
-        raise BackendError(_missing_image(task), name) from exc
+        raise BackendError(_missing_image(task, client), name) from exc
     except podman.errors.APIError as exc:
         if "image not known" in str(exc) or "no such image" in str(exc).lower():
-            raise BackendError(_missing_image(task), name) from exc
+            raise BackendError(_missing_image(task, client), name) from exc
         raise
 
 
@@ -205,10 +205,30 @@ def _agent_knobs() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key.startswith("BUILDR_AGENT_")}
 
 
-def _missing_image(task: Task) -> str:
+def _missing_image(task: Task, client: podman.PodmanClient) -> str:
     where = f" ({task.container.image_source})" if task.container.image_source else ""
-    return (f"image {task.container.image!r} of task {task.name!r}{where} is not here: "
-            "build or pull it (podman images lists what is)")
+    return (f"image {task.container.image!r} of task {task.name!r}{where} is not here"
+            f"{_nearest_image(client, task.container.image)}: build or pull it (podman images "
+            "lists what is)")
+
+
+def _nearest_image(client: podman.PodmanClient, image: str) -> str:
+    """' (did you mean 'NAME'?)' for the closest name of an image this user has, or nothing."""
+    import difflib
+
+    try:
+        names = [tag for found in client.images.list() for tag in found.tags]
+    except Exception:  # noqa: BLE001 - only a hint: the error it adds to stands without it
+        return ""
+    # Each name also as written without its registry and without ":latest" ("buildr-busybox"
+    # for localhost/buildr-busybox:latest); a high cutoff, as names share "localhost/".
+    spellings: dict[str, str] = {}
+    for name in names:
+        short = name.split("/", 1)[1] if "/" in name else name
+        for spelling in (name, short, short.removesuffix(":latest")):
+            spellings.setdefault(spelling, name)
+    close = difflib.get_close_matches(image, list(spellings), n=1, cutoff=0.8)
+    return f" (did you mean {spellings[close[0]]!r}?)" if close else ""
 
 
 def _tmpfs(target: str, size: str | None) -> dict[str, Any]:

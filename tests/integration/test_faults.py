@@ -374,6 +374,15 @@ def test_the_image_does_not_exist(tmp_path: Path) -> None:
     assert_clean_after(root, pid, before)
 
 
+def test_a_mistyped_image_gets_the_nearest_name(tmp_path: Path) -> None:
+    need_image()
+    root = make_repo(tmp_path, hcl_task("typo", "true", image="localhost/buildr-busybx:latest"))
+    result, _ = fault(root, "typo")
+    assert result.returncode == 1
+    assert ("is not here (did you mean 'localhost/buildr-busybox:latest'?): build or pull it"
+            in error_line(result, "typo"))
+
+
 def test_the_agent_cannot_start_in_the_container(tmp_path: Path) -> None:
     """A damaged agent bundle (its libpython gone, as after a half-finished copy or a disk
     error) in a cache of its own: the agent dies before it listens, and the message carries

@@ -210,6 +210,8 @@ def test_a_failure_cancels_running_tasks_and_skips_the_rest(tmp_path: Path) -> N
     assert report.exit_code == 1
     assert statuses(report) == {"slow": "cancelled", "bad": "failed", "after": "skipped",
                                 "later": "skipped"}
+    assert report.outcomes[[o.task for o in report.outcomes].index("slow")].error == (
+        "cancelled (bad failed): buildr-podman stopped its container")
     assert "skipped after: dependency bad failed" in recorder.events
     assert "skipped later: cancelled: bad failed" in recorder.events
     assert any(e.startswith("cancelling: bad failed") for e in recorder.events)
@@ -253,6 +255,9 @@ def test_ctrl_c_stops_running_tasks_and_exits_130(tmp_path: Path) -> None:
     assert sum(e.startswith("cancelling: interrupted") for e in recorder.events) == 2
     assert report.exit_code == 130 and report.interrupted
     assert statuses(report) == {"a": "cancelled", "b": "cancelled", "c": "skipped"}
+    # Not what the stopped agent's connection looked like ("killed from outside"): the run did.
+    assert {o.error for o in report.outcomes if o.task != "c"} == {
+        "cancelled (interrupted): buildr-podman stopped its container"}
     assert recorder.executor.running == 0, "every task returned before the run did"
     assert signal.getsignal(signal.SIGINT) is before, "handler restored"
 
@@ -331,3 +336,28 @@ def test_sigterm_stops_the_run_like_ctrl_c_and_exits_143(tmp_path: Path) -> None
     timer.join()
     assert report.exit_code == 143 and statuses(report) == {"a": "cancelled"}
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_write_back_that_reached_nothing_claims_no_files(tmp_path: Path) -> None:
+    """Every returned path outside the input mappings: the summary said "1 files back in .",
+    where nothing in the repository had changed."""
+    (tmp_path / "src").mkdir()
+    project = project_of(tmp_path, {"fmt": [], "gen": []},
+                         fmt={"write_back": True, "input_mapping": (("src", "src"),)},
+                         gen={"write_back": True, "input_mapping": (("src", "src"),)})
+
+    def returns(rel: str) -> Behaviour:
+        def behaviour(task: Task, observer: Any, executor: FakeExecutor) -> TaskOutcome:
+            out = project.out_dir / task.name
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).write_text("x\n")
+            return TaskOutcome(task=task.name, exit_code=0, output_dir=out, files_returned=1,
+                               bytes_returned=2)
+        return behaviour
+
+    report, _ = run(project, ["fmt", "gen"], {"fmt": returns("elsewhere/f"),
+                                              "gen": returns("src/g")})
+    outcomes = {o.task: o for o in report.outcomes}
+    assert (outcomes["fmt"].output_dir, outcomes["fmt"].files_returned) == (None, 0)
+    assert (outcomes["gen"].output_dir, outcomes["gen"].files_returned) == (tmp_path, 1)
+    assert (tmp_path / "src" / "g").read_text() == "x\n"
