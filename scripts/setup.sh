@@ -204,8 +204,7 @@ _bs_step_podman_config() {
     install -d -m 0755 -o "$_bs_uid" -g "$_bs_gid" "$_bs_home/.config"
     install -d -m 0755 -o "$_bs_uid" -g "$_bs_gid" "$cfg"
     if [ -d "$store/vfs" ] || [ -d "$store/vfs-images" ]; then
-        _bs_warn "!!! $BUILDR_USER's existing Podman storage ($store) uses the vfs driver: every container start copies the whole image (10x slower)."
-        _bs_warn "!!! To move to overlay, wipe it once: runuser -u $BUILDR_USER -- env XDG_RUNTIME_DIR=$BUILDR_XDG_RUNTIME_DIR podman system reset --force; then re-run this script."
+        _bs_refuse_vfs "runuser -u $BUILDR_USER -- env XDG_RUNTIME_DIR=$BUILDR_XDG_RUNTIME_DIR podman system reset --force"
     fi
     if _bs_write_if_changed "$cfg/containers.conf" '# Written by buildr-podman scripts/setup.sh.
 # crun refuses cgroup v1 "hybrid" layouts; runc works everywhere.
@@ -259,8 +258,18 @@ _bs_check_podman_info() {
     runtime="${out##* }"
     _bs_say "rootless podman works for $BUILDR_USER: graphDriverName $driver, ociRuntime $runtime"
     if [ "$driver" = vfs ]; then
-        _bs_warn "!!! storage driver is vfs (10x slower container starts). Put [storage] driver = \"overlay\" in ~/.config/containers/storage.conf and reset the storage once: podman system reset --force"
+        _bs_refuse_vfs "put [storage] driver = \"overlay\" in ~/.config/containers/storage.conf, then podman system reset --force"
     fi
+}
+
+# vfs copies the whole image at every container start (10x slower): stop before building
+# images into a storage that the fix then wipes. BUILDR_ALLOW_VFS=1 goes on anyway.
+_bs_refuse_vfs() { # how to reset
+    if [ "${BUILDR_ALLOW_VFS:-}" = 1 ]; then
+        _bs_warn "$BUILDR_USER's Podman storage uses the vfs driver (10x slower container starts); going on as BUILDR_ALLOW_VFS=1 asks"
+        return 0
+    fi
+    _bs_die "$BUILDR_USER's Podman storage uses the vfs driver: every container start copies the whole image (10x slower). To move to overlay: $1 (this deletes ALL of $BUILDR_USER's Podman images, containers and volumes; the project's own images are rebuilt offline by the next run), then run this again. To go on with vfs: BUILDR_ALLOW_VFS=1"
 }
 
 _bs_step_sources() {

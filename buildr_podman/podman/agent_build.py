@@ -227,6 +227,7 @@ def _build_bundle(staging: Path, log: Log, tick: Tick) -> Path:
 
     if importlib.util.find_spec("PyInstaller") is None:
         raise AgentError(INSTALL_HINT)
+    _check_shared_libpython()
     patchelf = _find_patchelf()
     started = time.monotonic()
     log("first run of this version: building the in-container agent (once, 10-20 s)")
@@ -283,6 +284,17 @@ def _build_error(summary: str, output: str, lines: int = 25) -> AgentError:
     error = AgentError(f"building the agent failed: {summary}" + (f": {last}" if last else ""))
     error.detail = tail  # type: ignore[attr-defined]  # for a verbose report; str() stays one line
     return error
+
+
+def _check_shared_libpython() -> None:
+    import sysconfig
+
+    # PyInstaller bundles libpython; a Python built without it (pyenv's default) cannot.
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        raise AgentError(f"this Python ({sys.executable}) has no shared libpython, which "
+                         "PyInstaller needs to build the agent: install buildr-podman with a "
+                         "Python built with --enable-shared (distribution packages are; "
+                         "pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared)")
 
 
 def _find_patchelf() -> str:

@@ -371,3 +371,16 @@ def test_a_first_run_says_what_it_prepares_with_the_seconds(terminal: bool) -> N
     else:  # a log gets whole lines, no carriage returns
         assert stream.getvalue() == ("buildr-podman: building the agent (once, 10-20 s)\n"
                                      "buildr-podman: built the agent in 2 s\n")
+
+
+def test_a_python_without_its_shared_library_is_one_clear_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sysconfig
+
+    real = sysconfig.get_config_var
+    monkeypatch.setattr(sysconfig, "get_config_var",
+                        lambda name: 0 if name == "Py_ENABLE_SHARED" else real(name))
+    monkeypatch.setattr(agent_build, "bundle_key", lambda: "k1")
+    with pytest.raises(AgentError, match=r"has no shared libpython, which PyInstaller needs to "
+                                         r"build the agent: .* --enable-shared"):
+        ensure_agent(tmp_path)
