@@ -85,6 +85,12 @@ def buildr_task_log(task: Task, message: str) -> None:
 
 
 @hookspec
+def buildr_task_warning(task: Task, message: str) -> None:
+    """Something about the task the user must see even without -v: what the host refused to
+    do for it (a write-back into .buildr/, say). One line; return value ignored."""
+
+
+@hookspec
 def buildr_task_files_returned(task: Task, outcome: TaskOutcome) -> None:
     """The task's changed files are in ``outcome.output_dir`` (``outcome.files_returned`` files,
     ``outcome.bytes_returned`` bytes; ``outcome.deleted_paths`` are gone). Called just before

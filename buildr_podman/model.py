@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,37 @@ class Project:
     def log_path(self, name: str) -> Path:
         """Where the full log of module `name` is kept."""
         return self.out_dir / f"{name}.log"
+
+    def open_out_dir(self) -> int:
+        """An fd of the out dir (the caller closes it), made as needed. Tasks decide what lies
+        in it, and with write_back what lies in the repository: every directory from the
+        repository root down is opened without following a symlink (OSError ELOOP or ENOTDIR
+        for one that is a symlink or file), and whatever is written in it must be reached
+        from this fd, never by a path."""
+        from buildr_podman.archive.beneath import open_directory_beneath
+
+        return open_directory_beneath(self.root, self.out_dir.relative_to(self.root).parts,
+                                      create=True)
+
+    def write_in_out_dir(self, name: str, data: bytes) -> Path:
+        """Writes a report file `name` into the out dir whole (a new file renamed into place:
+        a symlink or hard link a task planted there is replaced, never written through) and
+        returns its path. Raises OSError."""
+        from buildr_podman.archive.beneath import create_file_at
+        from buildr_podman.archive.owned import write_all
+
+        out_fd = self.open_out_dir()
+        try:
+            temporary = f".{name}.{os.getpid()}.tmp"
+            fd = create_file_at(temporary, out_fd)
+            try:
+                write_all(fd, data)
+            finally:
+                os.close(fd)
+            os.rename(temporary, name, src_dir_fd=out_fd, dst_dir_fd=out_fd)
+        finally:
+            os.close(out_fd)
+        return self.out_dir / name
 
 
 @dataclass

@@ -9,6 +9,8 @@ executor's own clean-up (its pod is removed) before the session closes.
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 import time
 import traceback
@@ -18,6 +20,7 @@ from typing import Any
 
 import pluggy
 
+from buildr_podman.archive.beneath import open_directory_beneath
 from buildr_podman.archive.write_back import write_back
 from buildr_podman.errors import BuildrError, ConfigError, UsageError
 from buildr_podman.executor import Executor, ExecutorSession
@@ -72,6 +75,11 @@ class HookObserver:
             rest = redactor.flush() if redactor else b""
             if rest:
                 self.call("buildr_task_output", task=task, stream=stream, data=rest)
+
+    def warn(self, task: Task, message: str) -> None:
+        """A line the user sees without -v, masked like the rest."""
+        self.call("buildr_task_warning", task=task,
+                  message=redact(message, secret_values(task)))
 
     def log(self, task: Task, message: str) -> None:
         self.note(task, message)
@@ -272,8 +280,9 @@ class _Run:
             self._log_quietly(task, f"not written back because the task failed; its changes "
                               f"are in {outcome.output_dir}")
             return
+        protected = (".buildr", self.project.out_dir.relative_to(self.project.root).as_posix())
         stats = write_back(self.project.root, task.input_mapping, outcome.output_dir,
-                           outcome.deleted_paths)
+                           outcome.deleted_paths, protected)
         # What the summary says came back is what reached the repository: nothing, if every
         # path was outside the input mappings.
         changed = stats.written or stats.deleted
@@ -283,6 +292,12 @@ class _Run:
                           "in the repository")
         for rel in stats.skipped:
             self._log_quietly(task, f"not written back (outside every input mapping): {rel}")
+        if stats.protected:
+            shown = ", ".join(repr(rel) for rel in stats.protected[:5])
+            more = f" and {len(stats.protected) - 5} more" if len(stats.protected) > 5 else ""
+            self.observer.warn(task, (
+                f"not written back: {len(stats.protected)} changes inside .buildr/ or the out "
+                f"dir, which a task never changes ({shown}{more})"))
 
     def _report_finished(self, task: Task, outcome: TaskOutcome) -> None:
         try:
@@ -320,8 +335,19 @@ class _Run:
 
 
 def _prepare_mount_sources(project: Project, task: Task) -> None:
-    """Creates bind-mount sources inside the out dir: a dependency may have returned nothing."""
-    out_dir = project.out_dir.resolve()
+    """Creates bind-mount sources inside the out dir: a dependency may have returned nothing.
+    Each is reached from the repository root without following a symlink: a directory a task
+    returned must not turn a mount into one of a place outside."""
     for mount in task.container.bind_mounts:
-        if mount.source.resolve().is_relative_to(out_dir):
-            mount.source.mkdir(parents=True, exist_ok=True)
+        if not mount.source.is_relative_to(project.out_dir):
+            continue
+        try:
+            os.close(open_directory_beneath(project.root,
+                                            mount.source.relative_to(project.root).parts,
+                                            create=True))
+        except OSError as exc:
+            raise BuildrError(f"task {task.name!r}: cannot use bind_mount source {mount.source}: "
+                              f"{exc.filename!r} on the way is "
+                              + ("a symlink or file, which is never followed"
+                                 if exc.errno in (errno.ELOOP, errno.ENOTDIR)
+                                 else exc.strerror or "unusable")) from exc

@@ -1,17 +1,28 @@
-"""Opening a directory beneath a root without ever following a symlink.
+"""Host file operations beneath a trusted directory, through fds, never following a symlink.
 
-Safe extraction and write-back share this walk: every component is opened relative to the
-previous one with O_NOFOLLOW, so a symlink (in an archive, or in the repository) can never
-redirect a write, and relative opens work for paths longer than PATH_MAX.
+A task decides what lands in its out dir, and with `write_back` in the repository: any path
+below the repository root may be a symlink or a directory that a task put there. So every host
+file operation under the root (extraction, write-back, the input copy, logs, reports) starts
+from an fd of a directory the user named (the repository root, a DEST given on the command
+line) and opens each component relative to the previous one with O_NOFOLLOW and O_DIRECTORY:
+a symlink can never redirect a read or a write, and relative opens work for paths longer than
+PATH_MAX. The last component of a file written is created anew (O_EXCL), never opened in place,
+so that neither a symlink nor a hard link planted there is written through.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
+import shutil
+import stat
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-__all__ = ["open_directory_beneath"]
+__all__ = ["DIRECTORY_FLAGS", "chmod_directory_at", "create_file_at", "lstat_at",
+           "make_private_directory_at", "open_directory_beneath", "open_parent_beneath",
+           "remove_tree_at", "same_directory"]
 
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
@@ -35,6 +46,125 @@ def open_directory_beneath(root: Path | str | int, parts: Iterable[str], create:
         os.close(fd)
         fd = next_fd
     return fd
+
+
+def open_parent_beneath(root: Path | str | int, path: Path, create: bool) -> tuple[int, str]:
+    """(an fd of path's parent, path's last name), the parent reached from `root` without
+    following a symlink. `path` is absolute below the root path, or relative to it."""
+    parts = _parts_below(root, path)
+    if not parts:
+        raise OSError(errno.EINVAL, "names the root itself", str(path))
+    return open_directory_beneath(root, parts[:-1], create), parts[-1]
+
+
+def _parts_below(root: Path | str | int, path: Path) -> list[str]:
+    if isinstance(root, int) or not path.is_absolute():
+        parts = list(PurePosixPath(path).parts)
+    else:
+        parts = list(path.relative_to(root).parts)
+    if ".." in parts or any(part == "/" for part in parts):
+        raise OSError(errno.EINVAL, "leads out of its root", str(path))
+    return [part for part in parts if part != "."]
+
+
+def lstat_at(name: str, dir_fd: int) -> os.stat_result | None:
+    """The entry's own stat (a symlink's, not its target's), or None when there is none."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def same_directory(fd: int, listed: os.stat_result) -> bool:
+    """Whether the directory opened as fd is the one whose stat was taken when it was listed
+    (a walk never descends into something that replaced it meanwhile)."""
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (listed.st_dev, listed.st_ino)
+
+
+def create_file_at(name: str, dir_fd: int, mode: int = 0o644) -> int:
+    """A new, empty file `name` in dir_fd, open for writing. Whatever non-directory stood there
+    (a symlink or hard link a task planted, an earlier run's file) is removed first and never
+    written through; a directory there raises IsADirectoryError."""
+    existing = lstat_at(name, dir_fd)
+    if existing is not None:
+        if stat.S_ISDIR(existing.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+        os.unlink(name, dir_fd=dir_fd)
+    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   mode, dir_fd=dir_fd)
+
+
+def make_private_directory_at(prefix: str, dir_fd: int) -> str:
+    """tempfile.mkdtemp in dir_fd: a new 0700 directory whose name starts with prefix."""
+    for _ in range(100):
+        name = f"{prefix}{secrets.token_hex(4)}"
+        try:
+            os.mkdir(name, 0o700, dir_fd=dir_fd)
+            return name
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free name", prefix)
+
+
+def chmod_directory_at(name: str, dir_fd: int, mode: int) -> None:
+    """Sets the mode of the directory `name` in dir_fd; refuses a symlink (ELOOP) or a file
+    (ENOTDIR). Through an O_PATH fd: a directory with no permission bits cannot be opened to
+    read, and chmod by name would follow a symlink put there meanwhile."""
+    fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        os.chmod(f"/proc/self/fd/{fd}", mode)
+    finally:
+        os.close(fd)
+
+
+def remove_tree_at(name: str, dir_fd: int) -> None:
+    """Removes the entry `name` of dir_fd whatever it is, never following a symlink; a tree is
+    removed also through directories a task left read-only (they are opened up to their
+    owner first). What cannot be removed stays, silently, as with rmtree(ignore_errors=True)."""
+    existing = lstat_at(name, dir_fd)
+    if existing is None:
+        return
+    if not stat.S_ISDIR(existing.st_mode):
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except OSError:
+            pass
+        return
+    shutil.rmtree(name, dir_fd=dir_fd, ignore_errors=True)  # fd-based: safe from symlinks
+    if lstat_at(name, dir_fd) is None:
+        return
+    _open_up_tree(name, dir_fd)
+    shutil.rmtree(name, dir_fd=dir_fd, ignore_errors=True)
+
+
+def _open_up_tree(name: str, dir_fd: int) -> None:
+    """Adds rwx for the owner to the directory name and every directory below it. A loop with
+    a stack, not recursion: a task's tree may be thousands of levels deep."""
+    fds = [os.dup(dir_fd)]
+    todo = [[name]]  # per open level: the subdirectories still to open up
+    try:
+        while todo:
+            if not todo[-1]:
+                todo.pop()
+                os.close(fds.pop())
+                continue
+            child = todo[-1].pop()
+            try:
+                mode = os.stat(child, dir_fd=fds[-1], follow_symlinks=False).st_mode
+                chmod_directory_at(child, fds[-1], stat.S_IMODE(mode) | 0o700)
+                fd = os.open(child, DIRECTORY_FLAGS, dir_fd=fds[-1])
+            except OSError:
+                continue
+            fds.append(fd)
+            try:
+                with os.scandir(fd) as entries:
+                    todo.append([e.name for e in entries if e.is_dir(follow_symlinks=False)])
+            except OSError:
+                todo.append([])
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _mkdir_if_missing(name: str, dir_fd: int) -> None:

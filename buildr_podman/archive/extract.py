@@ -12,19 +12,20 @@ import errno
 import os
 import re
 import stat
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildr_podman.archive.beneath import DIRECTORY_FLAGS, open_directory_beneath
-from buildr_podman.archive.owned import (
-    DISK_FULL,
-    PERMISSION_BITS,
-    process_umask,
-    remove_tree,
-    write_all,
+from buildr_podman.archive.beneath import (
+    DIRECTORY_FLAGS,
+    chmod_directory_at,
+    lstat_at,
+    make_private_directory_at,
+    open_directory_beneath,
+    open_parent_beneath,
+    remove_tree_at,
 )
+from buildr_podman.archive.owned import DISK_FULL, PERMISSION_BITS, process_umask, write_all
 from buildr_podman.archive.tarstream import Member, Readable, TarReader
 from buildr_podman.errors import ArchiveError, UnsafeArchiveMember
 from buildr_podman.processes import own_process_running
@@ -97,51 +98,74 @@ def list_tar_stream(fileobj: Readable) -> list[Member]:
 
 
 def extract_tar_stream(fileobj: Readable, target: Path, *,
-                       max_bytes: int = DEFAULT_MAX_BYTES) -> ExtractStats:
+                       max_bytes: int = DEFAULT_MAX_BYTES,
+                       anchor: Path | None = None) -> ExtractStats:
     """Extracts the tar read from fileobj so that `target` holds exactly its members.
 
-    On any error the target is left as it was and the error names the member and the reason.
+    `anchor` is the directory trusted as given (the repository root; by default target's
+    parent): every directory from it down to the target is opened without following a
+    symlink, so a link a task planted on the way (the out dir itself, say) is refused, never
+    followed. On any error the target is left as it was and the error names the member and the
+    reason.
     """
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _sweep_abandoned(target)
-        staging = _scratch_dir(target, "staging")
+        if anchor is None:  # a path the user gave (archive extract DEST): made as given
+            anchor = target.parent
+            anchor.mkdir(parents=True, exist_ok=True)
+        parent_fd, name = open_parent_beneath(anchor, target, create=True)
+    except OSError as exc:
+        raise _path_error(target, exc) from exc
+    try:
+        return _extract_beside(fileobj, parent_fd, name, max_bytes, target)
+    finally:
+        os.close(parent_fd)
+
+
+def _extract_beside(fileobj: Readable, parent_fd: int, name: str, max_bytes: int,
+                    target: Path) -> ExtractStats:
+    """extract_tar_stream, in the target's open parent directory."""
+    try:
+        _sweep_abandoned(parent_fd, name)
+        staging = _scratch_dir(parent_fd, name, "staging")
     except OSError as exc:
         raise _write_error(f"making {target}", exc, target.parent) from exc
     try:
-        stats = _extract_into(fileobj, staging, max_bytes, target.parent)
-        _replace(staging, target)
+        staging_fd = os.open(staging, DIRECTORY_FLAGS, dir_fd=parent_fd)
+        try:
+            stats = _extract_into(fileobj, staging_fd, max_bytes, target.parent)
+        finally:
+            os.close(staging_fd)
+        _replace(parent_fd, staging, name)
         return stats
     except OSError as exc:  # finishing or renaming; members' own errors name the member
-        remove_tree(staging)
+        remove_tree_at(staging, parent_fd)
         raise _write_error(f"putting {target} in place", exc, target.parent) from exc
     except BaseException:
-        remove_tree(staging)
+        remove_tree_at(staging, parent_fd)
         raise
 
 
-def _scratch_dir(target: Path, kind: str) -> Path:
-    """A private directory beside target, named with this process's pid, so that a later
+def _scratch_dir(parent_fd: int, name: str, kind: str) -> str:
+    """A private directory beside the target, named with this process's pid, so that a later
     extraction can tell one that was abandoned (its process gone) from one in use."""
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{kind}-{os.getpid()}-",
-                                 dir=target.parent))
+    return make_private_directory_at(f".{name}.{kind}-{os.getpid()}-", parent_fd)
 
 
-def _sweep_abandoned(target: Path) -> None:
-    """Removes the staging and trash directories that an extraction into target left behind
-    when its process was killed (SIGKILL, the OOM killer): ours to clean, since their names
-    say whose they were and that process no longer runs."""
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:staging|old)-(\d+)-")
+def _sweep_abandoned(parent_fd: int, name: str) -> None:
+    """Removes the staging and trash directories that an extraction into the target left
+    behind when its process was killed (SIGKILL, the OOM killer): ours to clean, since their
+    names say whose they were and that process no longer runs."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.(?:staging|old)-(\d+)-")
     try:
-        names = os.listdir(target.parent)
+        names = os.listdir(parent_fd)
     except OSError:
         return
-    for name in names:
-        found = pattern.match(name)
+    for entry in names:
+        found = pattern.match(entry)
         if found and not own_process_running(int(found.group(1))):
-            path = target.parent / name
-            if path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid():
-                remove_tree(path)
+            st = lstat_at(entry, parent_fd)
+            if st is not None and stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+                remove_tree_at(entry, parent_fd)
 
 
 def _refuse(name: str, reason: str) -> UnsafeArchiveMember:
@@ -155,6 +179,15 @@ def _shown_name(name: str) -> str:
     return f"{name[:70]}...{name[-40:]} ({len(name)} characters)"
 
 
+def _path_error(target: Path, exc: OSError) -> ArchiveError:
+    """The way to the target could not be opened: a symlink or file on it is named."""
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return ArchiveError(f"cannot write {target}: {exc.filename!r} on the way there is not a "
+                            "directory (a symlink or file, which is never followed); move it "
+                            "away and run again")
+    return _write_error(f"making {target}", exc, target.parent)
+
+
 def _write_error(what: str, exc: OSError, where: Path) -> ArchiveError:
     """A one-line error for a failed write; a full disk says where and what to do."""
     if exc.errno in DISK_FULL:
@@ -164,7 +197,7 @@ def _write_error(what: str, exc: OSError, where: Path) -> ArchiveError:
     return ArchiveError(f"cannot write under {where} while {what}: {exc.strerror}")
 
 
-def _extract_into(fileobj: Readable, root: Path, max_bytes: int, where: Path) -> ExtractStats:
+def _extract_into(fileobj: Readable, root: int, max_bytes: int, where: Path) -> ExtractStats:
     writer = _StagingWriter(root, max_bytes, where)
     tar = TarReader(fileobj)
     try:
@@ -179,7 +212,7 @@ def _extract_into(fileobj: Readable, root: Path, max_bytes: int, where: Path) ->
 class _StagingWriter:
     """Creates members under root, refusing anything unsafe, then fixes directory times."""
 
-    def __init__(self, root: Path, max_bytes: int, where: Path) -> None:
+    def __init__(self, root: int, max_bytes: int, where: Path) -> None:
         self.root = root
         self.max_bytes = max_bytes
         self.where = where  # the directory named in messages: the out dir, not the staging
@@ -306,8 +339,8 @@ class _OpenDirectories:
     already made (duplicates are refused).
     """
 
-    def __init__(self, root: Path) -> None:
-        self._root = root
+    def __init__(self, root: int) -> None:
+        self._root = root  # the caller's fd
         self._fds: OrderedDict[str, int] = OrderedDict()
 
     def get(self, rel: str, create: bool) -> int:
@@ -316,7 +349,7 @@ class _OpenDirectories:
         if fd is not None:
             return fd
         parts = rel.split("/") if rel else []
-        base: Path | int = self._root
+        base = self._root
         start = 0
         for depth in range(len(parts) - 1, 0, -1):  # the deepest ancestor open already
             ancestor = "/".join(parts[:depth])
@@ -336,14 +369,18 @@ class _OpenDirectories:
         self._fds.clear()
 
 
-def _replace(staging: Path, target: Path) -> None:
-    """Puts the staged tree in place of target with renames, so the target is never partial."""
-    os.chmod(staging, 0o755)
-    if not target.exists() and not target.is_symlink():
-        os.rename(staging, target)
+def _replace(parent_fd: int, staging: str, name: str) -> None:
+    """Puts the staged tree in place of the target with renames in their parent, so that the
+    target is never partial."""
+    chmod_directory_at(staging, parent_fd, 0o755)
+    if lstat_at(name, parent_fd) is None:
+        os.rename(staging, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
         return
-    trash = _scratch_dir(target, "old")
-    old = trash / "old"
-    os.rename(target, old)
-    os.rename(staging, target)
-    remove_tree(trash)
+    trash = _scratch_dir(parent_fd, name, "old")
+    trash_fd = os.open(trash, DIRECTORY_FLAGS, dir_fd=parent_fd)
+    try:
+        os.rename(name, "old", src_dir_fd=parent_fd, dst_dir_fd=trash_fd)
+    finally:
+        os.close(trash_fd)
+    os.rename(staging, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+    remove_tree_at(trash, parent_fd)

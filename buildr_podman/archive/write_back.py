@@ -16,11 +16,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from buildr_podman.archive.beneath import open_directory_beneath
-from buildr_podman.archive.owned import open_up_directories, remove_tree
+from buildr_podman.archive.beneath import (
+    DIRECTORY_FLAGS,
+    chmod_directory_at,
+    lstat_at,
+    open_directory_beneath,
+    open_parent_beneath,
+    remove_tree_at,
+)
+from buildr_podman.archive.owned import write_all
 from buildr_podman.errors import ArchiveError
 
-__all__ = ["WriteBackStats", "apply_changes", "repository_path", "write_back"]
+__all__ = ["WriteBackStats", "apply_changes", "is_protected", "repository_path", "write_back"]
 
 
 @dataclass
@@ -28,6 +35,8 @@ class WriteBackStats:
     written: int = 0
     deleted: int = 0
     skipped: list[str] = field(default_factory=list)  #: workspace paths with no repo location
+    #: repository paths dropped because they lie in .buildr/ or the out dir (or hold them)
+    protected: list[str] = field(default_factory=list)
 
 
 def repository_path(rel: str, mapping: Sequence[tuple[str, str]]) -> str | None:
@@ -42,62 +51,120 @@ def repository_path(rel: str, mapping: Sequence[tuple[str, str]]) -> str | None:
     return None
 
 
-def apply_changes(staged: Path, root: Path, mapping: Sequence[tuple[str, str]],
-                  deleted: Iterable[str]) -> WriteBackStats:
-    """Moves every staged entry into the repository at `root`, then removes deleted paths."""
+def is_protected(target: str, protected: Sequence[str]) -> bool:
+    """Whether writing or deleting the repository path `target` would touch one of the
+    protected directories: one of them, inside one, or a directory that holds one."""
+    return any(target == p or target.startswith(p + "/") or p.startswith(target + "/")
+               for p in protected)
+
+
+def apply_changes(staged: Path | int, root: Path, mapping: Sequence[tuple[str, str]],
+                  deleted: Iterable[str], protected: Sequence[str] = ()) -> WriteBackStats:
+    """Moves every staged entry into the repository at `root`, then removes deleted paths.
+    `staged` is the extracted output, a path trusted as given or an open directory's fd (the
+    caller's); nothing is written or deleted at a `protected` repository path (is_protected)."""
     stats = WriteBackStats()
     deletions = sorted((_checked(rel) for rel in deleted), key=lambda p: -p.count("/"))
-    made = _make_directories(staged, root, mapping)
-    for rel in _staged_entries(staged):
-        target = repository_path(rel, mapping)
-        if target is None:
-            stats.skipped.append(rel)
-            continue
-        _put(staged / rel, root, target)
-        stats.written += 1
+    staged_fd = os.dup(staged) if isinstance(staged, int) else os.open(
+        staged, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        directories, entries = _staged_tree(staged_fd)
+        made = _make_directories(directories, root, mapping, protected)
+        for rel in entries:
+            target = repository_path(rel, mapping)
+            if target is None:
+                stats.skipped.append(rel)
+                continue
+            if is_protected(target, protected):
+                stats.protected.append(target)
+                continue
+            _put(staged_fd, rel, root, target)
+            stats.written += 1
+    finally:
+        os.close(staged_fd)
     _finish_directories(root, made)
     for rel in deletions:  # deepest first: contents before their directory
         target = repository_path(rel, mapping)
-        if target is not None and _remove(root, target):
+        if target is None:
+            continue
+        if is_protected(target, protected):
+            stats.protected.append(target)
+        elif _remove(root, target):
             stats.deleted += 1
     return stats
 
 
 def write_back(root: Path, mapping: Sequence[tuple[str, str]], output_dir: Path,
-               deleted: Iterable[str]) -> WriteBackStats:
-    """Applies a finished task's returned files (extracted in output_dir) and deletions to the
-    repository at root; output_dir is emptied and removed."""
-    stats = apply_changes(output_dir, root, mapping, deleted)
-    remove_tree(output_dir)
+               deleted: Iterable[str], protected: Sequence[str] = ()) -> WriteBackStats:
+    """Applies a finished task's returned files (extracted in output_dir, below root) and
+    deletions to the repository at root; output_dir is emptied and removed. The output is
+    reached from root without following a symlink."""
+    try:
+        parent_fd, name = open_parent_beneath(root, output_dir, create=False)
+    except OSError as exc:
+        raise ArchiveError(f"cannot write back from {output_dir}: {exc.strerror}") from exc
+    try:
+        try:
+            staged_fd = os.open(name, DIRECTORY_FLAGS, dir_fd=parent_fd)
+        except OSError as exc:
+            raise ArchiveError(f"cannot write back from {output_dir}: {exc.strerror}") from exc
+        try:
+            stats = apply_changes(staged_fd, root, mapping, deleted, protected)
+        finally:
+            os.close(staged_fd)
+        remove_tree_at(name, parent_fd)
+    finally:
+        os.close(parent_fd)
     return stats
 
 
-def _staged_entries(staged: Path) -> list[str]:
-    """Files, symlinks and empty directories under staged, relative to it."""
-    entries = []
-    for dirpath, dirnames, filenames in os.walk(staged):
-        base = Path(dirpath)
-        for name in filenames + [d for d in dirnames if (base / d).is_symlink()]:
-            entries.append(str((base / name).relative_to(staged)))
-        if not dirnames and not filenames and base != staged:
-            entries.append(str(base.relative_to(staged)))
-    return sorted(entries)
+def _staged_tree(staged_fd: int) -> tuple[list[tuple[str, os.stat_result]], list[str]]:
+    """(every staged directory with its stat from before it was opened up to its owner,
+    parents first; the files, symlinks and empty directories), paths relative to the staged
+    root. Each directory is opened up (rwx for its owner) before it is listed: whatever mode
+    the task gave it, its entries must be listed and moved out. Walked by fds, never through
+    a symlink."""
+    directories: list[tuple[str, os.stat_result]] = []
+    entries: list[str] = []
+    pending = [""]
+    while pending:
+        rel = pending.pop()
+        fd = open_directory_beneath(staged_fd, rel.split("/") if rel else (), create=False)
+        try:
+            with os.scandir(fd) as listing:
+                listed = sorted((entry.name, entry.stat(follow_symlinks=False))
+                                for entry in listing)
+            for name, st in listed:
+                child = f"{rel}/{name}" if rel else name
+                if stat.S_ISDIR(st.st_mode):
+                    chmod_directory_at(name, fd, stat.S_IMODE(st.st_mode) | 0o700)
+                    directories.append((child, st))
+                    pending.append(child)
+                else:
+                    entries.append(child)
+        finally:
+            os.close(fd)
+        if rel and not listed:
+            entries.append(rel)
+    directories.sort(key=lambda item: item[0].split("/"))
+    return directories, sorted(entries)
 
 
-def _make_directories(staged: Path, root: Path,
-                      mapping: Sequence[tuple[str, str]]) -> list[tuple[str, os.stat_result]]:
+def _make_directories(directories: list[tuple[str, os.stat_result]], root: Path,
+                      mapping: Sequence[tuple[str, str]],
+                      protected: Sequence[str]) -> list[tuple[str, os.stat_result]]:
     """Makes the staged directories that the repository lacks, parents first and writable
     until _finish_directories gives them their modes and times (a read-only one could not
     receive its files otherwise). The repository lacks only what the task made, and those
-    came back with their own mode and mtime, read before anything moves. Every staged
-    directory is opened up to its owner on the way: whatever mode the task gave it (read-only,
-    or none), its entries must be listed and moved out. Returns the repository path and the
-    staged stat of each directory made."""
+    came back with their own mode and mtime, read before anything moves. Returns the
+    repository path and the staged stat of each directory made."""
     made = []
-    for source, st in open_up_directories(staged):
-        target = repository_path(str(source.relative_to(staged)), mapping)
+    for source, st in directories:
+        target = repository_path(source, mapping)
         if target is None:
             continue
+        if is_protected(target, protected):
+            continue  # what the task put in it is named (entries); one holding them is there
         parent_fd = _open_parent(root, target)
         try:
             if _make_directory(PurePosixPath(target).name, parent_fd):
@@ -113,7 +180,7 @@ def _make_directory(name: str, parent_fd: int) -> bool:
     """Makes the directory (0700 for now); whether it was made. A directory the repository has
     stays as it is. A file or symlink there is what the task replaced by this directory: it
     goes, as _put replaces a directory by a file (the symlink is removed, never followed)."""
-    existing = _lstat(name, parent_fd)
+    existing = lstat_at(name, parent_fd)
     if existing is not None:
         if stat.S_ISDIR(existing.st_mode):
             return False
@@ -134,20 +201,29 @@ def _finish_directories(root: Path, made: list[tuple[str, os.stat_result]]) -> N
             os.close(fd)
 
 
-def _put(source: Path, root: Path, rel: str) -> None:
-    parent_fd = _open_parent(root, rel)
-    name = PurePosixPath(rel).name
+def _put(staged_fd: int, rel: str, root: Path, target: str) -> None:
+    """Moves the staged entry rel to the repository path target (a file or symlink replaces
+    what is there; an empty directory is made unless one is there)."""
+    parent_fd = _open_parent(root, target)
+    name = PurePosixPath(target).name
+    source_parts = rel.split("/")
     try:
-        existing = _lstat(name, parent_fd)
-        if source.is_dir() and not source.is_symlink():
-            if existing is None:
-                os.mkdir(name, stat.S_IMODE(source.stat().st_mode), dir_fd=parent_fd)
-            return
-        if existing is not None and stat.S_ISDIR(existing.st_mode):
-            shutil.rmtree(name, dir_fd=parent_fd)  # the task replaced a directory by a file
-        _move(source, name, parent_fd)
+        source_fd = open_directory_beneath(staged_fd, source_parts[:-1], create=False)
+        try:
+            source = source_parts[-1]
+            st = os.stat(source, dir_fd=source_fd, follow_symlinks=False)
+            existing = lstat_at(name, parent_fd)
+            if stat.S_ISDIR(st.st_mode):
+                if existing is None:
+                    os.mkdir(name, stat.S_IMODE(st.st_mode), dir_fd=parent_fd)
+                return
+            if existing is not None and stat.S_ISDIR(existing.st_mode):
+                shutil.rmtree(name, dir_fd=parent_fd)  # the task replaced a directory by a file
+            _move(source, source_fd, st, name, parent_fd)
+        finally:
+            os.close(source_fd)
     except OSError as exc:
-        raise ArchiveError(f"cannot write back {rel}: {exc.strerror}") from exc
+        raise ArchiveError(f"cannot write back {target}: {exc.strerror}") from exc
     finally:
         os.close(parent_fd)
 
@@ -163,7 +239,7 @@ def _remove(root: Path, rel: str) -> bool:
         raise ArchiveError(f"cannot delete {rel} in the repository: {exc.strerror}") from exc
     name = PurePosixPath(rel).name
     try:
-        existing = _lstat(name, parent_fd)
+        existing = lstat_at(name, parent_fd)
         if existing is None:
             return False
         if stat.S_ISDIR(existing.st_mode):
@@ -194,35 +270,35 @@ def _open_parent(root: Path, rel: str) -> int:
         raise ArchiveError(f"cannot write back {rel}: {exc.strerror}") from exc
 
 
-def _move(source: Path, name: str, parent_fd: int) -> None:
-    """Renames source into place (atomic for readers); copies when the out dir lies on
-    another filesystem than the repository."""
+def _move(source: str, source_fd: int, st: os.stat_result, name: str, parent_fd: int) -> None:
+    """Renames the staged source into place (atomic for readers); copies when the out dir lies
+    on another filesystem than the repository."""
     try:
-        os.rename(source, name, dst_dir_fd=parent_fd)
+        os.rename(source, name, src_dir_fd=source_fd, dst_dir_fd=parent_fd)
         return
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
     temporary = f".{name}.buildr-tmp"
-    if source.is_symlink():
-        os.symlink(os.readlink(source), temporary, dir_fd=parent_fd)
+    remove_tree_at(temporary, parent_fd)
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(source, dir_fd=source_fd), temporary, dir_fd=parent_fd)
     else:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600,
-                     dir_fd=parent_fd)
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as data:
-            shutil.copyfileobj(data, out)
-            os.fchmod(out.fileno(), stat.S_IMODE(source.stat().st_mode))
-        st = source.stat()
-        os.utime(temporary, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=parent_fd)
+        data = os.open(source, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=source_fd)
+        try:
+            out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                          0o600, dir_fd=parent_fd)
+            try:
+                while chunk := os.read(data, 1 << 20):
+                    write_all(out, chunk)
+                os.fchmod(out, stat.S_IMODE(st.st_mode))
+                os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(out)
+        finally:
+            os.close(data)
     os.rename(temporary, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
-    os.unlink(source)
-
-
-def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
+    os.unlink(source, dir_fd=source_fd)
 
 
 def _checked(rel: str) -> str:

@@ -73,6 +73,10 @@ class JsonReporter:
             self._emit("log", task=task.name, message=message)
 
     @hookimpl
+    def buildr_task_warning(self, task: Task, message: str) -> None:
+        self._emit("warning", task=task.name, message=message)
+
+    @hookimpl
     def buildr_task_files_returned(self, task: Task, outcome: TaskOutcome) -> None:
         self._emit("files_returned", task=task.name, output_dir=str(outcome.output_dir),
                    files=outcome.files_returned, bytes=outcome.bytes_returned,

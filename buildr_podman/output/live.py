@@ -80,6 +80,10 @@ class RichReporter:
             self.console.print(Text(f"{task.name}: {message}", style="dim"))
 
     @hookimpl
+    def buildr_task_warning(self, task: Task, message: str) -> None:
+        self.console.print(Text(f"{task.name}: warning: {message}", style="yellow"))
+
+    @hookimpl
     def buildr_task_finished(self, task: Task, outcome: TaskOutcome) -> None:
         for _stream, rest in self._lines.finish(task.name):
             self._print_line(task, rest)

@@ -67,6 +67,10 @@ class PlainReporter:
             self._say(f"buildr: {task.name}: {message}")
 
     @hookimpl
+    def buildr_task_warning(self, task: Task, message: str) -> None:
+        self._say(f"buildr: {task.name}: warning: {message}")
+
+    @hookimpl
     def buildr_task_finished(self, task: Task, outcome: TaskOutcome) -> None:
         self._flush_lines(task)
         said = verdict(outcome, task.name in self._tolerant)

@@ -6,9 +6,11 @@ interleaved in the order they arrived. The file is rewritten by every run of the
 
 from __future__ import annotations
 
+import os
 import time
 from typing import BinaryIO
 
+from buildr_podman.archive.beneath import create_file_at
 from buildr_podman.hookspecs import hookimpl
 from buildr_podman.model import Project, Task, TaskOutcome
 from buildr_podman.output.summary import verdict
@@ -26,11 +28,16 @@ class TaskLogs:
 
     @hookimpl
     def buildr_task_started(self, task: Task) -> None:
-        path = self.project.log_path(task.name)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            out_fd = self.project.open_out_dir()
+            try:
+                # A new file, through the out dir's fd: a symlink a task planted at the log's
+                # place (or on the way to it) is replaced or refused, never written through.
+                fd = create_file_at(self.project.log_path(task.name).name, out_fd)
+            finally:
+                os.close(out_fd)
             # Unbuffered: `tail -f` shows the output as it arrives, and a crash loses nothing.
-            self._files[task.name] = open(path, "wb", buffering=0)  # noqa: SIM115 - closed later
+            self._files[task.name] = open(fd, "wb", buffering=0)  # noqa: SIM115 - closed later
         except OSError:
             return  # a log we cannot write must not fail the task; the terminal still has it
         self._at_line_start[task.name] = True
@@ -47,6 +54,10 @@ class TaskLogs:
     @hookimpl
     def buildr_task_log(self, task: Task, message: str) -> None:
         self._note(task, message)
+
+    @hookimpl
+    def buildr_task_warning(self, task: Task, message: str) -> None:
+        self._note(task, f"warning: {message}")
 
     @hookimpl
     def buildr_task_finished(self, task: Task, outcome: TaskOutcome) -> None:

@@ -71,7 +71,8 @@ class PodmanSession:
                      (f"reused after {warm.tasks_run} tasks" if warm.tasks_run else "started"))
         try:
             events = warm.client.run(_run_request(task))
-            outcome = receive_events(task, events, self.output_dir(task), observer)
+            outcome = receive_events(task, events, self.output_dir(task), observer,
+                                     anchor=self.project.root)
         except BaseException:
             warm.close()  # its state is unknown: never reuse it
             raise

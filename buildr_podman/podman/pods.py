@@ -126,7 +126,7 @@ def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: A
     try:
         if task.container.inputs == "copy":
             volume = _workspace_volume(client, name, labels)
-            copy = InputCopy(task, directories, Path(volume.attrs["Mountpoint"]))
+            copy = InputCopy(task, directories, Path(volume.attrs["Mountpoint"]), project.root)
         container = _create_container(client, directories, task, agent, socket_dir, name,
                                       labels, volume, outputs)
         container.start()

@@ -25,15 +25,18 @@ STREAM_NAMES = {1: "stdout", 2: "stderr"}
 
 
 def receive_events(task: Task, events: Iterator[agent_pb2.RunEvent | memoryview],
-                   output_dir: Path, observer: RunObserver) -> TaskOutcome:
+                   output_dir: Path, observer: RunObserver,
+                   anchor: Path | None = None) -> TaskOutcome:
     """Handles every event until the result, which becomes the returned outcome. Archive
-    chunks may come as their data alone (AgentClient.run)."""
+    chunks may come as their data alone (AgentClient.run). The archive goes to output_dir,
+    reached from `anchor` (the repository root) without following a symlink."""
     for event in events:
         data = _archive_data(event)
         if data is not None:
             archive = _ArchiveChunks(data, events)
             extract_tar_stream(S2Reader(archive), output_dir,
-                               max_bytes=task.max_return_bytes or DEFAULT_MAX_BYTES)
+                               max_bytes=task.max_return_bytes or DEFAULT_MAX_BYTES,
+                               anchor=anchor)
             archive.drain()  # tar stops reading at its end marker; the result follows
             if archive.result is None:
                 raise AgentError("the agent ended the archive without a result")

@@ -14,7 +14,7 @@ import pytest
 from buildr_podman.errors import BackendError
 from buildr_podman.model import ContainerSpec, Project, Task
 from buildr_podman.podman import input_copy
-from buildr_podman.podman.input_copy import InputCopy, copy_inputs, input_entries
+from buildr_podman.podman.input_copy import InputCopy, copy_inputs
 from buildr_podman.podman.input_mapping import mapped_directories
 
 
@@ -32,21 +32,22 @@ def repo(tmp_path: Path) -> Project:
     return Project(root=tmp_path, out_dir=tmp_path / ".buildr" / "out")
 
 
-def names(project: Project, task: Task) -> list[str]:
-    return [name for _, name in input_entries(mapped_directories(project, task))]
+def names(project: Project, task: Task, workspace: Path) -> list[str]:
+    workspace.mkdir()
+    return copy_inputs(mapped_directories(project, task), workspace, root=project.root,
+                       keep_names=True).names
 
 
 def test_the_whole_repository_without_a_mapping(tmp_path: Path) -> None:
-    assert names(repo(tmp_path), make_task()) == [
-        "src", "top.txt", "src/b", "src/to-b", "src/a.txt", "src/b/c.txt"]
+    assert names(repo(tmp_path / "repo"), make_task(), tmp_path / "ws") == [
+        "src", "src/a.txt", "src/b", "src/b/c.txt", "src/to-b", "top.txt"]
 
 
 def test_a_mapping_renames_and_a_symlink_to_a_directory_is_not_followed(tmp_path: Path) -> None:
-    project = repo(tmp_path)
-    entries = list(input_entries(mapped_directories(project, make_task((("src", "code"),)))))
-    assert [name for _, name in entries] == [
-        "code", "code/b", "code/to-b", "code/a.txt", "code/b/c.txt"]
-    assert entries[3] == (str(tmp_path / "src" / "a.txt"), "code/a.txt")
+    project = repo(tmp_path / "repo")
+    assert names(project, make_task((("src", "code"),)), tmp_path / "ws") == [
+        "code", "code/a.txt", "code/b", "code/b/c.txt", "code/to-b"]
+    assert os.readlink(tmp_path / "ws" / "code" / "to-b") == "b"
 
 
 def test_the_copy_keeps_contents_modes_links_and_exact_mtimes(tmp_path: Path) -> None:
@@ -80,33 +81,50 @@ def test_a_mapping_below_directories_no_entry_names_is_copied(tmp_path: Path) ->
     assert (workspace / "deep" / "er" / "code" / "b" / "c.txt").read_text() == "c"
 
 
-def test_an_entry_deleted_since_the_walk_is_left_out(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def after_listing(monkeypatch: pytest.MonkeyPatch, where: Path, change) -> None:
+    """Runs change() once, right after the copy listed the directory `where`."""
+    real = input_copy._Copier._listing
+
+    def listing(self, level):  # type: ignore[no-untyped-def]
+        entries = real(self, level)
+        if level.where == str(where):
+            change()
+        return entries
+
+    monkeypatch.setattr(input_copy._Copier, "_listing", listing)
+
+
+def test_an_entry_deleted_since_the_listing_is_left_out(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # Another task of the run may be replacing its out dir, under .buildr/out, meanwhile.
     project = repo(tmp_path / "repo")
-    walked = list(input_entries(mapped_directories(project, make_task())))
-    (project.root / "src" / "a.txt").unlink()
-    (project.root / "src" / "to-b").unlink()
-    monkeypatch.setattr(input_copy, "input_entries", lambda *args: iter(walked))
+
+    def delete() -> None:
+        (project.root / "src" / "a.txt").unlink()
+        (project.root / "src" / "to-b").unlink()
+
+    after_listing(monkeypatch, project.root.resolve() / "src", delete)
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    assert copy_inputs(mapped_directories(project, make_task()), workspace).files == 2
+    assert copy_inputs(mapped_directories(project, make_task()), workspace,
+                       root=project.root).files == 2
     assert sorted(p.name for p in (workspace / "src").iterdir()) == ["b"]
 
 
-def test_a_fifo_in_place_of_a_file_since_its_lstat_is_left_out_without_blocking(
+def test_a_fifo_in_place_of_a_file_since_the_listing_is_left_out_without_blocking(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     project = repo(tmp_path / "repo")
     fifo = project.root / "src" / "a.txt"
-    was_a_file = os.lstat(fifo)
-    fifo.unlink()
-    os.mkfifo(fifo)
-    real_lstat = input_copy._lstat  # the replacement lands between the lstat and the open
-    monkeypatch.setattr(input_copy, "_lstat",
-                        lambda path: was_a_file if path == str(fifo) else real_lstat(path))
+
+    def to_fifo() -> None:
+        fifo.unlink()
+        os.mkfifo(fifo)
+
+    after_listing(monkeypatch, project.root.resolve() / "src", to_fifo)
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    copy = InputCopy(make_task(), mapped_directories(project, make_task()), workspace)
+    copy = InputCopy(make_task(), mapped_directories(project, make_task()), workspace,
+                     project.root)
     try:
         assert copy.wait(5.0), "the copy blocked on the FIFO"
     finally:
@@ -114,6 +132,62 @@ def test_a_fifo_in_place_of_a_file_since_its_lstat_is_left_out_without_blocking(
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # lets the blocked open end
     copy.finish()
     assert sorted(p.name for p in (workspace / "src").iterdir()) == ["b", "to-b"]
+
+
+def swap_symlink_for_directory_on_open(monkeypatch: pytest.MonkeyPatch, trigger: str,
+                                       link: Path) -> None:
+    """When the copy opens the file named `trigger` (in the directory that holds `link`), the
+    symlink `link` is replaced by a real directory holding `planted`: what another task's new
+    output does to its old one while this copy walks it. Hooked on os.open, which every
+    version of the copy calls per file, so the race hits at the same point in each."""
+    real_open = os.open
+    done = []
+
+    def open_and_swap(path, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
+        fd = real_open(path, flags, *args, **kwargs)
+        if not done and os.path.basename(str(path)) == trigger and not flags & os.O_WRONLY:
+            done.append(True)
+            link.unlink()
+            link.mkdir()
+            (link / "planted").write_text("the task's content\n")
+        return fd
+
+    monkeypatch.setattr(os, "open", open_and_swap)
+
+
+def test_a_symlink_swapped_for_a_directory_mid_copy_never_leads_outside(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The -j 2 race of issue 13: a task's previous output held `x -> outside`; its new
+    output, put in place while another task's copy walks it, has a real directory `x`. The
+    copy made the link in the workspace, then walked into the new directory and wrote through
+    the link. Now a listed symlink is a link, and nothing is ever entered but the directory
+    that was listed, through fds on both sides."""
+    project = repo(tmp_path / "repo")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = project.root / ".buildr" / "out" / "A"
+    out.mkdir(parents=True)
+    (out / "f1").write_text("1")
+    (out / "x").symlink_to(outside)
+    swap_symlink_for_directory_on_open(monkeypatch, "f1", out / "x")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    copy_inputs(mapped_directories(project, make_task()), workspace, root=project.root)
+    assert list(outside.iterdir()) == []
+    assert (workspace / ".buildr" / "out" / "A" / "f1").read_text() == "1"
+
+
+def test_a_mapped_source_that_became_a_symlink_is_refused(tmp_path: Path) -> None:
+    project = repo(tmp_path / "repo")
+    directories = mapped_directories(project, make_task((("src", "code"),)))
+    (project.root / "src").rename(project.root / "real-src")
+    (project.root / "src").symlink_to(tmp_path)  # after the check: the copy must not follow
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    with pytest.raises(OSError) as raised:
+        copy_inputs(directories, workspace, root=project.root)
+    assert raised.value.errno in (errno.ELOOP, errno.ENOTDIR)  # Linux says ENOTDIR for a link
+    assert list(workspace.iterdir()) == []
 
 
 def test_a_stopped_copy_copies_nothing_more(tmp_path: Path) -> None:
@@ -139,14 +213,17 @@ def test_a_failed_copy_is_one_line_that_names_the_file(tmp_path: Path, error: OS
     def fail(*args: object) -> None:
         raise error
 
-    monkeypatch.setattr(input_copy, "_copy_file", fail)
+    monkeypatch.setattr(input_copy._Copier, "_copy_file", fail)
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    copy = InputCopy(make_task(), mapped_directories(repo(tmp_path / "repo"), make_task()),
-                     workspace)
+    project = repo(tmp_path / "repo")
+    copy = InputCopy(make_task(), mapped_directories(project, make_task()), workspace,
+                     project.root)
     with pytest.raises(BackendError) as raised:
         copy.finish()
-    assert says in str(raised.value) and "\n" not in str(raised.value)
+    first = project.root.resolve() / "src" / "a.txt"  # named by its host path
+    assert says.replace("/repo/secret", str(first)).replace("/storage/x", str(first)) in str(
+        raised.value) and "\n" not in str(raised.value)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root lists any directory")
@@ -156,9 +233,10 @@ def test_an_unlistable_directory_fails_the_copy_with_its_name(tmp_path: Path) ->
     locked.chmod(0)
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    copy = InputCopy(make_task(), mapped_directories(project, make_task()), workspace)
+    copy = InputCopy(make_task(), mapped_directories(project, make_task()), workspace,
+                     project.root)
     try:
-        with pytest.raises(BackendError, match=f"Permission denied {locked}\\): make them "
+        with pytest.raises(BackendError, match=f"Permission denied {locked.resolve()}\\): make them "
                                                "readable"):
             copy.finish()
     finally:

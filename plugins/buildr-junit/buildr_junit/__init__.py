@@ -6,6 +6,7 @@ run-event hooks. The host calls them one at a time, so no locking is needed here
 
 from __future__ import annotations
 
+import io
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -18,15 +19,17 @@ __all__ = ["JunitReport", "buildr_run_finished", "buildr_run_started", "buildr_t
 __version__ = "0.1.0"
 
 ENV_PATH = "BUILDR_JUNIT_XML"
+REPORT_NAME = "junit.xml"  # in the project's out dir, unless ENV_PATH says otherwise
 KEEP_OUTPUT = 64 * 1024  # the end of each task's output goes into the report
 
 
 class JunitReport:
     """One run's report: where it goes, each module's kind and the end of its output."""
 
-    def __init__(self, path: Path, kinds: dict[str, str]) -> None:
-        self.path = path
+    def __init__(self, path: Path | None, kinds: dict[str, str], project: Any) -> None:
+        self.path = path  # None: junit.xml in the project's out dir
         self.kinds = kinds
+        self.project = project
         self.output: dict[str, bytearray] = {}
 
     def add_output(self, name: str, data: bytes) -> None:
@@ -35,10 +38,15 @@ class JunitReport:
         del kept[:-KEEP_OUTPUT]
 
     def write(self, report: Any) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tree = ET.ElementTree(self.document(report))
         ET.indent(tree)
-        tree.write(self.path, encoding="utf-8", xml_declaration=True)
+        data = io.BytesIO()
+        tree.write(data, encoding="utf-8", xml_declaration=True)
+        if self.path is None:  # the out dir: a task may have planted a symlink there
+            self.project.write_in_out_dir(REPORT_NAME, data.getvalue())
+        else:  # a path the user chose, written as given
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_bytes(data.getvalue())
 
     def document(self, report: Any) -> ET.Element:
         outcomes = list(report.outcomes)
@@ -86,8 +94,8 @@ def buildr_run_started(project: Any, tasks: Sequence[Any], jobs: int) -> None:
     if setting == "":
         _current = None
         return
-    path = Path(setting) if setting else project.out_dir / "junit.xml"
-    _current = JunitReport(path, {task.name: task.category for task in tasks})
+    _current = JunitReport(Path(setting) if setting else None,
+                           {task.name: task.category for task in tasks}, project)
 
 
 @hookimpl

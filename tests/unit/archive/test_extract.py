@@ -298,3 +298,31 @@ def test_scratch_directories_of_killed_extractions_are_swept(tmp_path: Path) -> 
     assert all(d.exists() for d in kept)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".t.")) == [
         f".t.staging-{os.getpid()}-mine", ".t.staging-legacy"]
+
+
+def test_a_symlink_on_the_way_to_the_target_is_refused_never_followed(tmp_path: Path) -> None:
+    """A task with write_back could make the out dir a link to the user's home: the next
+    extraction into out/TASK would then replace ~/TASK. Reached from the anchor (the
+    repository root) without following links, it is refused with one line instead."""
+    outside = tmp_path / "home"
+    (outside / "t").mkdir(parents=True)
+    (outside / "t" / "precious").write_text("kept")
+    root = tmp_path / "repo"
+    root.mkdir()
+    os.symlink(outside, root / "out")
+    with pytest.raises(ArchiveError) as raised:
+        extract_tar_stream(io.BytesIO(tar_bytes(member("a.txt", data=b"a"))),
+                           root / "out" / "t", anchor=root)
+    assert "'out' on the way there is not a directory (a symlink or file" in str(raised.value)
+    assert (outside / "t" / "precious").read_text() == "kept"
+    assert sorted(p.name for p in outside.iterdir()) == ["t"]
+
+
+def test_a_target_that_is_a_symlink_is_replaced_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "home"
+    outside.mkdir()
+    (outside / "precious").write_text("kept")
+    os.symlink(outside, tmp_path / "t")
+    extract_tar_stream(io.BytesIO(tar_bytes(member("a.txt", data=b"a"))), tmp_path / "t")
+    assert not (tmp_path / "t").is_symlink() and (tmp_path / "t" / "a.txt").read_text() == "a"
+    assert (outside / "precious").read_text() == "kept"

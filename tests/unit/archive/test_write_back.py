@@ -109,3 +109,37 @@ def test_directories_the_task_made_get_their_modes_and_times_existing_ones_keep_
     (repo / "gen" / "none").chmod(0o700)
     assert (repo / "gen" / "none" / "y.h").read_text() == "y\n"
     assert stat.S_IMODE((repo / "src").stat().st_mode) == 0o750
+
+
+def test_nothing_is_written_or_deleted_in_buildr_or_the_out_dir(tmp_path: Path) -> None:
+    """.buildr/ holds the configuration and, by default, the out dir: the host writes logs and
+    other tasks' outputs there, so a link a task planted there would turn a later write of the
+    host's into one outside. Dropped and named, as is a file that would replace a directory
+    holding the out dir."""
+    repo, staged = make_repo(tmp_path)
+    (repo / ".buildr" / "out" / "other").mkdir(parents=True)
+    (repo / ".buildr" / "tasks.hcl").write_text("config\n")
+    (repo / "build" / "out").mkdir(parents=True)
+    (staged / ".buildr" / "out").mkdir(parents=True)
+    os.symlink("/home/user/.bashrc", staged / ".buildr" / "out" / "t.log")
+    (staged / "build" / "out" / "other").mkdir(parents=True)
+    (staged / "build" / "out" / "other" / "bin").write_text("evil")
+    (staged / "build" / "keep").write_text("fine")
+    stats = apply_changes(staged, repo, (), [".buildr/tasks.hcl", "src/old.c"],
+                          protected=(".buildr", "build/out"))
+    assert not os.path.lexists(repo / ".buildr" / "out" / "t.log")
+    assert (repo / ".buildr" / "tasks.hcl").read_text() == "config\n"
+    assert not (repo / "build" / "out" / "other").exists()
+    assert (repo / "build" / "keep").read_text() == "fine"
+    assert not (repo / "src" / "old.c").exists()
+    assert sorted(stats.protected) == [".buildr/out/t.log", ".buildr/tasks.hcl",
+                                       "build/out/other/bin"]
+
+
+def test_an_ancestor_of_the_out_dir_is_never_replaced_by_a_file(tmp_path: Path) -> None:
+    repo, staged = make_repo(tmp_path)
+    (repo / "build" / "out" / "t").mkdir(parents=True)
+    (staged / "build").write_text("a file now")
+    stats = apply_changes(staged, repo, (), [], protected=(".buildr", "build/out"))
+    assert (repo / "build" / "out" / "t").is_dir()
+    assert stats.protected == ["build"]
