@@ -37,7 +37,7 @@ __all__ = ["find_root", "load_project", "parse_duration", "parse_size"]
 CONFIG_DIR = ".buildr"
 DEFAULT_OUT_DIR = ".buildr/out"
 MODULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-BUILDR_ATTRS = ("out_dir", "max_return_size")
+BUILDR_ATTRS = ("out_dir", "max_return_size", "max_return_entries")
 TOP_LEVEL_BLOCKS = ("buildr", "locals", *CATEGORIES)
 #: attributes every module has, whatever its type
 MODULE_ATTRS = ("environment", "secret_environment", "shell", "working_dir", "input_mapping",
@@ -91,6 +91,20 @@ def parse_duration(text: str) -> float | None:
     return sum(float(n) * DURATION_UNITS[unit] for n, unit in DURATION.findall(text))
 
 
+def _unsafe_out_dir(out_dir: PurePosixPath) -> str | None:
+    """Why an out dir would let outputs replace the user's files, or None. Task `src`'s
+    output would replace the repository's src/ under out_dir ".", and Git's hooks under
+    ".git"; ".buildr" holds the configuration."""
+    parts = out_dir.parts
+    if not parts or parts == (".",):
+        return "is the repository root"
+    if parts[0] == ".git":
+        return "lies inside .git"
+    if parts == (".buildr",):
+        return "holds the configuration (.buildr/*.hcl)"
+    return None
+
+
 @dataclass
 class _Declared:
     """A module block seen in a first pass: enough to resolve names before reading bodies."""
@@ -125,6 +139,7 @@ class _Loader:
     _local_stack: list[str] = field(default_factory=list)
     out_dir_rel: str = _OUT_DIR_PLACEHOLDER
     max_return_bytes: int | None = None
+    max_return_entries: int | None = None
 
     def load(self) -> Project:
         for file in self.files:
@@ -133,6 +148,7 @@ class _Loader:
             self._declare_modules(file)
         self.out_dir_rel = self._read_out_dir()
         self.max_return_bytes = self._read_max_return()
+        self.max_return_entries = self._read_max_entries()
         tasks = {name: self._read_module(declared) for name, declared in self.declared.items()}
         self._check_cycles(tasks)
         return Project(root=self.root, out_dir=self.root / self.out_dir_rel, tasks=tasks)
@@ -229,6 +245,11 @@ class _Loader:
         if refs or pure is None or not value or pure.is_absolute() or ".." in pure.parts:
             raise file.error_at('out_dir must be a path relative to the repository root, like '
                                 '".buildr/out"', attribute)
+        why = _unsafe_out_dir(pure)
+        if why:
+            raise file.error_at(f'out_dir "{value}" {why}: tasks\' outputs replace whole '
+                                'directories there; use a directory of its own, like '
+                                '".buildr/out"', attribute)
         return pure.as_posix()
 
     def _read_max_return(self) -> int | None:
@@ -245,6 +266,21 @@ class _Loader:
             raise file.error_at('max_return_size must be a size with an optional unit, like '
                                 f'"10g" or "512m", not {describe(value)}', attribute)
         return size
+
+    def _read_max_entries(self) -> int | None:
+        """`max_return_entries`: how many files, directories and symlinks one task's archive
+        may hold (empty ones cost no bytes, but an inode and time each)."""
+        found = [(file, block.attributes["max_return_entries"]) for file in self.files
+                 for block in file.body.blocks_of("buildr")
+                 if "max_return_entries" in block.attributes]
+        if not found:
+            return None
+        file, attribute = found[0]
+        value = self._evaluate(file, attribute, set())
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise file.error_at("max_return_entries must be a whole number of at least 1, "
+                                f"like 1000000, not {describe(value)}", attribute)
+        return value
 
     def _scope(self, host_paths: bool = False) -> Scope:
         """What expressions see. A module's out dir is where the container shows it, except
@@ -328,6 +364,7 @@ class _Loader:
             source=declared.where,
             spec=module_type.spec({k: v for k, v in values.items() if k in own}),
             max_return_bytes=self.max_return_bytes,
+            max_return_entries=self.max_return_entries,
         )
 
     def _expand(self, declared: _Declared, module_type: ModuleType,

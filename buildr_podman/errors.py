@@ -108,3 +108,12 @@ class CodecError(BuildrError):
     def __init__(self, message: str, offset: int | None = None) -> None:
         self.offset = offset
         super().__init__(f"{message} (at byte {offset})" if offset is not None else message)
+
+
+def printable(text: str, keep: str = "") -> str:
+    """text with each character that is not printable (a control, an escape, C1) written as
+    its escape, as repr does but without quotes ("\\x1b[2J"): a name or message that came from
+    a task then cannot act on the terminal it is shown on. Characters in `keep` stay."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,8 @@ class Task:
     continue_on_error: bool = False  #: a failure lets dependents run and does not fail the run
     #: what the returned archive may expand to (`buildr { max_return_size }`); None: the default
     max_return_bytes: int | None = None
+    #: how many entries the returned archive may hold (`buildr { max_return_entries }`)
+    max_return_entries: int | None = None
     #: the module type's own attributes, defaults filled in (what its plugin expanded)
     spec: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
@@ -124,15 +127,27 @@ class Project:
         return open_directory_beneath(self.root, self.out_dir.relative_to(self.root).parts,
                                       create=True)
 
+    @property
+    def out_dir_is_ours(self) -> bool:
+        """Whether the out dir lies in .buildr/, the tool's own directory: what it holds is the
+        tool's even unmarked (made by a version that did not mark). Elsewhere only what
+        carries the mark (archive.beneath.mark) is ever replaced."""
+        return self.out_dir.relative_to(self.root).parts[:1] == (".buildr",)
+
     def write_in_out_dir(self, name: str, data: bytes) -> Path:
         """Writes a report file `name` into the out dir whole (a new file renamed into place:
         a symlink or hard link a task planted there is replaced, never written through) and
-        returns its path. Raises OSError."""
-        from buildr_podman.archive.beneath import create_file_at
+        returns its path. Raises OSError, FileExistsError for a file there that this tool did
+        not make (outside .buildr/, it may be the user's)."""
+        from buildr_podman.archive.beneath import create_file_at, is_marked, lstat_at
         from buildr_podman.archive.owned import write_all
 
         out_fd = self.open_out_dir()
         try:
+            if not self.out_dir_is_ours and lstat_at(name, out_fd) is not None \
+                    and not is_marked(name, out_fd):
+                raise FileExistsError(errno.EEXIST, "not made by buildr-podman",
+                                      str(self.out_dir / name))
             temporary = f".{name}.{os.getpid()}.tmp"
             fd = create_file_at(temporary, out_fd)
             try:

@@ -22,7 +22,7 @@ import pluggy
 
 from buildr_podman.archive.beneath import open_directory_beneath
 from buildr_podman.archive.write_back import write_back
-from buildr_podman.errors import BuildrError, ConfigError, UsageError
+from buildr_podman.errors import BuildrError, ConfigError, UsageError, printable
 from buildr_podman.executor import Executor, ExecutorSession
 from buildr_podman.graph import Plan
 from buildr_podman.interrupts import SignalGuard
@@ -79,7 +79,7 @@ class HookObserver:
     def warn(self, task: Task, message: str) -> None:
         """A line the user sees without -v, masked like the rest."""
         self.call("buildr_task_warning", task=task,
-                  message=redact(message, secret_values(task)))
+                  message=printable(redact(message, secret_values(task))))
 
     def log(self, task: Task, message: str) -> None:
         self.note(task, message)
@@ -88,7 +88,8 @@ class HookObserver:
     def note(self, task: Task, message: str) -> None:
         """A log line of the runner's own, masked like the task's; no cancellation check (it
         may come after the task ended)."""
-        self.call("buildr_task_log", task=task, message=redact(message, secret_values(task)))
+        self.call("buildr_task_log", task=task,
+                  message=printable(redact(message, secret_values(task)), keep="\n"))
 
     def _check(self) -> None:
         if self.cancelled.is_set():
@@ -247,9 +248,12 @@ class _Run:
         try:
             self.observer.call("buildr_task_started", task=task)
             _prepare_mount_sources(self.project, task)
+            # Before the task can read anything: what changes in the repository after this
+            # is not what it started from (write_back refuses to overwrite it).
+            started_ns = time.time_ns()
             outcome = session.run_task(task, self.observer)
             if task.write_back:
-                self._write_back(task, outcome)
+                self._write_back(task, outcome, started_ns)
         except TaskCancelled:
             outcome = TaskOutcome(task=task.name, exit_code=-1, error="cancelled")
         except BuildrError as exc:
@@ -260,8 +264,9 @@ class _Run:
             self._log_quietly(task, traceback.format_exc())
         if not outcome.duration_seconds:
             outcome.duration_seconds = time.monotonic() - started
-        # One line, whatever raised it: a Podman error's explanation can span several.
-        outcome.error = " ".join(redact(outcome.error, secret_values(task)).split())
+        # One line, whatever raised it: a Podman error's explanation can span several. Its
+        # controls escaped: it may quote what a task chose (a member name, the agent's error).
+        outcome.error = printable(" ".join(redact(outcome.error, secret_values(task)).split()))
         if self.observer.cancelled.is_set() and not outcome.succeeded:
             outcome.cancelled = True
             if outcome.error and outcome.error != "cancelled":
@@ -272,7 +277,7 @@ class _Run:
         self._report_finished(task, outcome)
         return outcome
 
-    def _write_back(self, task: Task, outcome: TaskOutcome) -> None:
+    def _write_back(self, task: Task, outcome: TaskOutcome, started_ns: int) -> None:
         """Applies a successful task's changes to the repository instead of its out dir."""
         if outcome.output_dir is None:
             return
@@ -282,7 +287,7 @@ class _Run:
             return
         protected = (".buildr", self.project.out_dir.relative_to(self.project.root).as_posix())
         stats = write_back(self.project.root, task.input_mapping, outcome.output_dir,
-                           outcome.deleted_paths, protected)
+                           outcome.deleted_paths, protected, started_ns)
         # What the summary says came back is what reached the repository: nothing, if every
         # path was outside the input mappings.
         changed = stats.written or stats.deleted

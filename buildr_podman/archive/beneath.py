@@ -20,11 +20,48 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-__all__ = ["DIRECTORY_FLAGS", "chmod_directory_at", "create_file_at", "lstat_at",
-           "make_private_directory_at", "open_directory_beneath", "open_parent_beneath",
-           "remove_tree_at", "same_directory"]
+__all__ = ["DIRECTORY_FLAGS", "MARK", "chmod_directory_at", "create_file_at", "is_marked",
+           "lstat_at", "make_private_directory_at", "mark", "open_directory_beneath",
+           "open_parent_beneath", "remove_tree_at", "same_directory"]
 
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+# The extended attribute that marks a file or directory as made by this tool: where the out dir
+# is not the tool's own (outside .buildr/), only what carries it is ever replaced, never one of
+# the user's. In the `user.` namespace: its owner may set it, no privilege needed.
+MARK = "user.buildr-podman"
+MARK_VALUE = b"made"
+NO_XATTRS = (errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+def mark(fd: int) -> None:
+    """Marks the file or directory open as fd as made by this tool; nothing where its file
+    system keeps no extended attributes (what is unmarked is then replaced only where the
+    caller allows it)."""
+    try:
+        os.setxattr(fd, MARK, MARK_VALUE)
+    except OSError as exc:
+        if exc.errno not in (*NO_XATTRS, errno.EPERM):
+            raise
+
+
+def is_marked(name: str, dir_fd: int) -> bool:
+    """Whether the file or directory `name` in dir_fd carries this tool's mark (a symlink
+    never does). Raises OSError where its file system keeps no extended attributes."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return False
+        raise
+    try:
+        return os.getxattr(fd, MARK) == MARK_VALUE
+    except OSError as exc:
+        if exc.errno == errno.ENODATA:
+            return False
+        raise
+    finally:
+        os.close(fd)
 
 
 def open_directory_beneath(root: Path | str | int, parts: Iterable[str], create: bool) -> int:
@@ -82,17 +119,23 @@ def same_directory(fd: int, listed: os.stat_result) -> bool:
     return (st.st_dev, st.st_ino) == (listed.st_dev, listed.st_ino)
 
 
-def create_file_at(name: str, dir_fd: int, mode: int = 0o644) -> int:
-    """A new, empty file `name` in dir_fd, open for writing. Whatever non-directory stood there
-    (a symlink or hard link a task planted, an earlier run's file) is removed first and never
-    written through; a directory there raises IsADirectoryError."""
+def create_file_at(name: str, dir_fd: int, mode: int = 0o644, *,
+                   replace_unmarked: bool = True) -> int:
+    """A new, empty file `name` in dir_fd, open for writing, marked as this tool's. Whatever
+    non-directory stood there (a symlink or hard link a task planted, an earlier run's file) is
+    removed first and never written through; a directory there raises IsADirectoryError, and
+    an unmarked file FileExistsError unless `replace_unmarked` (it may be the user's)."""
     existing = lstat_at(name, dir_fd)
     if existing is not None:
         if stat.S_ISDIR(existing.st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+        if not replace_unmarked and not is_marked(name, dir_fd):
+            raise FileExistsError(errno.EEXIST, "not made by buildr-podman", name)
         os.unlink(name, dir_fd=dir_fd)
-    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                   mode, dir_fd=dir_fd)
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode, dir_fd=dir_fd)
+    mark(fd)
+    return fd
 
 
 def make_private_directory_at(prefix: str, dir_fd: int) -> str:

@@ -19,24 +19,29 @@ from pathlib import Path
 from buildr_podman.archive.beneath import (
     DIRECTORY_FLAGS,
     chmod_directory_at,
+    is_marked,
     lstat_at,
     make_private_directory_at,
+    mark,
     open_directory_beneath,
     open_parent_beneath,
     remove_tree_at,
 )
 from buildr_podman.archive.owned import DISK_FULL, PERMISSION_BITS, process_umask, write_all
 from buildr_podman.archive.tarstream import Member, Readable, TarReader
-from buildr_podman.errors import ArchiveError, UnsafeArchiveMember
+from buildr_podman.errors import ArchiveError, UnsafeArchiveMember, printable
 from buildr_podman.processes import own_process_running
 
-__all__ = ["DEFAULT_MAX_BYTES", "ExtractStats", "check_member", "extract_tar_stream",
-           "list_tar_stream"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_ENTRIES", "ExtractStats", "check_member",
+           "extract_tar_stream", "list_tar_stream"]
 
 MAX_NAME_LENGTH = 4096
 MAX_COMPONENT_LENGTH = 255  # NAME_MAX of every Linux file system we write to
 SHOWN_NAME_LENGTH = 120  # a message shows a longer member name shortened in the middle
 DEFAULT_MAX_BYTES = 64 << 30  # a decompression bomb stops here; raise it with care
+# Files, directories and symlinks of one archive: empty ones cost no bytes but an inode and
+# time each, so they are counted apart (`buildr { max_return_entries }`).
+DEFAULT_MAX_ENTRIES = 1_000_000
 COPY_SIZE = 1 << 20
 OPEN_DIRECTORIES = 16  # directory fds an extraction keeps open (_OpenDirectories)
 
@@ -99,14 +104,21 @@ def list_tar_stream(fileobj: Readable) -> list[Member]:
 
 def extract_tar_stream(fileobj: Readable, target: Path, *,
                        max_bytes: int = DEFAULT_MAX_BYTES,
-                       anchor: Path | None = None) -> ExtractStats:
+                       max_entries: int = DEFAULT_MAX_ENTRIES,
+                       anchor: Path | None = None,
+                       replace_unmarked: bool = True) -> ExtractStats:
     """Extracts the tar read from fileobj so that `target` holds exactly its members.
 
     `anchor` is the directory trusted as given (the repository root; by default target's
     parent): every directory from it down to the target is opened without following a
     symlink, so a link a task planted on the way (the out dir itself, say) is refused, never
-    followed. On any error the target is left as it was and the error names the member and the
-    reason.
+    followed. What the archive expands to (bodies and headers) stops at max_bytes, and its
+    members at max_entries. On any error the target is left as it was and the error names the
+    member and the reason. The stats are counted here, from what was written.
+
+    Every target made is marked as this tool's (beneath.mark). An existing target without
+    the mark is replaced only if `replace_unmarked`: otherwise it may be a directory of the
+    user's (in an out dir among the sources, say) and the extraction is refused at once.
     """
     try:
         if anchor is None:  # a path the user gave (archive extract DEST): made as given
@@ -116,12 +128,13 @@ def extract_tar_stream(fileobj: Readable, target: Path, *,
     except OSError as exc:
         raise _path_error(target, exc) from exc
     try:
-        return _extract_beside(fileobj, parent_fd, name, max_bytes, target)
+        _check_replaceable(parent_fd, name, target, replace_unmarked)
+        return _extract_beside(fileobj, parent_fd, name, (max_bytes, max_entries), target)
     finally:
         os.close(parent_fd)
 
 
-def _extract_beside(fileobj: Readable, parent_fd: int, name: str, max_bytes: int,
+def _extract_beside(fileobj: Readable, parent_fd: int, name: str, limits: tuple[int, int],
                     target: Path) -> ExtractStats:
     """extract_tar_stream, in the target's open parent directory."""
     try:
@@ -132,7 +145,8 @@ def _extract_beside(fileobj: Readable, parent_fd: int, name: str, max_bytes: int
     try:
         staging_fd = os.open(staging, DIRECTORY_FLAGS, dir_fd=parent_fd)
         try:
-            stats = _extract_into(fileobj, staging_fd, max_bytes, target.parent)
+            mark(staging_fd)
+            stats = _extract_into(fileobj, staging_fd, limits, target.parent)
         finally:
             os.close(staging_fd)
         _replace(parent_fd, staging, name)
@@ -170,10 +184,15 @@ def _sweep_abandoned(parent_fd: int, name: str) -> None:
 
 def _refuse(name: str, reason: str) -> UnsafeArchiveMember:
     """The error for a refused member, its name shortened to keep the message one short line."""
-    return UnsafeArchiveMember(_shown_name(name), reason)
+    return UnsafeArchiveMember(_cut(name), reason)  # its message shows it with repr()
 
 
 def _shown_name(name: str) -> str:
+    """The name for a message: controls escaped (it is the task's choice), a long one cut."""
+    return printable(_cut(name))
+
+
+def _cut(name: str) -> str:
     if len(name) <= SHOWN_NAME_LENGTH:
         return name
     return f"{name[:70]}...{name[-40:]} ({len(name)} characters)"
@@ -197,8 +216,9 @@ def _write_error(what: str, exc: OSError, where: Path) -> ArchiveError:
     return ArchiveError(f"cannot write under {where} while {what}: {exc.strerror}")
 
 
-def _extract_into(fileobj: Readable, root: int, max_bytes: int, where: Path) -> ExtractStats:
-    writer = _StagingWriter(root, max_bytes, where)
+def _extract_into(fileobj: Readable, root: int, limits: tuple[int, int],
+                  where: Path) -> ExtractStats:
+    writer = _StagingWriter(root, limits, where)
     tar = TarReader(fileobj)
     try:
         for member in tar:
@@ -212,9 +232,10 @@ def _extract_into(fileobj: Readable, root: int, max_bytes: int, where: Path) -> 
 class _StagingWriter:
     """Creates members under root, refusing anything unsafe, then fixes directory times."""
 
-    def __init__(self, root: int, max_bytes: int, where: Path) -> None:
+    def __init__(self, root: int, limits: tuple[int, int], where: Path) -> None:
         self.root = root
-        self.max_bytes = max_bytes
+        self.max_bytes, self.max_entries = limits
+        self._entries = 0
         self.where = where  # the directory named in messages: the out dir, not the staging
         self.stats = ExtractStats()
         self._seen: set[str] = set()
@@ -224,6 +245,12 @@ class _StagingWriter:
         self._umask = process_umask()
 
     def add(self, tar: TarReader, member: Member) -> None:
+        self._entries += 1
+        if self._entries > self.max_entries:
+            raise _refuse(member.name, f"the archive holds more than {self.max_entries} "
+                                       "entries (max_return_entries)")
+        if self.stats.bytes + tar.header_bytes > self.max_bytes:
+            raise self._too_big(member)
         parts = components(member.name)
         reason = _check(member, parts)
         if reason:
@@ -252,6 +279,10 @@ class _StagingWriter:
 
     def close(self) -> None:
         self._parents.close()
+
+    def _too_big(self, member: Member) -> UnsafeArchiveMember:
+        return _refuse(member.name, f"the archive expands beyond the limit of "
+                                    f"{self.max_bytes} bytes (max_return_size)")
 
     def _directory_error(self, exc: OSError, name: str) -> ArchiveError:
         """A directory on the way to `name` could not be made or opened."""
@@ -286,9 +317,8 @@ class _StagingWriter:
 
     def _write_file(self, tar: TarReader, member: Member, parent_fd: int,
                     name: str, mode: int) -> None:
-        if self.stats.bytes + member.size > self.max_bytes:
-            raise _refuse(member.name, f"the archive expands beyond the limit of "
-                                       f"{self.max_bytes} bytes (max_return_size)")
+        if self.stats.bytes + tar.header_bytes + member.size > self.max_bytes:
+            raise self._too_big(member)
         # Created with its final mode (the staging directory is private until the end), so
         # that fchmod is needed only when the umask takes bits away: one system call less.
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode,
@@ -367,6 +397,24 @@ class _OpenDirectories:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+
+
+def _check_replaceable(parent_fd: int, name: str, target: Path, replace_unmarked: bool) -> None:
+    """Refuses to go on when the target exists and this tool did not make it."""
+    existing = lstat_at(name, parent_fd)
+    if existing is None or replace_unmarked:
+        return
+    if stat.S_ISDIR(existing.st_mode):
+        try:
+            if is_marked(name, parent_fd):
+                return
+            why = "buildr-podman did not make it"
+        except OSError as exc:
+            why = f"its marks cannot be read ({exc.strerror})"
+    else:
+        why = "it is not a directory"
+    raise ArchiveError(f"cannot replace {target} with the task's output: {why}, so it may be "
+                       "yours; move it away, or choose an out_dir of its own")
 
 
 def _replace(parent_fd: int, staging: str, name: str) -> None:

@@ -26,6 +26,10 @@ DIRECTORY, SYMLINK, HARDLINK = b"5", b"2", b"1"
 PAX_LOCAL, PAX_GLOBAL, GNU_LONGNAME, GNU_LONGLINK = b"x", b"g", b"L", b"K"
 META = (PAX_LOCAL, PAX_GLOBAL, GNU_LONGNAME, GNU_LONGLINK)
 MAX_META_SIZE = 1 << 20  # a pax or GNU long-name record larger than this is hostile
+# All the extended headers before one member, together: ours hold a name, a link and two
+# numbers (under 9 KiB); back-to-back headers beyond this are hostile.
+MAX_META_PER_MEMBER = 1 << 20
+USED_PAX_KEYS = frozenset(("path", "linkpath", "size", "mtime"))  # the rest is never kept
 READ_SIZE = 1 << 20  # one S2 block: fewer, larger reads from the source
 NS_PER_SECOND = 1_000_000_000
 MAX_MTIME_NS = (1 << 63) - 1  # what os.utime accepts; beyond it a time is hostile
@@ -78,6 +82,9 @@ class TarReader:
         self._remaining = 0  # body bytes of the current member not yet read
         self._padding = 0
         self._last_meta = (b"", 0)  # the last pax or GNU header verified, and its size
+        #: bytes of every header and extended header so far: what an archive costs beyond its
+        #: bodies, counted against the same limit (empty members and metadata are not free)
+        self.header_bytes = 0
 
     def __iter__(self) -> Iterator[Member]:
         while (member := self._next()) is not None:
@@ -104,15 +111,22 @@ class TarReader:
         if self._remaining or self._padding:
             self._skip_rest_of_body()
         overrides: dict[str, str] = {}
+        meta = 0  # bytes of the extended headers before this member
         while True:
             block = self._take(BLOCK)
             if len(block) < BLOCK:
                 raise ArchiveError("broken archive: it ends without an end-of-archive marker")
             if block == ZERO_BLOCK:
                 return None  # end of archive (a second zero block may follow; not needed)
+            self.header_bytes += BLOCK
             kind = block[156:157]
             if kind in META:
-                self._read_meta(kind, self._meta_size(block), overrides)
+                size = self._meta_size(block)
+                meta += BLOCK + size
+                if meta > MAX_META_PER_MEMBER:
+                    raise ArchiveError(f"broken archive: more than {MAX_META_PER_MEMBER} bytes "
+                                       "of extended headers before one member")
+                self._read_meta(kind, size, overrides)
                 continue
             member = _parse_header(block, kind, *_verified_numbers(block))
             if overrides:
@@ -134,11 +148,13 @@ class TarReader:
         if size > MAX_META_SIZE:
             raise ArchiveError(f"broken archive: a {size}-byte extended header")
         data = self._take(size + (-size % BLOCK))
+        self.header_bytes += len(data)
         if len(data) < size:
             raise ArchiveError("broken archive: it ends inside an extended header")
         data = data[:size]
         if kind == PAX_LOCAL:
-            overrides.update(_parse_pax(data))
+            overrides.update((key, value) for key, value in _parse_pax(data).items()
+                             if key in USED_PAX_KEYS)
         elif kind == GNU_LONGNAME:
             overrides["path"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
         elif kind == GNU_LONGLINK:

@@ -21,6 +21,7 @@ from rich.text import Text
 from buildr_podman.hookspecs import hookimpl
 from buildr_podman.model import Project, RunReport, Task, TaskOutcome
 from buildr_podman.output.lines import TaskLines
+from buildr_podman.output.sanitize import terminal_safe
 from buildr_podman.output.summary import counts_line, display_path, failures, files, rows, verdict
 
 __all__ = ["RichReporter"]
@@ -136,7 +137,7 @@ class RichReporter:
         return Group(grid, Text(summary, style="dim"))
 
     def _print_line(self, task: Task, line: bytes) -> None:
-        text = Text.from_ansi(line.rstrip(b"\n").decode("utf-8", errors="replace"))
+        text = Text.from_ansi(terminal_safe(line.rstrip(b"\n").decode("utf-8", errors="replace")))
         if self._prefixed:
             prefix = Text(f"{task.name.ljust(self._width)} | ",
                           style=self._styles.get(task.name, ""))

@@ -33,7 +33,8 @@ class TaskLogs:
             try:
                 # A new file, through the out dir's fd: a symlink a task planted at the log's
                 # place (or on the way to it) is replaced or refused, never written through.
-                fd = create_file_at(self.project.log_path(task.name).name, out_fd)
+                fd = create_file_at(self.project.log_path(task.name).name, out_fd,
+                                    replace_unmarked=self.project.out_dir_is_ours)
             finally:
                 os.close(out_fd)
             # Unbuffered: `tail -f` shows the output as it arrives, and a crash loses nothing.

@@ -72,7 +72,8 @@ class PodmanSession:
         try:
             events = warm.client.run(_run_request(task))
             outcome = receive_events(task, events, self.output_dir(task), observer,
-                                     anchor=self.project.root)
+                                     anchor=self.project.root,
+                                     replace_unmarked=self.project.out_dir_is_ours)
         except BaseException:
             warm.close()  # its state is unknown: never reuse it
             raise

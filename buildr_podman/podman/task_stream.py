@@ -10,7 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from buildr_podman.archive.extract import DEFAULT_MAX_BYTES, extract_tar_stream
+from buildr_podman.archive.extract import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_ENTRIES,
+    ExtractStats,
+    extract_tar_stream,
+)
 from buildr_podman.errors import AgentError
 from buildr_podman.executor import RunObserver
 from buildr_podman.model import Task, TaskOutcome
@@ -26,21 +31,24 @@ STREAM_NAMES = {1: "stdout", 2: "stderr"}
 
 def receive_events(task: Task, events: Iterator[agent_pb2.RunEvent | memoryview],
                    output_dir: Path, observer: RunObserver,
-                   anchor: Path | None = None) -> TaskOutcome:
+                   anchor: Path | None = None, replace_unmarked: bool = True) -> TaskOutcome:
     """Handles every event until the result, which becomes the returned outcome. Archive
     chunks may come as their data alone (AgentClient.run). The archive goes to output_dir,
-    reached from `anchor` (the repository root) without following a symlink."""
+    reached from `anchor` (the repository root) without following a symlink, and replaces
+    one there that this tool did not make only if `replace_unmarked`."""
     for event in events:
         data = _archive_data(event)
         if data is not None:
             archive = _ArchiveChunks(data, events)
-            extract_tar_stream(S2Reader(archive), output_dir,
-                               max_bytes=task.max_return_bytes or DEFAULT_MAX_BYTES,
-                               anchor=anchor)
+            stats = extract_tar_stream(
+                S2Reader(archive), output_dir, anchor=anchor,
+                replace_unmarked=replace_unmarked,
+                max_bytes=task.max_return_bytes or DEFAULT_MAX_BYTES,
+                max_entries=task.max_return_entries or DEFAULT_MAX_ENTRIES)
             archive.drain()  # tar stops reading at its end marker; the result follows
             if archive.result is None:
                 raise AgentError("the agent ended the archive without a result")
-            return _outcome(task, archive.result, output_dir)
+            return _outcome(task, archive.result, output_dir, stats)
         assert not isinstance(event, memoryview)  # every view is archive data
         kind = event.WhichOneof("event")
         if kind == "output":
@@ -49,7 +57,7 @@ def receive_events(task: Task, events: Iterator[agent_pb2.RunEvent | memoryview]
         elif kind == "log":
             observer.log(task, event.log.message)
         elif kind == "result":
-            return _outcome(task, event.result, None)
+            return _outcome(task, event.result, None, ExtractStats())
     raise AgentError("the agent closed the stream without a result")
 
 
@@ -89,10 +97,13 @@ def _archive_data(event: agent_pb2.RunEvent | memoryview) -> memoryview | None:
     return memoryview(event.archive.data) if event.HasField("archive") else None
 
 
-def _outcome(task: Task, result: agent_pb2.TaskResult, output_dir: Path | None) -> TaskOutcome:
+def _outcome(task: Task, result: agent_pb2.TaskResult, output_dir: Path | None,
+             extracted: ExtractStats) -> TaskOutcome:
+    """The outcome: the figures of what came back counted by the host as it extracted, never
+    taken from the agent's result (a task that controls the agent could claim anything)."""
     return TaskOutcome(task=task.name, exit_code=result.exit_code, error=result.error,
-                       files_returned=result.files_returned,
-                       bytes_returned=result.bytes_returned,
+                       files_returned=extracted.files + extracted.symlinks,
+                       bytes_returned=extracted.bytes,
                        deleted_paths=tuple(result.deleted_paths), tracking=result.tracking,
                        timed_out=result.timed_out, duration_seconds=result.duration_seconds,
                        output_dir=output_dir, watched_directories=result.watched_directories,

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import select
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from test_faults import buildr, hcl_task, need_image
+from test_faults import Running, buildr, hcl_task, need_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaks")]
 
@@ -73,3 +77,138 @@ def test_a_log_planted_as_a_symlink_is_replaced_not_written_through(tmp_path: Pa
     assert buildr(root, "run", "--output", "plain", "victim").returncode == 0
     assert (outside / "bashrc").read_text() == "kept\n"
     assert "victim ok" in (root / ".buildr" / "out" / "victim.log").read_text()
+
+
+def test_an_out_dir_among_the_sources_never_replaces_them(tmp_path: Path) -> None:
+    """out_dir = "src" and a task named `lib`: the repository's src/lib is the user's, so the
+    task's output is refused with one line, run after run; the root, .git and .buildr are
+    refused as out dirs before anything runs."""
+    need_image()
+    root = tmp_path / "repo"
+    (root / ".buildr").mkdir(parents=True)
+    (root / "src" / "lib").mkdir(parents=True)
+    (root / "src" / "lib" / "code.c").write_text("the user's\n")
+    tasks = hcl_task("lib", "echo built > lib.o") + hcl_task("fresh", "echo new > f")
+    (root / ".buildr" / "tasks.hcl").write_text('buildr {\n  out_dir = "src"\n}\n' + tasks)
+    for _ in range(2):
+        run = buildr(root, "run", "--output", "plain", "-k", "lib", "fresh")
+        assert run.returncode == 1
+        said = run.stdout + run.stderr
+        assert re.search(r"lib failed .*cannot replace .*/src/lib with the task's output: "
+                         r"buildr-podman did not make it, so it may be yours; move it away, or "
+                         r"choose an out_dir of its own", said), said
+        assert sorted(p.name for p in (root / "src" / "lib").iterdir()) == ["code.c"]
+        assert (root / "src" / "fresh" / "f").read_text() == "new\n"  # its own: replaced
+    for out_dir, why in ((".", "is the repository root"), (".git", "lies inside .git"),
+                         (".buildr", "holds the configuration")):
+        (root / ".buildr" / "tasks.hcl").write_text(
+            f'buildr {{\n  out_dir = "{out_dir}"\n}}\n' + tasks)
+        run = buildr(root, "run", "--output", "plain", "lib")
+        assert run.returncode == 2 and why in run.stderr, run.stderr
+        assert run.stderr.count("\n") == 1
+
+
+HOSTILE_OUTPUT = (b"\x1bc\xc2\x9b2J\x1b]8;;https://evil.example/\x1b\\click me\x1b]8;;\x1b\\"
+                  b"\x1b]0;owned\x07\x1b[?1049h\x1b[31mred\x1b[0m plain\n")
+
+
+def on_a_terminal(root: Path, *args: str, timeout: float = 300) -> bytes:
+    """Runs the CLI with stdin, stdout and stderr on a new pseudo-terminal (so that `auto`
+    picks the rich display) and returns every byte that reached the terminal."""
+    master, slave = os.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "buildr_podman", *args], cwd=root,
+                               stdin=slave, stdout=slave, stderr=slave,
+                               env={**os.environ, "TERM": "xterm-256color"})
+    os.close(slave)
+    seen = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                if process.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the last holder of the terminal's other side is gone
+                break
+            if not data:
+                break
+            seen += data
+    finally:
+        os.close(master)
+        process.wait(timeout=60)
+    return bytes(seen)
+
+
+def test_the_rich_display_sanitizes_what_a_task_prints_and_plain_passes_it(
+        tmp_path: Path) -> None:
+    need_image()
+    root = tmp_path / "repo"
+    (root / ".buildr").mkdir(parents=True)
+    (root / "src").mkdir()
+    (root / "src" / "hostile.txt").write_bytes(HOSTILE_OUTPUT)
+    (root / ".buildr" / "tasks.hcl").write_text(hcl_task("show", "cat src/hostile.txt"))
+    shown = on_a_terminal(root, "run", "show")
+    assert b"click me" in shown and b"red" in shown, shown
+    for forbidden in (b"\x1bc", b"\xc2\x9b", b"\x1b]8;", b"evil.example", b"\x1b]0;",
+                      b"\x1b[?1049h"):
+        assert forbidden not in shown, (forbidden, shown)
+    plain = subprocess.run([sys.executable, "-m", "buildr_podman", "run", "--output", "plain",
+                            "show"], cwd=root, capture_output=True, timeout=300, check=False)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout == HOSTILE_OUTPUT  # byte for byte, like make
+
+
+def write_back_repo(tmp_path: Path, script: str) -> Path:
+    root = tmp_path / "repo"
+    (root / ".buildr").mkdir(parents=True)
+    (root / "src").mkdir()
+    (root / "src" / "main.c").write_text("int main;\n")
+    (root / "a").mkdir()
+    (root / "a" / "x").write_text("1\n")
+    (root / ".buildr" / "tasks.hcl").write_text(
+        hcl_task("fmt", script, extra="  write_back = true\n"))
+    return root
+
+
+def test_an_edit_saved_while_the_task_ran_is_never_overwritten(tmp_path: Path) -> None:
+    need_image()
+    root = write_back_repo(tmp_path, "echo up\nsleep 4\necho formatted > src/main.c\n"
+                                     "echo new > src/other.c\nrm a/x")
+    run = Running(root, "run", "fmt")
+    run.wait_for_line("up")
+    (root / "src" / "main.c").write_text("int main; /* the user's edit */\n")
+    done = run.finish()
+    assert done.returncode == 1
+    assert re.search(r"fmt failed .*not written back: 1 paths changed in the repository while "
+                     r"the task ran \('src/main\.c'\); nothing was applied; the task's changes "
+                     r"are in .*\.buildr/out/fmt", done.stderr), done.stderr
+    assert (root / "src" / "main.c").read_text() == "int main; /* the user's edit */\n"
+    assert not (root / "src" / "other.c").exists() and (root / "a" / "x").read_text() == "1\n"
+    assert (root / ".buildr" / "out" / "fmt" / "src" / "main.c").read_text() == "formatted\n"
+    again = buildr(root, "run", "--output", "plain", "fmt")  # nothing edited meanwhile: applied
+    assert again.returncode == 0, again.stderr
+    assert (root / "src" / "main.c").read_text() == "formatted\n"
+    assert not (root / "a" / "x").exists()
+
+
+def test_a_write_back_that_fails_half_way_changes_nothing(tmp_path: Path) -> None:
+    """ro/ is read-only in the repository: the task's a/x was already in place when ro/y
+    could not be; a/x is put back as it was, and the line says so."""
+    need_image()
+    root = write_back_repo(tmp_path, "echo 2 > a/x\necho mine > ro/y")
+    (root / "ro").mkdir()
+    (root / "ro" / "y").write_text("old\n")
+    (root / "ro").chmod(0o555)
+    try:
+        run = buildr(root, "run", "--output", "plain", "fmt")
+        assert run.returncode == 1
+        assert re.search(r"cannot write back ro/y: Permission denied; the repository is as it "
+                         r"was; the task's changes are in", run.stderr), run.stderr
+        assert (root / "a" / "x").read_text() == "1\n"
+        assert (root / "ro" / "y").read_text() == "old\n"
+        assert [p.name for p in (root / ".buildr").iterdir() if p.name.startswith(".")] == []
+    finally:
+        (root / "ro").chmod(0o755)

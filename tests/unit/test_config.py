@@ -118,6 +118,14 @@ def test_no_buildr_folder_says_what_to_do(tmp_path: Path) -> None:
     (('task "script" "x" {\n  container { image = "i" }\n  script = "true"\n'
      '  working_dir = "/abs"\n}\n'), r"working_dir must be relative"),
     ('buildr {\n  out_dir = "/tmp/out"\n}\n', r'tasks\.hcl:2:\d+: out_dir must be a path relative'),
+    ('buildr {\n  out_dir = "."\n}\n', r':2:\d+: out_dir "\." is the repository root: tasks\' '
+                                      r'outputs replace whole directories there'),
+    ('buildr {\n  out_dir = "./"\n}\n', r'out_dir "\./" is the repository root'),
+    ('buildr {\n  out_dir = ".git"\n}\n', r'out_dir "\.git" lies inside \.git'),
+    ('buildr {\n  out_dir = ".git/hooks/x"\n}\n', r'lies inside \.git'),
+    ('buildr {\n  out_dir = ".buildr"\n}\n', r'holds the configuration \(\.buildr/\*\.hcl\)'),
+    ('buildr {\n  max_return_entries = "many"\n}\n',
+     r':2:\d+: max_return_entries must be a whole number of at least 1'),
     (('task "script" "x" {\n  container { image = "i" }\n  script = "true"\n}\n'
      'task "script" "x" {\n  container { image = "i" }\n  script = "true"\n}\n'),
      r'task "x" is defined twice'),

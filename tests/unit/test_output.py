@@ -107,25 +107,30 @@ def test_task_logs_put_notes_on_their_own_lines(tmp_path: Path) -> None:
     assert lines[1:] == ["partial", "# buildr: pod started", "rest", "# buildr: a ok in 0.0 s"]
 
 
-@pytest.mark.parametrize("planted", ["log", "out dir"])
-def test_a_task_log_is_never_written_through_a_planted_symlink(tmp_path: Path,
-                                                               planted: str) -> None:
+@pytest.mark.parametrize(("planted", "out"), [("log", ".buildr/out"), ("log", "build"),
+                                             ("out dir", ".buildr/out")])
+def test_a_task_log_is_never_written_through_a_planted_symlink(tmp_path: Path, planted: str,
+                                                               out: str) -> None:
     """A task with write_back could leave `<out>/a.log -> ~/.bashrc` (or make the out dir a
-    link): the next run's log replaces the link, or is not written at all."""
+    link): the next run's log replaces the link in .buildr/, where all is the tool's; in an
+    out dir of the user's it is left alone, as any file this tool did not make; through a
+    linked out dir nothing is written."""
     outside = tmp_path / "home"
     outside.mkdir()
     (outside / "a.log").write_text("the user's file\n")
     root = tmp_path / "repo"
-    root.mkdir()
+    (root / out).parent.mkdir(parents=True)
     if planted == "log":
-        (root / "out").mkdir()
-        os.symlink(outside / "a.log", root / "out" / "a.log")
+        (root / out).mkdir()
+        os.symlink(outside / "a.log", root / out / "a.log")
     else:
-        os.symlink(outside, root / "out")
-    logs = TaskLogs(Project(root=root, out_dir=root / "out"))
+        os.symlink(outside, root / out)
+    logs = TaskLogs(Project(root=root, out_dir=root / out))
     logs.buildr_task_started(task=task("a"))
     logs.buildr_task_output(task=task("a"), stream="stdout", data=b"task output\n")
     logs.buildr_task_finished(task=task("a"), outcome=TaskOutcome(task="a", exit_code=0))
     assert (outside / "a.log").read_text() == "the user's file\n"
-    if planted == "log":
-        assert "task output" in (root / "out" / "a.log").read_text()
+    if planted == "log" and out == ".buildr/out":
+        assert "task output" in (root / out / "a.log").read_text()
+    elif planted == "log":
+        assert (root / out / "a.log").is_symlink()

@@ -318,11 +318,39 @@ def test_a_symlink_on_the_way_to_the_target_is_refused_never_followed(tmp_path: 
     assert sorted(p.name for p in outside.iterdir()) == ["t"]
 
 
-def test_a_target_that_is_a_symlink_is_replaced_not_followed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("replace_unmarked", [True, False])
+def test_a_target_that_is_a_symlink_is_never_followed(tmp_path: Path,
+                                                      replace_unmarked: bool) -> None:
     outside = tmp_path / "home"
     outside.mkdir()
     (outside / "precious").write_text("kept")
     os.symlink(outside, tmp_path / "t")
-    extract_tar_stream(io.BytesIO(tar_bytes(member("a.txt", data=b"a"))), tmp_path / "t")
-    assert not (tmp_path / "t").is_symlink() and (tmp_path / "t" / "a.txt").read_text() == "a"
+    archive = io.BytesIO(tar_bytes(member("a.txt", data=b"a")))
+    if replace_unmarked:
+        extract_tar_stream(archive, tmp_path / "t")
+        assert not (tmp_path / "t").is_symlink()
+        assert (tmp_path / "t" / "a.txt").read_text() == "a"
+    else:
+        with pytest.raises(ArchiveError, match="it is not a directory"):
+            extract_tar_stream(archive, tmp_path / "t", replace_unmarked=False)
+    assert sorted(p.name for p in outside.iterdir()) == ["precious"]
     assert (outside / "precious").read_text() == "kept"
+
+
+def test_an_existing_directory_this_tool_did_not_make_is_never_replaced(tmp_path: Path) -> None:
+    """out_dir = "src" and a task named `lib`: the repository's src/lib is the user's. Only a
+    target that carries this tool's mark is replaced where the caller says so."""
+    mine = tmp_path / "lib"
+    mine.mkdir()
+    (mine / "code.c").write_text("the user's\n")
+    archive = tar_bytes(member("a.txt", data=b"a"))
+    with pytest.raises(ArchiveError, match=r"cannot replace .*/lib with the task's output: "
+                                           r"buildr-podman did not make it, so it may be yours"):
+        extract_tar_stream(io.BytesIO(archive), mine, replace_unmarked=False)
+    assert [p.name for p in mine.iterdir()] == ["code.c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lib"]  # no staging left
+    out = tmp_path / "out"
+    for _ in range(3):  # its own output, marked, is replaced run after run
+        extract_tar_stream(io.BytesIO(archive), out, replace_unmarked=False)
+        assert os.getxattr(out, "user.buildr-podman") == b"made"
+        assert (out / "a.txt").read_text() == "a"

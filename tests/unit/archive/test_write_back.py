@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
-from buildr_podman.archive.write_back import apply_changes, repository_path
+from buildr_podman.archive import write_back as write_back_module
+from buildr_podman.archive.write_back import WriteBackConflict, apply_changes, repository_path
 from buildr_podman.errors import ArchiveError
 
 
@@ -143,3 +146,71 @@ def test_an_ancestor_of_the_out_dir_is_never_replaced_by_a_file(tmp_path: Path) 
     stats = apply_changes(staged, repo, (), [], protected=(".buildr", "build/out"))
     assert (repo / "build" / "out" / "t").is_dir()
     assert stats.protected == ["build"]
+
+
+def test_a_path_changed_while_the_task_ran_is_a_conflict_and_nothing_is_applied(
+        tmp_path: Path) -> None:
+    """The user saved src/keep.c, and another file the task deletes, while the task ran: the
+    task's versions would overwrite those edits. Refused by name; the repository keeps every
+    file as it is (the task's other changes included)."""
+    repo, staged = make_repo(tmp_path)
+    started = time.time_ns()
+    time.sleep(0.02)  # past a tick of the file system's clock
+    (repo / "src" / "keep.c").write_text("the user's edit\n")
+    (repo / "gone" / "f").write_text("edited too\n")
+    with pytest.raises(WriteBackConflict) as raised:
+        apply_changes(staged, repo, (), ["gone/f", "src/old.c"], started_ns=started)
+    assert raised.value.paths == ["gone/f", "src/keep.c"]
+    assert "2 paths changed in the repository while the task ran ('gone/f', 'src/keep.c')" \
+        in str(raised.value)
+    assert (repo / "src" / "keep.c").read_text() == "the user's edit\n"
+    assert (repo / "gone" / "f").read_text() == "edited too\n"
+    assert (repo / "src" / "old.c").exists() and not (repo / "src" / "new").exists()
+    assert (staged / "src" / "new" / "gen.c").exists()  # the task's changes stay staged
+
+
+def test_paths_unchanged_since_the_start_are_applied(tmp_path: Path) -> None:
+    repo, staged = make_repo(tmp_path)
+    time.sleep(0.02)
+    stats = apply_changes(staged, repo, (), ["src/old.c"], started_ns=time.time_ns())
+    assert (repo / "src" / "keep.c").read_text() == "formatted\n"
+    assert (stats.written, stats.deleted) == (4, 1)
+
+
+def test_a_directory_replaced_by_a_file_conflicts_if_anything_inside_changed(
+        tmp_path: Path) -> None:
+    repo, staged = make_repo(tmp_path)
+    (repo / "gone" / "deep").mkdir()
+    started = time.time_ns()
+    time.sleep(0.02)
+    (repo / "gone" / "deep" / "new-work.txt").write_text("mine\n")
+    (staged / "gone").write_text("now a file\n")
+    with pytest.raises(WriteBackConflict, match="'gone'"):
+        apply_changes(staged, repo, (), [], started_ns=started)
+    assert (repo / "gone" / "deep" / "new-work.txt").read_text() == "mine\n"
+
+
+def test_a_failure_half_way_puts_everything_back(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """All or nothing: the third move fails (a read-only directory, a full disk); what the
+    first ones replaced comes back, what they made goes, and the error says so."""
+    repo, staged = make_repo(tmp_path)
+    (repo / "src" / "link").write_text("was a file\n")
+    before = {p.relative_to(repo): (p.read_bytes() if p.is_file() else None)
+              for p in sorted(repo.rglob("*"))}
+    real_move = write_back_module._move
+    calls = []
+
+    def failing_move(*args: object) -> None:
+        calls.append(args)
+        if len(calls) == 3:
+            raise OSError(errno.EACCES, "Permission denied")
+        real_move(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(write_back_module, "_move", failing_move)
+    with pytest.raises(ArchiveError, match=r"cannot write back src/new/gen.c: Permission denied; "
+                                           r"the repository is as it was"):
+        apply_changes(staged, repo, (), ["src/old.c"])
+    after = {p.relative_to(repo): (p.read_bytes() if p.is_file() else None)
+             for p in sorted(repo.rglob("*"))}
+    assert after == {**before, Path(".buildr"): None}  # the private directory is gone
