@@ -38,6 +38,8 @@ CONFIG_DIR = ".buildr"
 DEFAULT_OUT_DIR = ".buildr/out"
 MODULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 BUILDR_ATTRS = ("out_dir", "max_return_size", "max_return_entries")
+BUILDR_BLOCKS = ("cache",)
+CACHE_ATTRS = ("max_size",)
 TOP_LEVEL_BLOCKS = ("buildr", "locals", *CATEGORIES)
 #: attributes every module has, whatever its type
 MODULE_ATTRS = ("environment", "secret_environment", "shell", "working_dir", "input_mapping",
@@ -149,9 +151,11 @@ class _Loader:
         self.out_dir_rel = self._read_out_dir()
         self.max_return_bytes = self._read_max_return()
         self.max_return_entries = self._read_max_entries()
+        cache_max_bytes = self._read_cache()
         tasks = {name: self._read_module(declared) for name, declared in self.declared.items()}
         self._check_cycles(tasks)
-        return Project(root=self.root, out_dir=self.root / self.out_dir_rel, tasks=tasks)
+        return Project(root=self.root, out_dir=self.root / self.out_dir_rel, tasks=tasks,
+                       cache_max_bytes=cache_max_bytes)
 
     # -- first pass: what exists -------------------------------------------------------------
 
@@ -235,7 +239,7 @@ class _Loader:
         if not blocks:
             return DEFAULT_OUT_DIR
         file, block = blocks[0]
-        check_names(file, block, BUILDR_ATTRS, (), "buildr block")
+        check_names(file, block, BUILDR_ATTRS, BUILDR_BLOCKS, "buildr block")
         attribute = block.attributes.get("out_dir")
         if attribute is None:
             return DEFAULT_OUT_DIR
@@ -281,6 +285,28 @@ class _Loader:
             raise file.error_at("max_return_entries must be a whole number of at least 1, "
                                 f"like 1000000, not {describe(value)}", attribute)
         return value
+
+    def _read_cache(self) -> int | None:
+        """`buildr { cache { max_size = "10g" } }`: the bound of the local task cache."""
+        blocks = [(file, inner) for file in self.files for block in file.body.blocks_of("buildr")
+                  for inner in block.blocks_of("cache")]
+        if not blocks:
+            return None
+        file, block = blocks[0]
+        if len(blocks) > 1:
+            second_file, second = blocks[1]
+            raise second_file.error(f"a second cache block (first at {file.display}:"
+                                    f"{block.line}): keep one", second.line, second.column)
+        check_names(file, block, CACHE_ATTRS, (), "cache block")
+        attribute = block.attributes.get("max_size")
+        if attribute is None:
+            return None
+        value = self._evaluate(file, attribute, set())
+        size = parse_size(str(value)) if isinstance(value, (str, int)) else None
+        if not size:
+            raise file.error_at('max_size must be a size with an optional unit, like "10g" or '
+                                f'"512m", not {describe(value)}', attribute)
+        return size
 
     def _scope(self, host_paths: bool = False) -> Scope:
         """What expressions see. A module's out dir is where the container shows it, except

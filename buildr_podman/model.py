@@ -111,6 +111,8 @@ class Project:
     root: Path
     out_dir: Path
     tasks: dict[str, Task] = field(default_factory=dict)  #: every module, by name
+    #: the bound of the local task cache (`buildr { cache { max_size } }`); None: the default
+    cache_max_bytes: int | None = None
 
     def log_path(self, name: str) -> Path:
         """Where the full log of module `name` is kept."""

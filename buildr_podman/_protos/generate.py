@@ -26,8 +26,10 @@ def generate(out_dir: Path) -> list[Path]:
     """Writes *_pb2.py, *_pb2.pyi and *_pb2_grpc.py for every .proto into out_dir."""
     from grpc_tools import protoc  # only needed by developers regenerating
 
+    # grpc_tools ships google/protobuf/*.proto (Duration, Timestamp, ... of the REAPI messages)
+    well_known = Path(protoc.__file__).parent / "_proto"
     with tempfile.TemporaryDirectory() as raw:
-        args = ["protoc", f"-I{PROTO_ROOT}", f"--python_out={raw}", f"--pyi_out={raw}",
+        args = ["protoc", f"-I{PROTO_ROOT}", f"-I{well_known}", f"--python_out={raw}", f"--pyi_out={raw}",
                 f"--grpc_python_out={raw}", *map(str, proto_sources())]
         if protoc.main(args) != 0:
             raise SystemExit("protoc failed; see the message above")

@@ -126,6 +126,11 @@ def test_no_buildr_folder_says_what_to_do(tmp_path: Path) -> None:
     ('buildr {\n  out_dir = ".buildr"\n}\n', r'holds the configuration \(\.buildr/\*\.hcl\)'),
     ('buildr {\n  max_return_entries = "many"\n}\n',
      r':2:\d+: max_return_entries must be a whole number of at least 1'),
+    ('buildr {\n  cache {\n    max_size = "lots"\n  }\n}\n',
+     r'tasks\.hcl:3:\d+: max_size must be a size with an optional unit, like "10g"'),
+    ('buildr {\n  cache {\n    max_sise = "1g"\n  }\n}\n',
+     r'tasks\.hcl:3:\d+: unknown attribute "max_sise" in cache block \(did you mean "max_size"'),
+    ('buildr {\n  cash {\n  }\n}\n', r'unknown block "cash" in buildr block'),
     (('task "script" "x" {\n  container { image = "i" }\n  script = "true"\n}\n'
      'task "script" "x" {\n  container { image = "i" }\n  script = "true"\n}\n'),
      r'task "x" is defined twice'),
@@ -425,3 +430,10 @@ task "script" "test" {
     host = project.tasks["host"]
     assert host.container.bind_mounts[0].source == tmp_path / ".buildr/out/configure"
     assert host.depends_on == ("configure",)
+
+
+def test_the_cache_bound_is_read_from_the_buildr_block(tmp_path: Path) -> None:
+    project = load_project(write(tmp_path, 'buildr {\n  cache {\n    max_size = "3g"\n  }\n}\n'))
+    assert project.cache_max_bytes == 3 << 30
+    (tmp_path / "other").mkdir()
+    assert load_project(write(tmp_path / "other", "")).cache_max_bytes is None

@@ -1,0 +1,155 @@
+"""The cache key of a task: the digest of a REAPI v2 Action for everything that can change its
+result.
+
+The Action is built the way a REAPI client builds one, so the key a later remote-execution
+backend computes for the same task is this one:
+- the Command: the argv (the shell running the script, which holds `inline` and what a module
+  type expanded), the environment (the container's, the task's own on top, sorted by name) and
+  the working directory, relative to the input root;
+- the input root, a Merkle tree (tree.py) of what the container shows: the mapped inputs under
+  `workspace/`, this run's outputs of every module the task uses under `.buildr/out/NAME`
+  (inputs_from lays them over the workspace inside the container: the layer order is a
+  platform property), and read-only bind mounts at their targets;
+- the platform properties: the image by its content id (never the tag alone: a rebuilt tag is
+  a different image), the user, network, capabilities, privilege, tmpfs mounts, the module
+  type, the agent protocol and this buildr-podman version (the agent's behaviour is part of
+  the result);
+- the timeout.
+
+What never enters a key: the values of `secret_environment` (a task that has them is not
+cached), the out dir (earlier runs' outputs reach a task only as this run's dependency
+outputs, keyed above), mtimes (tree.py says why). A writable bind mount makes a task
+uncacheable: what it reads there can change while it runs, and what it writes there is not
+in its change set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from buildr_podman import __version__
+from buildr_podman._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from buildr_podman._protos.buildr.common.v1 import common_pb2
+from buildr_podman.cache.tree import Digest, Tree, TreeBuilder, digest_of, proto_digest
+from buildr_podman.model import DEPENDENCY_OUTPUTS, WORKSPACE, Project, Task
+from buildr_podman.podman.input_mapping import mapped_directories
+
+__all__ = ["ActionKey", "NotCacheable", "action_key"]
+
+WORKSPACE_DIR = WORKSPACE.strip("/")
+OUTPUTS_DIR = DEPENDENCY_OUTPUTS.strip("/")
+
+
+class NotCacheable(Exception):
+    """The task must run every time; the message says why, for `run -v`."""
+
+
+@dataclass
+class ActionKey:
+    """A task's Action digest, and the messages it is made of (the store keeps them, to say
+    on a later miss what changed)."""
+
+    digest: Digest
+    action: bytes
+    command: bytes
+    input_root: Digest
+    root: Tree = field(repr=False)  #: the input root as it was keyed
+
+    @property
+    def hash(self) -> str:
+        return self.digest[0]
+
+    def directories(self, builder: TreeBuilder) -> dict[str, bytes]:
+        """Every Directory message of the input root, by hash (built only to be stored)."""
+        blobs: dict[str, bytes] = {}
+        builder.digest(self.root, blobs)
+        return blobs
+
+
+def action_key(project: Project, task: Task, image_id: str, builder: TreeBuilder,
+               dependency_outputs: Mapping[str, Path]) -> ActionKey:
+    """The key of `task` as it would run now. `dependency_outputs` are where this run's
+    outputs of task.outputs_used are on the host. Raises NotCacheable, and BackendError for
+    a bad input mapping (as the run itself would)."""
+    _check_cacheable(task)
+    root = _input_root(project, task, builder, dependency_outputs)
+    try:
+        input_root = builder.digest(root)
+    except ValueError as exc:  # protobuf strings are UTF-8
+        raise NotCacheable(f"a file name or symlink target is not UTF-8 ({exc})") from exc
+    command = _command(task).SerializeToString(deterministic=True)
+    action = re_pb2.Action(command_digest=proto_digest(digest_of(command)),
+                           input_root_digest=proto_digest(input_root),
+                           platform=_platform(task, image_id))
+    if task.timeout_seconds:
+        action.timeout.FromNanoseconds(int(task.timeout_seconds * 1e9))
+    data = action.SerializeToString(deterministic=True)
+    return ActionKey(digest_of(data), data, command, input_root, root)
+
+
+def _check_cacheable(task: Task) -> None:
+    if task.secret_environment:
+        raise NotCacheable("it has secret_environment (secrets never enter the cache)")
+    for mount in task.container.bind_mounts:
+        if not mount.read_only:
+            raise NotCacheable(f"its bind_mount at {mount.target} is writable (make it "
+                               "read_only = true to cache the task)")
+
+
+def _input_root(project: Project, task: Task, builder: TreeBuilder,
+                dependency_outputs: Mapping[str, Path]) -> Tree:
+    out_dir = str(project.out_dir.resolve())
+    root = Tree()
+    workspace = Tree()
+    for source, target in mapped_directories(project, task):
+        workspace.place(target, builder.walk(str(source), skip=(out_dir,)))
+    root.place(WORKSPACE_DIR, workspace)
+    for name in task.outputs_used:
+        path = dependency_outputs.get(name)
+        walked = builder.walk(str(path)) if path is not None and path.is_dir() else Tree()
+        root.place(f"{OUTPUTS_DIR}/{name}", walked)
+    for mount in task.container.bind_mounts:
+        if mount.source.is_dir():
+            root.place(mount.target.strip("/"), builder.walk(str(mount.source)))
+        else:  # a file: its digest is a property instead (a Tree holds directories)
+            root.place(mount.target.strip("/"), Tree())
+    return root
+
+
+def _command(task: Task) -> re_pb2.Command:
+    environment = {**dict(task.container.environment), **dict(task.environment)}
+    rel = task.container_working_dir().strip("/")
+    return re_pb2.Command(
+        arguments=task.argv(),
+        environment_variables=[re_pb2.Command.EnvironmentVariable(name=name, value=value)
+                               for name, value in sorted(environment.items())],
+        working_directory=rel)
+
+
+def _platform(task: Task, image_id: str) -> re_pb2.Platform:
+    container = task.container
+    properties = {
+        "buildr.agent-protocol": str(common_pb2.PROTOCOL_VERSION_1),
+        "buildr.version": __version__,
+        "buildr.module-type": task.module_type,
+        "buildr.layers": ",".join(task.inputs_from),
+        "container-image": f"podman-image-id:{image_id}",
+        "user": container.user or "",
+        "network": container.network,
+        "cap-add": ",".join(sorted(container.cap_add)),
+        "cap-drop": ",".join(sorted(container.cap_drop)),
+        "privileged": str(container.privileged).lower(),
+        "tmpfs": ",".join(f"{m.target}:{m.size or ''}" for m in container.tmpfs_mounts),
+        "bind-mounts": ",".join(f"{m.target}:ro" for m in container.bind_mounts),
+    }
+    for mount in container.bind_mounts:
+        if mount.source.is_file():
+            properties[f"bind-mount-file:{mount.target}"] = _file_hash(mount.source)
+    return re_pb2.Platform(properties=[re_pb2.Platform.Property(name=name, value=value)
+                                       for name, value in sorted(properties.items())])
+
+
+def _file_hash(path: Path) -> str:
+    return digest_of(path.read_bytes())[0]

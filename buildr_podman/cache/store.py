@@ -1,0 +1,286 @@
+"""The local task cache: REAPI's layout in a directory, bounded, safe to share and to kill.
+
+    <root>/ac/<action hash>           a serialized REAPI ActionResult (the value of a key)
+    <root>/cas/<2 hex>/<hash>         blobs by SHA-256: change-set archives, output, the
+                                      Action, Command and Directory messages of each key
+    <root>/refs/<project>/<task>      the last key stored for a task (to explain a miss)
+    <root>/tmp/                       files being written
+
+Every file is written under tmp/ and renamed into place, blobs before the ActionResult that
+names them, so a kill at any moment leaves either no entry or a whole one, and concurrent
+runs storing the same key each rename a whole file over the other's. Reading verifies every
+blob against its digest and keeps it open: a damaged entry is a miss with a warning, never a
+wrong output, and an eviction by another run cannot pull a blob away mid-extraction.
+
+Least recently used first: a hit touches the entry and its blobs; storing evicts the oldest
+files until the store is under its bound again. An entry whose blob was evicted is a miss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from google.protobuf.message import DecodeError
+
+from buildr_podman._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from buildr_podman.cache.tree import Digest, digest_of, proto_digest
+
+__all__ = ["DEFAULT_MAX_BYTES", "CorruptEntry", "Entry", "Store", "StoreStats"]
+
+DEFAULT_MAX_BYTES = 10 << 30
+EVICT_TO = 0.9  # eviction stops at this share of the bound: not one eviction every store
+READ_SIZE = 1 << 20
+#: the OutputFile paths of a buildr-podman ActionResult
+CHANGES, DELETED, OUTCOME = "buildr/changes.tar", "buildr/deleted-paths", "buildr/outcome.json"
+
+
+class CorruptEntry(Exception):
+    """A stored entry does not match its digests; the message says which part."""
+
+
+@dataclass
+class Entry:
+    """A verified hit: the ActionResult and its blobs, open for reading (close() them)."""
+
+    result: re_pb2.ActionResult
+    blobs: dict[str, BinaryIO] = field(default_factory=dict)
+
+    def blob(self, path: str) -> BinaryIO | None:
+        """The open blob of an output file, at its start; None if the result has none."""
+        file = self.blobs.get(path)
+        if file is not None:
+            file.seek(0)
+        return file
+
+    def read(self, path: str) -> bytes:
+        file = self.blob(path)
+        return file.read() if file is not None else b""
+
+    def close(self) -> None:
+        for file in self.blobs.values():
+            file.close()
+        self.blobs.clear()
+
+
+@dataclass
+class StoreStats:
+    entries: int
+    bytes: int
+
+
+class Store:
+    """One directory of the cache (cache_root()/task-cache by default), bounded to max_bytes."""
+
+    def __init__(self, root: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def _ac(self, action_hash: str) -> Path:
+        return self.root / "ac" / action_hash
+
+    def _cas(self, blob_hash: str) -> Path:
+        return self.root / "cas" / blob_hash[:2] / blob_hash
+
+    def _ref(self, project: str, task: str) -> Path:
+        return self.root / "refs" / project / task
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def put_blob(self, data: bytes) -> Digest:
+        digest = digest_of(data)
+        self._put_file(self._cas(digest[0]), data)
+        return digest
+
+    def put_blob_file(self, path: Path) -> Digest:
+        """Stores the file at path (its content, moved in: the caller's temporary file)."""
+        sha = hashlib.sha256()
+        size = 0
+        with open(path, "rb") as file:
+            while chunk := file.read(READ_SIZE):
+                sha.update(chunk)
+                size += len(chunk)
+        target = self._cas(sha.hexdigest())
+        if target.exists():
+            _touch(target)
+            path.unlink()
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        return sha.hexdigest(), size
+
+    def put_result(self, action_hash: str, result: re_pb2.ActionResult) -> None:
+        """Stores the value of a key: last, once every blob it names is in place."""
+        self._put_file(self._ac(action_hash), result.SerializeToString(deterministic=True),
+                       replace=True)
+        self.evict()
+
+    def set_ref(self, project: str, task: str, action_hash: str) -> None:
+        self._put_file(self._ref(project, task), action_hash.encode(), replace=True)
+
+    def ref(self, project: str, task: str) -> str | None:
+        try:
+            return self._ref(project, task).read_text().strip() or None
+        except OSError:
+            return None
+
+    def temporary_file(self) -> Path:
+        """A new empty file on the store's file system, for a blob being built."""
+        directory = self.root / "tmp"
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=directory, prefix="blob-")
+        os.close(fd)
+        return Path(name)
+
+    def _put_file(self, target: Path, data: bytes, replace: bool = False) -> None:
+        if not replace and target.exists():
+            _touch(target)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.temporary_file()
+        try:
+            temporary.write_bytes(data)
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(self, action_hash: str) -> Entry | None:
+        """The verified entry of a key, or None on a miss. Raises CorruptEntry (after removing
+        the entry) when what is stored does not match its digests."""
+        path = self._ac(action_hash)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            result = re_pb2.ActionResult.FromString(data)
+        except DecodeError as exc:
+            self._drop(path)
+            raise CorruptEntry(f"entry {action_hash[:12]} cannot be read ({exc})") from exc
+        entry = Entry(result)
+        try:
+            for output in result.output_files:
+                entry.blobs[output.path] = self._open_verified(output.digest)
+            for name, digest in (("stdout", result.stdout_digest),
+                                 ("stderr", result.stderr_digest)):
+                if digest.hash:
+                    entry.blobs[name] = self._open_verified(digest)
+        except FileNotFoundError:
+            entry.close()
+            self._drop(path)  # a blob was evicted: the entry is gone too
+            return None
+        except CorruptEntry as exc:
+            entry.close()
+            self._drop(path)
+            raise CorruptEntry(f"entry {action_hash[:12]}: {exc}") from exc
+        _touch(path)
+        return entry
+
+    def get_blob(self, blob_hash: str) -> bytes | None:
+        """A blob's bytes if it is here and intact (for explaining a miss), else None."""
+        try:
+            data = self._cas(blob_hash).read_bytes()
+        except OSError:
+            return None
+        return data if hashlib.sha256(data).hexdigest() == blob_hash else None
+
+    def _open_verified(self, digest: re_pb2.Digest) -> BinaryIO:
+        path = self._cas(digest.hash)
+        file = open(path, "rb")  # handed to the Entry, which closes it
+        try:
+            sha = hashlib.sha256()
+            size = 0
+            while chunk := file.read(READ_SIZE):
+                sha.update(chunk)
+                size += len(chunk)
+            if sha.hexdigest() != digest.hash or size != digest.size_bytes:
+                raise CorruptEntry(f"blob {digest.hash[:12]} does not match its digest")
+        except BaseException:
+            file.close()
+            raise
+        _touch(path)
+        return file
+
+    def _drop(self, path: Path) -> None:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+    # -- size --------------------------------------------------------------------------------
+
+    def stats(self) -> StoreStats:
+        entries = sum(1 for _ in self._files("ac"))
+        size = sum(st.st_size for _, st in self._stored())
+        return StoreStats(entries, size)
+
+    def evict(self) -> int:
+        """Removes the least recently used files until the store is under EVICT_TO of its
+        bound; returns how many. Another run evicting at the same time only makes some
+        unlinks find nothing."""
+        files = sorted(self._stored(), key=lambda item: item[1].st_mtime_ns)
+        total = sum(st.st_size for _, st in files)
+        if total <= self.max_bytes:
+            return 0
+        removed = 0
+        for path, st in files:
+            if total <= self.max_bytes * EVICT_TO:
+                break
+            self._drop(path)
+            total -= st.st_size
+            removed += 1
+        return removed
+
+    def clear(self) -> int:
+        """Empties the store; returns the bytes it held."""
+        freed = 0
+        for path, st in list(self._stored()):
+            self._drop(path)
+            freed += st.st_size
+        for name in ("refs", "tmp"):
+            for directory, _, files in os.walk(self.root / name, topdown=False):
+                for file in files:
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(directory, file))
+        return freed
+
+    def _stored(self) -> Iterator[tuple[Path, os.stat_result]]:
+        for kind in ("ac", "cas"):
+            for path in self._files(kind):
+                with contextlib.suppress(FileNotFoundError):
+                    yield path, path.stat()
+
+    def _files(self, kind: str) -> Iterator[Path]:
+        for directory, _, files in os.walk(self.root / kind):
+            for name in files:
+                yield Path(directory, name)
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def sweep_temporary(self, older_than: float = 3600.0) -> None:
+        """Removes what killed runs left in tmp/ (an hour old: a live run's file is newer)."""
+        now = time.time()
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.root / "tmp") as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if now - entry.stat().st_mtime > older_than:
+                        os.unlink(entry.path)
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def output_file(path: str, digest: Digest) -> re_pb2.OutputFile:
+    return re_pb2.OutputFile(path=path, digest=proto_digest(digest))
