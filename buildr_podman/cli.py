@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--all", action="store_true",
                        help="also what running buildr-podman processes use, the current "
                             "agent build (rebuilt on the next run) and parsed configuration")
+    clean.add_argument("--cache", action="store_true",
+                       help="also empty the task cache (every task runs again)")
+    commands.add_parser("cache", parents=[after],
+                        help="show the task cache: entries, size, bound")
     _add_archive(commands, after)
     return parser
 
@@ -119,6 +123,9 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                      help="auto (rich on a terminal, else plain), rich, plain (logs and CI), "
                           "json (one event per line)")
     run.add_argument("--executor", default="podman", help="executor backend (default: podman)")
+    run.add_argument("--no-cache", dest="cache", action="store_false",
+                     help="run every task, even those the task cache holds (a success is "
+                          "still stored)")
 
 
 def _add_archive(commands: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -183,6 +190,7 @@ def command() -> NoReturn:
 
 COMMANDS = {
     "archive": "buildr_podman.commands.archive",
+    "cache": "buildr_podman.commands.cache",
     "plugins": "buildr_podman.commands.plugins",
     "doctor": "buildr_podman.commands.doctor",
     "clean": "buildr_podman.commands.clean",

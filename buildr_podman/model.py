@@ -181,6 +181,9 @@ class TaskOutcome:
     tracking_setup_seconds: float = 0.0  #: watching, before the task started
     tracking_resolve_seconds: float = 0.0  #: finding the change set, after it ended
     skipped: str = ""  #: why it never ran (a dependency failed, the run was cancelled)
+    cached: bool = False  #: served from the task cache: no container ran
+    #: what the cache said: why it was not cached, or what changed since its last entry
+    cache_note: str = ""
 
     @property
     def succeeded(self) -> bool:

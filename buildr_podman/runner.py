@@ -16,7 +16,8 @@ import time
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -26,9 +27,13 @@ from buildr_podman.errors import BuildrError, ConfigError, UsageError, printable
 from buildr_podman.executor import Executor, ExecutorSession
 from buildr_podman.graph import Plan
 from buildr_podman.interrupts import SignalGuard
+from buildr_podman.lazy_session import LazySession
 from buildr_podman.model import Project, RunReport, Task, TaskOutcome
 from buildr_podman.plugins import executors
 from buildr_podman.secrets import Redactor, redact, secret_values
+
+if TYPE_CHECKING:
+    from buildr_podman.cache.task_cache import Lookup, TaskCache
 
 __all__ = ["HookObserver", "TaskCancelled", "pick_executor", "run_tasks", "select_tasks"]
 
@@ -120,8 +125,12 @@ def pick_executor(pm: pluggy.PluginManager, name: str) -> Executor:
 
 def run_tasks(pm: pluggy.PluginManager, project: Project, tasks: Sequence[Task],
               executor_name: str = "podman", *, jobs: int = 1,
-              keep_going: bool = False) -> RunReport:
-    """Runs `tasks` and everything they depend on; returns every module's outcome."""
+              keep_going: bool = False, use_cache: bool = True) -> RunReport:
+    """Runs `tasks` and everything they depend on; returns every module's outcome.
+
+    With the Podman executor, a task whose key is in the task cache is served from it (not
+    with `use_cache` False: then every task runs, and successes are still stored), and the
+    executor's session opens only when a task runs (cache/)."""
     from buildr_podman.output.tasklog import TaskLogs
 
     executor = pick_executor(pm, executor_name)
@@ -131,23 +140,51 @@ def run_tasks(pm: pluggy.PluginManager, project: Project, tasks: Sequence[Task],
                            if task.continue_on_error])
     logs = TaskLogs(project)
     pm.register(logs, name="task-logs")
+    cache = _task_cache(project, executor_name, use_cache)
     try:
         with SignalGuard() as guard:
-            guard.raising = True  # opening cleans up by itself: let Ctrl-C interrupt it
-            with executor.open_session(project) as session:
-                guard.raising = False
-                run = _Run(pm, project, plan, executor_name, max(1, jobs), guard)
-                return run.execute(session)
+            if cache is None:
+                guard.raising = True  # opening cleans up by itself: let Ctrl-C interrupt it
+                with executor.open_session(project) as session:
+                    guard.raising = False
+                    run = _Run(pm, project, plan, executor_name, max(1, jobs), guard)
+                    return run.execute(session)
+            return _run_lazily(executor, _Run(pm, project, plan, executor_name, max(1, jobs),
+                                              guard, cache))
     finally:
+        if cache is not None:
+            cache.close()
         pm.unregister(logs)
         logs.close()
+
+
+def _task_cache(project: Project, executor_name: str, use_cache: bool) -> TaskCache | None:
+    """The cache keys a task by its image's content id, which only Podman's images have.
+    BUILDR_CACHE=off turns it off whole: nothing read, nothing stored (the tests of running)."""
+    if executor_name != "podman" or os.environ.get("BUILDR_CACHE") == "off":
+        return None
+    from buildr_podman.cache.task_cache import TaskCache
+
+    return TaskCache(project, read=use_cache)
+
+
+def _run_lazily(executor: Executor, run: _Run) -> RunReport:
+    session = LazySession(executor, run.project)
+    try:
+        report = run.execute(session)
+    finally:
+        session.close()
+    if session.failure is not None:
+        raise session.failure  # as if opening had failed first: its exit code, one line
+    return report
 
 
 class _Run:
     """The state of one run while the main thread schedules it."""
 
     def __init__(self, pm: pluggy.PluginManager, project: Project, plan: Plan,
-                 executor_name: str, jobs: int, guard: SignalGuard) -> None:
+                 executor_name: str, jobs: int, guard: SignalGuard,
+                 cache: TaskCache | None = None) -> None:
         self.pm = pm
         self.project = project
         self.plan = plan
@@ -160,6 +197,10 @@ class _Run:
         self._signals_seen = 0
         self._last_stop = 0.0
         self._cancel_reason = ""  #: why the run stopped its tasks, once it did
+        self.cache = cache
+        #: where each module's outputs of this run landed (what a dependent's key covers)
+        self.landed: dict[str, Path] = {}
+        self._landed_lock = threading.Lock()
 
     def execute(self, session: ExecutorSession) -> RunReport:
         started = time.monotonic()
@@ -251,7 +292,7 @@ class _Run:
             # Before the task can read anything: what changes in the repository after this
             # is not what it started from (write_back refuses to overwrite it).
             started_ns = time.time_ns()
-            outcome = session.run_task(task, self.observer)
+            outcome = self._run_or_replay(session, task)
             if task.write_back:
                 self._write_back(task, outcome, started_ns)
         except TaskCancelled:
@@ -275,6 +316,46 @@ class _Run:
                 outcome.error = (f"cancelled ({self._cancel_reason}): buildr-podman stopped "
                                  "its container")
         self._report_finished(task, outcome)
+        return outcome
+
+    def _run_or_replay(self, session: ExecutorSession, task: Task) -> TaskOutcome:
+        """Serves the task from the cache, or runs it and stores a success there. Either way
+        its outputs land in its out dir the same way, before any write_back."""
+        if self.cache is None:
+            return session.run_task(task, self.observer)
+        with self._landed_lock:
+            landed = dict(self.landed)
+        lookup = self.cache.lookup(task, landed, lambda message: self.observer.warn(task, message))
+        if lookup.entry is not None:
+            outcome = self.cache.replay(task, lookup, self.project.out_dir / task.name,
+                                        self.observer)
+            if outcome.output_dir is not None and isinstance(session, LazySession):
+                session.outputs_landed(task, outcome.output_dir)
+        else:
+            if lookup.note:
+                self.observer.log(task, lookup.note)
+            outcome = self._run_and_record(session, task, lookup)
+        if outcome.output_dir is not None:
+            with self._landed_lock:
+                self.landed[task.name] = outcome.output_dir
+        return outcome
+
+    def _run_and_record(self, session: ExecutorSession, task: Task,
+                        lookup: Lookup) -> TaskOutcome:
+        from buildr_podman.cache.task_cache import OutputRecorder
+
+        assert self.cache is not None
+        recorder = OutputRecorder(self.observer, self.cache.store)
+        try:
+            outcome = session.run_task(task, recorder)
+            outcome.cache_note = lookup.note
+            if lookup.key is not None and outcome.succeeded:
+                try:
+                    self.cache.record(task, lookup.key, outcome, recorder)
+                except OSError as exc:
+                    self.observer.warn(task, f"not stored in the task cache: {exc}")
+        finally:
+            recorder.discard()
         return outcome
 
     def _write_back(self, task: Task, outcome: TaskOutcome, started_ns: int) -> None:

@@ -95,6 +95,15 @@ def leftovers() -> list[str]:
             + _unserved_socket_dirs())
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _task_cache_off() -> Iterator[None]:
+    """Tests run their tasks: the task cache is off (BUILDR_CACHE=off, inherited by every run
+    they start) except where a test turns it on (tests/integration/test_task_cache.py)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BUILDR_CACHE", "off")
+        yield
+
+
 @pytest.fixture
 def no_leaks() -> Iterator[None]:
     """Fails the test if it leaves any pod, container, volume, API service or socket behind."""

@@ -25,6 +25,7 @@ in its change set.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +75,10 @@ def action_key(project: Project, task: Task, image_id: str, builder: TreeBuilder
     outputs of task.outputs_used are on the host. Raises NotCacheable, and BackendError for
     a bad input mapping (as the run itself would)."""
     _check_cacheable(task)
-    root = _input_root(project, task, builder, dependency_outputs)
+    try:
+        root = _input_root(project, task, builder, dependency_outputs)
+    except OSError as exc:  # unreadable, or changed under the walk (another task writing back)
+        raise NotCacheable(f"an input could not be read ({exc})") from exc
     try:
         input_root = builder.digest(root)
     except ValueError as exc:  # protobuf strings are UTF-8
@@ -144,6 +148,11 @@ def _platform(task: Task, image_id: str) -> re_pb2.Platform:
         "tmpfs": ",".join(f"{m.target}:{m.size or ''}" for m in container.tmpfs_mounts),
         "bind-mounts": ",".join(f"{m.target}:ro" for m in container.bind_mounts),
     }
+    # The host hands its BUILDR_AGENT_* variables (test knobs) to the agent: they change what
+    # it does, so they are part of what ran.
+    knobs = sorted((k, v) for k, v in os.environ.items() if k.startswith("BUILDR_AGENT_"))
+    if knobs:
+        properties["buildr.agent-environment"] = ",".join(f"{k}={v}" for k, v in knobs)
     for mount in container.bind_mounts:
         if mount.source.is_file():
             properties[f"bind-mount-file:{mount.target}"] = _file_hash(mount.source)

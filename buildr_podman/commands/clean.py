@@ -23,6 +23,13 @@ def run(args: argparse.Namespace) -> int:
         for line in provided or ():
             print(line, flush=True)
             said += 1
+    if args.cache:
+        from buildr_podman.cache.task_cache import default_store
+
+        store = default_store()
+        freed = store.clear()
+        print(f"emptied the task cache {store.root} ({freed} bytes)")
+        said += 1
     if args.all and _remove_parse_cache():
         print(f"removed the parsed configuration cache {cache_dir()}")
         said += 1

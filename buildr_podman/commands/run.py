@@ -16,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
     pm.register(reporter, name="reporter")
     try:
         report = run_tasks(pm, project, tasks, args.executor, jobs=args.jobs,
-                           keep_going=args.keep_going)
+                           keep_going=args.keep_going, use_cache=args.cache)
     finally:
         close = getattr(reporter, "close", None)
         if close is not None:

@@ -2,7 +2,8 @@
 
 Every event has "event" and "time" (seconds since the epoch). Task output comes as complete
 lines ("line", without its newline; bytes that are not UTF-8 become U+FFFD). Events:
-run_started, task_started, output, log (with -v), files_returned, task_finished, task_skipped,
+run_started, task_started, output, log (with -v), warning, files_returned, task_finished (with
+"cached" and "cache": why not cached, or what changed since the last entry), task_skipped,
 run_cancelling, run_finished.
 """
 
@@ -31,6 +32,8 @@ def outcome_fields(outcome: TaskOutcome) -> dict[str, Any]:
         "timed_out": outcome.timed_out,
         "cancelled": outcome.cancelled,
         "skipped": outcome.skipped or None,
+        "cached": outcome.cached,
+        "cache": outcome.cache_note or None,
         "duration_seconds": round(outcome.duration_seconds, 3),
         "files_returned": outcome.files_returned,
         "bytes_returned": outcome.bytes_returned,

@@ -28,7 +28,7 @@ def verdict(outcome: TaskOutcome, tolerated: bool = False) -> str:
     elif outcome.exit_code:
         text = f"failed with exit code {outcome.exit_code}"
     else:
-        return "ok"
+        return "ok (cached)" if outcome.cached else "ok"
     return text + (" (continue_on_error)" if tolerated else "")
 
 
@@ -61,6 +61,8 @@ def rows(report: RunReport) -> list[Row]:
             status = "failed (tolerated)"
         elif status == "failed" and outcome.exit_code > 0 and not outcome.error:
             status = f"failed ({outcome.exit_code})"
+        elif outcome.cached:
+            status = "ok (cached)"
         ran = not outcome.skipped
         result.append(Row(
             name=outcome.task,

@@ -86,6 +86,11 @@ class PodmanSession:
         outcome.duration_seconds = time.monotonic() - started
         return outcome
 
+    def outputs_landed(self, task: Task, output_dir: Path) -> None:
+        """Where a task's outputs of this run landed without this session (a task cache hit):
+        what the tasks that use them are shown."""
+        self._landed[task.name] = output_dir
+
     def close(self) -> None:
         try:
             self.pool.close()

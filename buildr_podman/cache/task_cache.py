@@ -1,0 +1,245 @@
+"""The task cache as a run uses it: key a task, serve a hit, record a success, explain a miss.
+
+A hit lands the stored change set through the very extraction a run's archive goes through
+(the same files, modes, mtimes and ownership into `<out_dir>/<task>/`), then the runner's
+write_back applies it as it would a run's: nothing downstream can tell, except that the
+outcome says `cached` and the output was replayed (stdout, then stderr) after a note saying so.
+
+What is stored for a successful run, in REAPI's ActionResult shape: the exit code, stdout and
+stderr as blobs, and three output files: `buildr/changes.tar` (the out dir as it landed,
+tarred with the agent's writer), `buildr/deleted-paths` (NUL-separated) and
+`buildr/outcome.json` (the counts the summary shows). Failed runs are not stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from buildr_podman._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from buildr_podman.agent.tarwriter import TarWriter
+from buildr_podman.archive.extract import DEFAULT_MAX_BYTES, extract_tar_stream
+from buildr_podman.cache.explain import explain_miss
+from buildr_podman.cache.key import ActionKey, NotCacheable, action_key
+from buildr_podman.cache.store import (
+    CHANGES,
+    DELETED,
+    OUTCOME,
+    CorruptEntry,
+    Entry,
+    Store,
+    output_file,
+)
+from buildr_podman.cache.store import (
+    DEFAULT_MAX_BYTES as DEFAULT_STORE_BYTES,
+)
+from buildr_podman.cache.tree import StatCache, TreeBuilder, proto_digest
+from buildr_podman.cache_root import cache_root
+from buildr_podman.executor import RunObserver
+from buildr_podman.model import Project, Task, TaskOutcome
+
+__all__ = ["Lookup", "OutputRecorder", "TaskCache", "default_store"]
+
+REPLAY_CHUNK = 64 << 10
+
+#: how the cache learns an image's content id (podman image inspect); raises on failure
+ImageIdLookup = Callable[[str], str]
+
+
+def default_store(project: Project | None = None) -> Store:
+    bound = project.cache_max_bytes if project is not None else None
+    return Store(cache_root() / "task-cache", bound or DEFAULT_STORE_BYTES)
+
+
+def podman_image_id(image: str) -> str:
+    """The image's content id, from the command line (a hit starts no API service)."""
+    from buildr_podman.podman.podman_cli import podman
+
+    return podman("image", "inspect", "--format", "{{.Id}}", image, timeout=30).strip()
+
+
+@dataclass
+class Lookup:
+    """What the cache said about a task before it ran."""
+
+    key: ActionKey | None = None  #: None: not cacheable (see note)
+    entry: Entry | None = None  #: a verified hit
+    note: str = ""  #: why not cacheable, or on a miss what changed since the last entry
+
+
+class TaskCache:
+    """One run's use of the store; thread-safe (tasks run on worker threads)."""
+
+    def __init__(self, project: Project, store: Store | None = None,
+                 image_id: ImageIdLookup = podman_image_id, read: bool = True) -> None:
+        self.project = project
+        self.read = read  #: False (run --no-cache): every task runs; successes are stored
+        self.store = store or default_store(project)
+        self._project_id = hashlib.sha256(str(project.root.resolve()).encode()).hexdigest()[:16]
+        self.stat_cache = StatCache(self.store.root / "stat" / self._project_id)
+        self._image_id = image_id
+        self._image_ids: dict[str, str] = {}
+        self._lock = threading.Lock()  # the stat cache and image ids are shared
+        self.store.sweep_temporary()
+
+    def close(self) -> None:
+        with self._lock:
+            self.stat_cache.save()
+
+    # -- before a task runs ------------------------------------------------------------------
+
+    def lookup(self, task: Task, dependency_outputs: Mapping[str, Path],
+               warn: Callable[[str], None]) -> Lookup:
+        try:
+            key = self._key(task, dependency_outputs)
+        except NotCacheable as exc:
+            return Lookup(note=f"not cached: {exc}")
+        if not self.read:
+            return Lookup(key, None, "cache miss: not read (--no-cache)")
+        try:
+            entry = self.store.get(key.hash)
+        except CorruptEntry as exc:
+            warn(f"the cache entry was damaged, so the task runs ({exc})")
+            return Lookup(key, None, "cache miss: the entry was damaged")
+        if entry is not None:
+            return Lookup(key, entry)
+        with self._lock:
+            changes = explain_miss(self.store, self._ref(task), key, TreeBuilder(self.stat_cache))
+        return Lookup(key, None, "cache miss: " + changes)
+
+    def _key(self, task: Task, dependency_outputs: Mapping[str, Path]) -> ActionKey:
+        image = task.container.image
+        with self._lock:
+            if image not in self._image_ids:
+                try:
+                    self._image_ids[image] = self._image_id(image)
+                except Exception as exc:  # noqa: BLE001 - the run itself reports a bad image
+                    raise NotCacheable(f"the id of image {image!r} is unknown ({exc})") from exc
+            return action_key(self.project, task, self._image_ids[image],
+                              TreeBuilder(self.stat_cache), dependency_outputs)
+
+    def _ref(self, task: Task) -> str | None:
+        return self.store.ref(self._project_id, task.name)
+
+    # -- a hit -------------------------------------------------------------------------------
+
+    def replay(self, task: Task, lookup: Lookup, output_dir: Path,
+               observer: RunObserver) -> TaskOutcome:
+        """Lands a hit's change set in output_dir and replays its output; the entry is closed."""
+        entry, key = lookup.entry, lookup.key
+        assert entry is not None and key is not None
+        try:
+            observer.log(task, f"cached (key {key.hash[:12]}): its changes come from the cache "
+                         "and its output below is replayed from the run that stored it")
+            for stream in ("stdout", "stderr"):
+                _replay_stream(task, stream, entry.blob(stream), observer)
+            changes = entry.blob(CHANGES)
+            if changes is not None:
+                extract_tar_stream(changes, output_dir, anchor=self.project.root,
+                                   max_bytes=task.max_return_bytes or DEFAULT_MAX_BYTES)
+            counts = json.loads(entry.read(OUTCOME) or b"{}")
+            deleted = tuple(p for p in entry.read(DELETED).decode("utf-8", "surrogateescape")
+                            .split("\0") if p)
+        finally:
+            entry.close()
+        return TaskOutcome(task=task.name, exit_code=entry.result.exit_code,
+                           files_returned=int(counts.get("files_returned", 0)),
+                           bytes_returned=int(counts.get("bytes_returned", 0)),
+                           deleted_paths=deleted, tracking=str(counts.get("tracking", "")),
+                           output_dir=output_dir if changes is not None else None, cached=True)
+
+    # -- after a miss ------------------------------------------------------------------------
+
+    def record(self, task: Task, key: ActionKey, outcome: TaskOutcome,
+               output: OutputRecorder) -> None:
+        """Stores a successful run's result under its key (before write_back moves its files
+        out of the out dir). Blobs first, the ActionResult last: never a half entry."""
+        store = self.store
+        files = []
+        if outcome.output_dir is not None and outcome.output_dir.is_dir():
+            files.append(output_file(CHANGES, store.put_blob_file(
+                _tar_directory(outcome.output_dir, store.temporary_file()))))
+        deleted = "\0".join(outcome.deleted_paths).encode("utf-8", "surrogateescape")
+        files.append(output_file(DELETED, store.put_blob(deleted)))
+        counts = {"files_returned": outcome.files_returned,
+                  "bytes_returned": outcome.bytes_returned, "tracking": outcome.tracking}
+        files.append(output_file(OUTCOME, store.put_blob(json.dumps(counts).encode())))
+        result = re_pb2.ActionResult(exit_code=outcome.exit_code, output_files=files)
+        for stream, field in (("stdout", result.stdout_digest), ("stderr", result.stderr_digest)):
+            path = output.path(stream)
+            if path is not None:
+                field.CopyFrom(proto_digest(store.put_blob_file(path)))
+        # What a later miss is explained against: the Action, its Command, its input tree.
+        store.put_blob(key.action)
+        store.put_blob(key.command)
+        with self._lock:
+            directories = key.directories(TreeBuilder(self.stat_cache))
+        for data in directories.values():
+            store.put_blob(data)
+        store.put_result(key.hash, result)
+        store.set_ref(self._project_id, task.name, key.hash)
+
+
+class OutputRecorder:
+    """An observer in front of the run's: keeps the task's output in temporary files of the
+    store (a chatty build's output is not held in memory) for record() to store."""
+
+    def __init__(self, observer: RunObserver, store: Store) -> None:
+        self._observer = observer
+        self._store = store
+        self._files: dict[str, tuple[Path, BinaryIO]] = {}
+
+    def output(self, task: Task, stream: str, data: bytes) -> None:
+        if stream not in self._files:
+            path = self._store.temporary_file()
+            self._files[stream] = (path, open(path, "wb"))  # closed by path() or discard()
+        self._files[stream][1].write(data)
+        self._observer.output(task, stream, data)
+
+    def log(self, task: Task, message: str) -> None:
+        self._observer.log(task, message)
+
+    def path(self, stream: str) -> Path | None:
+        """The finished file of one stream's output, or None if there was none."""
+        if stream not in self._files:
+            return None
+        path, file = self._files[stream]
+        file.close()
+        return path
+
+    def discard(self) -> None:
+        for path, file in self._files.values():
+            file.close()
+            path.unlink(missing_ok=True)
+        self._files.clear()
+
+
+def _replay_stream(task: Task, stream: str, blob: BinaryIO | None,
+                   observer: RunObserver) -> None:
+    if blob is None:
+        return
+    while chunk := blob.read(REPLAY_CHUNK):
+        observer.output(task, stream, chunk)
+
+
+def _tar_directory(directory: Path, target: Path) -> Path:
+    """The directory's content as a tar file at target, in a stable order: what landed in
+    the out dir is what the archive brought, so extracting this lands the same again."""
+    with open(target, "wb") as sink:
+        writer = TarWriter(sink)
+        for root, subdirectories, names in os.walk(directory):
+            subdirectories.sort()
+            rel = os.path.relpath(root, directory)
+            prefix = "" if rel == "." else rel + "/"
+            for name in (*subdirectories, *sorted(names)):
+                path = os.path.join(root, name)
+                writer.add(path, prefix + name, os.lstat(path))
+        writer.close()
+    return target
+

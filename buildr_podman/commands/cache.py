@@ -1,0 +1,32 @@
+"""`buildr-podman cache`: what the local task cache holds, where, and its bound."""
+
+from __future__ import annotations
+
+import argparse
+
+from buildr_podman.cache.task_cache import default_store
+from buildr_podman.commands.common import load
+from buildr_podman.errors import ConfigError
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        _, project = load(args)
+    except ConfigError:
+        project = None  # outside a repository: the default bound
+    store = default_store(project)
+    stats = store.stats()
+    print(f"task cache: {store.root}")
+    print(f"  entries: {stats.entries}")
+    print(f"  size:    {_size(stats.bytes)} of {_size(store.max_bytes)} "
+          "(least recently used evicted beyond; buildr { cache { max_size } })")
+    print("  empty it with: buildr-podman clean --cache")
+    return 0
+
+
+def _size(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024  # type: ignore[assignment]
+    return str(count)

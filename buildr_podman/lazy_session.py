@@ -1,0 +1,70 @@
+"""An executor session opened when the first task needs it: a run whose tasks are all cache hits
+starts no API service and no container.
+
+The session opens in the worker thread of the first task that misses; the others wait for it.
+If opening fails, that task and every later one fail with the same error, and the run ends by
+raising it (`failure`), so the command line still exits with its class's code.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+
+from buildr_podman.errors import BuildrError
+from buildr_podman.executor import Executor, ExecutorSession, RunObserver
+from buildr_podman.model import Project, Task, TaskOutcome
+
+__all__ = ["LazySession"]
+
+
+class LazySession:
+    """An ExecutorSession of `executor`, opened on the first run_task; close() closes it."""
+
+    def __init__(self, executor: Executor, project: Project) -> None:
+        self._executor = executor
+        self._project = project
+        self._lock = threading.Lock()
+        self._stack = ExitStack()
+        self._session: ExecutorSession | None = None
+        self._landed: list[tuple[Task, Path]] = []
+        self.failure: BuildrError | None = None  #: why the session could not open
+        self.opened = False
+
+    def run_task(self, task: Task, observer: RunObserver) -> TaskOutcome:
+        return self._open().run_task(task, observer)
+
+    def outputs_landed(self, task: Task, output_dir: Path) -> None:
+        """Where a task's outputs of this run landed without the session (a cache hit): the
+        session shows them to the tasks that use them."""
+        with self._lock:
+            self._landed.append((task, output_dir))
+            if self._session is not None:
+                _tell(self._session, task, output_dir)
+
+    def _open(self) -> ExecutorSession:
+        with self._lock:
+            if self.failure is not None:
+                raise self.failure
+            if self._session is None:
+                try:
+                    session = self._stack.enter_context(
+                        self._executor.open_session(self._project))
+                except BuildrError as exc:
+                    self.failure = exc
+                    raise
+                for task, output_dir in self._landed:
+                    _tell(session, task, output_dir)
+                self._session = session
+                self.opened = True
+            return self._session
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def _tell(session: ExecutorSession, task: Task, output_dir: Path) -> None:
+    landed = getattr(session, "outputs_landed", None)
+    if landed is not None:
+        landed(task, output_dir)

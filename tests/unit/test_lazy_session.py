@@ -1,0 +1,75 @@
+"""The executor session a cached run may never need: opened by the first task that runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from buildr_podman.errors import BackendError
+from buildr_podman.lazy_session import LazySession
+from buildr_podman.model import ContainerSpec, Project, Task, TaskOutcome
+
+
+class Recording:
+    name = "recording"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.opened = 0
+        self.closed = 0
+        self.landed: list[tuple[str, Path]] = []
+
+    @contextmanager
+    def open_session(self, project: Project) -> Iterator[Recording]:
+        self.opened += 1
+        if self.fail:
+            raise BackendError("podman cannot start here")
+        try:
+            yield self
+        finally:
+            self.closed += 1
+
+    def run_task(self, task: Task, observer: Any) -> TaskOutcome:
+        return TaskOutcome(task=task.name, exit_code=0)
+
+    def outputs_landed(self, task: Task, output_dir: Path) -> None:
+        self.landed.append((task.name, output_dir))
+
+
+def task(name: str) -> Task:
+    return Task(name=name, module_type="script", container=ContainerSpec(image="i"),
+                script="true")
+
+
+def test_nothing_opens_until_a_task_runs(tmp_path: Path) -> None:
+    executor = Recording()
+    session = LazySession(executor, Project(root=tmp_path, out_dir=tmp_path / "out"))
+    session.outputs_landed(task("hit"), tmp_path / "out" / "hit")
+    session.close()
+    assert executor.opened == 0 and not session.opened
+
+
+def test_the_first_run_opens_once_and_learns_what_hits_landed(tmp_path: Path) -> None:
+    executor = Recording()
+    session = LazySession(executor, Project(root=tmp_path, out_dir=tmp_path / "out"))
+    session.outputs_landed(task("hit"), tmp_path / "hit")
+    assert session.run_task(task("a"), None).succeeded
+    session.outputs_landed(task("later"), tmp_path / "later")
+    session.run_task(task("b"), None)
+    session.close()
+    assert (executor.opened, executor.closed) == (1, 1)
+    assert executor.landed == [("hit", tmp_path / "hit"), ("later", tmp_path / "later")]
+
+
+def test_a_failure_to_open_fails_every_task_with_it_and_is_kept(tmp_path: Path) -> None:
+    executor = Recording(fail=True)
+    session = LazySession(executor, Project(root=tmp_path, out_dir=tmp_path / "out"))
+    for name in ("a", "b"):
+        with pytest.raises(BackendError, match="cannot start"):
+            session.run_task(task(name), None)
+    assert executor.opened == 1
+    assert isinstance(session.failure, BackendError)
