@@ -24,7 +24,12 @@ from typing import BinaryIO
 
 from buildr_podman._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from buildr_podman.agent.tarwriter import TarWriter
-from buildr_podman.archive.extract import DEFAULT_MAX_BYTES, extract_tar_stream
+from buildr_podman.archive.extract import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_ENTRIES,
+    ExtractStats,
+    extract_tar_stream,
+)
 from buildr_podman.cache.explain import explain_miss
 from buildr_podman.cache.key import ActionKey, NotCacheable, action_key
 from buildr_podman.cache.store import (
@@ -140,18 +145,22 @@ class TaskCache:
             for stream in ("stdout", "stderr"):
                 _replay_stream(task, stream, entry.blob(stream), observer)
             changes = entry.blob(CHANGES)
-            if changes is not None:
-                extract_tar_stream(changes, output_dir, anchor=self.project.root,
-                                   max_bytes=task.max_return_bytes or DEFAULT_MAX_BYTES)
+            stats = ExtractStats()
+            if changes is not None:  # the very extraction a run's archive goes through
+                stats = extract_tar_stream(
+                    changes, output_dir, anchor=self.project.root,
+                    replace_unmarked=self.project.out_dir_is_ours,
+                    max_bytes=task.max_return_bytes or DEFAULT_MAX_BYTES,
+                    max_entries=task.max_return_entries or DEFAULT_MAX_ENTRIES)
             counts = json.loads(entry.read(OUTCOME) or b"{}")
             deleted = tuple(p for p in entry.read(DELETED).decode("utf-8", "surrogateescape")
                             .split("\0") if p)
         finally:
             entry.close()
         return TaskOutcome(task=task.name, exit_code=entry.result.exit_code,
-                           files_returned=int(counts.get("files_returned", 0)),
-                           bytes_returned=int(counts.get("bytes_returned", 0)),
-                           deleted_paths=deleted, tracking=str(counts.get("tracking", "")),
+                           files_returned=stats.files + stats.symlinks,
+                           bytes_returned=stats.bytes, deleted_paths=deleted,
+                           tracking=str(counts.get("tracking", "")),
                            output_dir=output_dir if changes is not None else None, cached=True)
 
     # -- after a miss ------------------------------------------------------------------------
