@@ -936,6 +936,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile-dir", type=Path, default=Path(tempfile.gettempdir()) /
                         f"buildr-bench-profiles-{os.getuid()}")
     args = parser.parse_args(argv)
+    # Every round must run its tasks: the task cache would serve the second one (issue 17).
+    os.environ["BUILDR_CACHE"] = "off"
 
     sizes = QUICK if args.quick else DEFAULT
     if args.rounds:

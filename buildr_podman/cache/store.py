@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
 import time
@@ -36,6 +37,7 @@ from buildr_podman.cache.tree import Digest, digest_of, proto_digest
 __all__ = ["DEFAULT_MAX_BYTES", "CorruptEntry", "Entry", "Store", "StoreStats"]
 
 DEFAULT_MAX_BYTES = 10 << 30
+RUNS_KEPT = 100  # runs.log lines kept (for `buildr-podman cache`)
 EVICT_TO = 0.9  # eviction stops at this share of the bound: not one eviction every store
 READ_SIZE = 1 << 20
 #: the OutputFile paths of a buildr-podman ActionResult
@@ -247,6 +249,8 @@ class Store:
         for path, st in list(self._stored()):
             self._drop(path)
             freed += st.st_size
+        with contextlib.suppress(OSError):
+            (self.root / "runs.log").unlink()
         for name in ("refs", "tmp"):
             for directory, _, files in os.walk(self.root / name, topdown=False):
                 for file in files:
@@ -264,6 +268,35 @@ class Store:
         for directory, _, files in os.walk(self.root / kind):
             for name in files:
                 yield Path(directory, name)
+
+    # -- the runs' hit rates -----------------------------------------------------------------
+
+    def log_run(self, counts: dict[str, int]) -> None:
+        """Appends one run's lookups to runs.log (one short line: one append is atomic);
+        keeps the last RUNS_KEPT lines once it grows past twice that."""
+        path = self.root / "runs.log"
+        self.root.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"time": round(time.time()), **counts}) + "\n"
+        with open(path, "a", encoding="utf-8") as file:
+            file.write(line)
+        lines = self.runs(2 * RUNS_KEPT + 1)
+        if len(lines) > 2 * RUNS_KEPT:
+            self._put_file(path, "".join(json.dumps(r) + "\n" for r in lines[-RUNS_KEPT:])
+                           .encode(), replace=True)
+
+    def runs(self, last: int = 10) -> list[dict[str, int]]:
+        """The lookups of the last runs, oldest first (damaged lines skipped)."""
+        try:
+            text = (self.root / "runs.log").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return []
+        found = []
+        for line in text.splitlines()[-last:]:
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    found.append(record)
+        return found
 
     # -- housekeeping ------------------------------------------------------------------------
 

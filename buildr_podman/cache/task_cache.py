@@ -91,11 +91,14 @@ class TaskCache:
         self._image_id = image_id
         self._image_ids: dict[str, str] = {}
         self._lock = threading.Lock()  # the stat cache and image ids are shared
+        self.counts = {"hits": 0, "misses": 0, "uncacheable": 0}  #: lookups of this run
         self.store.sweep_temporary()
 
     def close(self) -> None:
         with self._lock:
             self.stat_cache.save()
+            if any(self.counts.values()):
+                self.store.log_run(self.counts)
 
     # -- before a task runs ------------------------------------------------------------------
 
@@ -104,19 +107,28 @@ class TaskCache:
         try:
             key = self._key(task, dependency_outputs)
         except NotCacheable as exc:
+            self._count("uncacheable")
             return Lookup(note=f"not cached: {exc}")
         if not self.read:
+            self._count("misses")
             return Lookup(key, None, "cache miss: not read (--no-cache)")
         try:
             entry = self.store.get(key.hash)
         except CorruptEntry as exc:
+            self._count("misses")
             warn(f"the cache entry was damaged, so the task runs ({exc})")
             return Lookup(key, None, "cache miss: the entry was damaged")
         if entry is not None:
+            self._count("hits")
             return Lookup(key, entry)
+        self._count("misses")
         with self._lock:
             changes = explain_miss(self.store, self._ref(task), key, TreeBuilder(self.stat_cache))
         return Lookup(key, None, "cache miss: " + changes)
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.counts[what] += 1
 
     def _key(self, task: Task, dependency_outputs: Mapping[str, Path]) -> ActionKey:
         image = task.container.image

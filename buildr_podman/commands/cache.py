@@ -8,6 +8,8 @@ from buildr_podman.cache.task_cache import default_store
 from buildr_podman.commands.common import load
 from buildr_podman.errors import ConfigError
 
+RUNS_SHOWN = 10
+
 
 def run(args: argparse.Namespace) -> int:
     try:
@@ -20,6 +22,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"  entries: {stats.entries}")
     print(f"  size:    {_size(stats.bytes)} of {_size(store.max_bytes)} "
           "(least recently used evicted beyond; buildr { cache { max_size } })")
+    runs = store.runs(RUNS_SHOWN)
+    if runs:
+        hits = sum(int(r.get("hits", 0)) for r in runs)
+        looked = hits + sum(int(r.get("misses", 0)) for r in runs)
+        rate = f"{100 * hits / looked:.0f}% of {looked} cacheable tasks" if looked else "n/a"
+        uncacheable = sum(int(r.get("uncacheable", 0)) for r in runs)
+        print(f"  hit rate of the last {len(runs)} runs: {rate}"
+              + (f" ({uncacheable} tasks not cacheable)" if uncacheable else ""))
     print("  empty it with: buildr-podman clean --cache")
     return 0
 

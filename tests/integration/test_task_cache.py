@@ -134,6 +134,7 @@ def test_no_cache_runs_again_and_the_cache_command_shows_the_store(tmp_path: Pat
     assert output(events, "make") != output(first_events, "make")  # a new uuid: it ran
     shown = buildr(root, "cache", env=ON)
     assert shown.returncode == 0 and "entries:" in shown.stdout
+    assert "hit rate of the last" in shown.stdout
 
 
 @pytest.mark.parametrize("change, expected", [

@@ -146,3 +146,13 @@ def test_a_write_killed_midway_leaves_no_entry(tmp_path: Path) -> None:
         os.utime(path, (old, old))
     store.sweep_temporary()
     assert not list((tmp_path / "tmp").iterdir())
+
+
+def test_the_runs_hit_rates_are_kept_and_trimmed(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    for index in range(250):
+        store.log_run({"hits": index, "misses": 1, "uncacheable": 0})
+    runs = store.runs(1000)
+    assert 100 <= len(runs) <= 201
+    assert runs[-1]["hits"] == 249
+    assert [r["hits"] for r in store.runs(3)] == [247, 248, 249]
