@@ -43,7 +43,8 @@ CACHE_ATTRS = ("max_size",)
 TOP_LEVEL_BLOCKS = ("buildr", "locals", *CATEGORIES)
 #: attributes every module has, whatever its type
 MODULE_ATTRS = ("environment", "secret_environment", "shell", "working_dir", "input_mapping",
-                "depends_on", "inputs_from", "timeout", "write_back", "continue_on_error")
+                "depends_on", "inputs_from", "timeout", "write_back", "continue_on_error",
+                "cache", "cache_secrets")
 DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 SIZE = re.compile(r"^(\d+)([kmgt]?)$", re.IGNORECASE)
@@ -387,6 +388,8 @@ class _Loader:
             timeout_seconds=self._timeout(file, block, values),
             write_back=self._bool(file, block, values, "write_back"),
             continue_on_error=self._bool(file, block, values, "continue_on_error"),
+            cache=self._bool(file, block, values, "cache", default=True),
+            cache_secrets=self._bool(file, block, values, "cache_secrets"),
             source=declared.where,
             spec=module_type.spec({k: v for k, v in values.items() if k in own}),
             max_return_bytes=self.max_return_bytes,
@@ -427,9 +430,10 @@ class _Loader:
             return default
         return expect_string(file, block.attributes[key], values[key])
 
-    def _bool(self, file: HclFile, block: Block, values: dict[str, Any], key: str) -> bool:
+    def _bool(self, file: HclFile, block: Block, values: dict[str, Any], key: str,
+              default: bool = False) -> bool:
         if key not in values:
-            return False
+            return default
         return expect_bool(file, block.attributes[key], values[key])
 
     def _map(self, file: HclFile, block: Block, values: dict[str, Any],

@@ -84,6 +84,9 @@ class Task:
     timeout_seconds: float | None = None  #: None: no limit
     write_back: bool = False  #: apply the returned changes to the repository
     continue_on_error: bool = False  #: a failure lets dependents run and does not fail the run
+    cache: bool = True  #: False: never served from the task cache nor stored in it
+    #: a task with secret_environment is cached only with this: keyed by the secrets' names
+    cache_secrets: bool = False
     #: what the returned archive may expand to (`buildr { max_return_size }`); None: the default
     max_return_bytes: int | None = None
     #: how many entries the returned archive may hold (`buildr { max_return_entries }`)

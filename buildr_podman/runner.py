@@ -345,7 +345,7 @@ class _Run:
         from buildr_podman.cache.task_cache import OutputRecorder
 
         assert self.cache is not None
-        recorder = OutputRecorder(self.observer, self.cache.store)
+        recorder = OutputRecorder(self.observer, self.cache.store, task)
         try:
             outcome = session.run_task(task, recorder)
             outcome.cache_note = lookup.note

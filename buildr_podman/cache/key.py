@@ -17,10 +17,10 @@ backend computes for the same task is this one:
 - the timeout.
 
 What never enters a key: the values of `secret_environment` (a task that has them is not
-cached), the out dir (earlier runs' outputs reach a task only as this run's dependency
+cached, unless `cache_secrets = true`: then it is keyed by their names), the out dir (earlier runs' outputs reach a task only as this run's dependency
 outputs, keyed above), mtimes (tree.py says why). A writable bind mount makes a task
 uncacheable: what it reads there can change while it runs, and what it writes there is not
-in its change set.
+in its change set. So does `cache = false` (a task with effects outside its workspace).
 """
 
 from __future__ import annotations
@@ -94,8 +94,11 @@ def action_key(project: Project, task: Task, image_id: str, builder: TreeBuilder
 
 
 def _check_cacheable(task: Task) -> None:
-    if task.secret_environment:
-        raise NotCacheable("it has secret_environment (secrets never enter the cache)")
+    if not task.cache:
+        raise NotCacheable("it says cache = false")
+    if task.secret_environment and not task.cache_secrets:
+        raise NotCacheable("it has secret_environment (cache_secrets = true caches it, keyed "
+                           "by the secrets' names, never their values)")
     for mount in task.container.bind_mounts:
         if not mount.read_only:
             raise NotCacheable(f"its bind_mount at {mount.target} is writable (make it "
@@ -150,6 +153,8 @@ def _platform(task: Task, image_id: str) -> re_pb2.Platform:
     }
     # The host hands its BUILDR_AGENT_* variables (test knobs) to the agent: they change what
     # it does, so they are part of what ran.
+    if task.secret_environment:  # cache_secrets: their names, never their values
+        properties["buildr.secret-names"] = ",".join(sorted(n for n, _ in task.secret_environment))
     knobs = sorted((k, v) for k, v in os.environ.items() if k.startswith("BUILDR_AGENT_"))
     if knobs:
         properties["buildr.agent-environment"] = ",".join(f"{k}={v}" for k, v in knobs)

@@ -48,6 +48,7 @@ from buildr_podman.cache.tree import StatCache, TreeBuilder, proto_digest
 from buildr_podman.cache_root import cache_root
 from buildr_podman.executor import RunObserver
 from buildr_podman.model import Project, Task, TaskOutcome
+from buildr_podman.secrets import Redactor, secret_values
 
 __all__ = ["Lookup", "OutputRecorder", "TaskCache", "default_store"]
 
@@ -211,16 +212,22 @@ class OutputRecorder:
     """An observer in front of the run's: keeps the task's output in temporary files of the
     store (a chatty build's output is not held in memory) for record() to store."""
 
-    def __init__(self, observer: RunObserver, store: Store) -> None:
+    def __init__(self, observer: RunObserver, store: Store, task: Task) -> None:
         self._observer = observer
         self._store = store
         self._files: dict[str, tuple[Path, BinaryIO]] = {}
+        # A task cached with its secrets (cache_secrets) stores its output masked, as shown.
+        self._secrets = secret_values(task)
+        self._redactors: dict[str, Redactor] = {}
 
     def output(self, task: Task, stream: str, data: bytes) -> None:
         if stream not in self._files:
             path = self._store.temporary_file()
             self._files[stream] = (path, open(path, "wb"))  # closed by path() or discard()
-        self._files[stream][1].write(data)
+            if self._secrets:
+                self._redactors[stream] = Redactor(self._secrets)
+        redactor = self._redactors.get(stream)
+        self._files[stream][1].write(redactor.feed(data) if redactor else data)
         self._observer.output(task, stream, data)
 
     def log(self, task: Task, message: str) -> None:
@@ -231,6 +238,9 @@ class OutputRecorder:
         if stream not in self._files:
             return None
         path, file = self._files[stream]
+        redactor = self._redactors.pop(stream, None)
+        if redactor is not None and not file.closed:
+            file.write(redactor.flush())
         file.close()
         return path
 

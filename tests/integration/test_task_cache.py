@@ -263,3 +263,28 @@ task "script" "regen" {{
     again, _ = run(root, "regen")
     assert again["regen"]["cached"]
     assert (root / "generated.txt").read_text() == generated
+
+
+def test_cache_secrets_caches_a_task_with_its_output_masked_in_the_store(tmp_path: Path) -> None:
+    need_image(IMAGE)
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    root = tmp_path / "repo"
+    (root / ".buildr").mkdir(parents=True)
+    (root / "unique.txt").write_text(f"{uuid.uuid4()}\n")
+    (root / ".buildr" / "tasks.hcl").write_text(f'''
+task "script" "sign" {{
+  container {{ image = "{IMAGE}" }}
+  secret_environment = {{ TOKEN = env("CACHE_TEST_TOKEN") }}
+  cache_secrets = true
+  script = "echo token is $TOKEN; cat unique.txt > signed.txt"
+}}
+''')
+    first, _ = run(root, "sign", env={"CACHE_TEST_TOKEN": secret})
+    assert not first["sign"]["cached"]
+    again, events = run(root, "sign", env={"CACHE_TEST_TOKEN": secret})
+    assert again["sign"]["cached"]
+    assert output(events, "sign") == ["token is ***"]
+    store = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "buildr-podman"
+    found = subprocess.run(["grep", "-rl", secret, str(store)], capture_output=True, text=True,
+                           check=False)
+    assert found.stdout == ""

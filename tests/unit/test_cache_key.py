@@ -224,3 +224,21 @@ def test_a_read_only_bind_mount_is_keyed_by_its_content(tmp_path: Path) -> None:
     before = key(project, task, cache=cache)
     (data / "table").write_text("2")
     assert key(project, task, cache=cache).digest != before.digest
+
+
+def test_cache_secrets_keys_a_task_by_the_secrets_names_never_their_values(
+        tmp_path: Path) -> None:
+    project = make_project(tmp_path / "repo")
+    task = make_task(secret_environment=(("TOKEN", "s3cret-one"),), cache_secrets=True)
+    found = key(project, task)
+    assert b"s3cret" not in found.action + found.command
+    other_value = make_task(secret_environment=(("TOKEN", "s3cret-two"),), cache_secrets=True)
+    assert key(project, other_value).digest == found.digest
+    other_name = make_task(secret_environment=(("KEY", "s3cret-one"),), cache_secrets=True)
+    assert key(project, other_name).digest != found.digest
+    assert key(project, make_task()).digest != found.digest
+
+
+def test_cache_false_makes_a_task_uncacheable(tmp_path: Path) -> None:
+    with pytest.raises(NotCacheable, match="cache = false"):
+        key(make_project(tmp_path / "repo"), make_task(cache=False))

@@ -437,3 +437,20 @@ def test_the_cache_bound_is_read_from_the_buildr_block(tmp_path: Path) -> None:
     assert project.cache_max_bytes == 3 << 30
     (tmp_path / "other").mkdir()
     assert load_project(write(tmp_path / "other", "")).cache_max_bytes is None
+
+
+def test_cache_and_cache_secrets_are_read_from_a_module(tmp_path: Path) -> None:
+    project = load_project(write(tmp_path, """
+task "script" "deploy" {
+  container { image = "i" }
+  script = "true"
+  cache  = false
+}
+task "script" "signed" {
+  container { image = "i" }
+  script = "true"
+  cache_secrets = true
+}
+"""))
+    assert not project.tasks["deploy"].cache and not project.tasks["deploy"].cache_secrets
+    assert project.tasks["signed"].cache and project.tasks["signed"].cache_secrets
