@@ -24,7 +24,7 @@ from buildr_podman.model import WORKSPACE, BindMount, ContainerSpec, TmpfsMount
 __all__ = ["CAPABILITIES", "read_container"]
 
 CONTAINER_ATTRS = ("image", "user", "network", "environment", "privileged", "inputs")
-CONTAINER_BLOCKS = ("capabilities", "bind_mount", "tmpfs_mount")
+CONTAINER_BLOCKS = ("capabilities", "bind_mount", "tmpfs_mount", "cache_volume")
 #: the values of `network` and of `inputs`, each with what it means; the first is the default
 NETWORKS = {"none": "", "private": "a network of the pod's own"}
 INPUTS = {"mount": "the repository under a copy-on-write overlay",
@@ -75,7 +75,9 @@ def read_container(file: HclFile, module: Block, title: str, evaluate: Evaluate,
              for inner in block.blocks_of("bind_mount")]
     tmpfs = [_tmpfs_mount(file, inner, title, evaluate, module_refs)
              for inner in block.blocks_of("tmpfs_mount")]
-    _check_unique_targets(file, block, title, [m.target for m in binds + tmpfs])
+    caches = [_cache_volume(file, inner, title, evaluate, module_refs)
+              for inner in block.blocks_of("cache_volume")]
+    _check_unique_targets(file, block, title, [m.target for m in binds + tmpfs] + caches)
     return ContainerSpec(
         image=image,
         user=_user(file, attrs, values, title),
@@ -85,6 +87,7 @@ def read_container(file: HclFile, module: Block, title: str, evaluate: Evaluate,
         cap_drop=cap_drop,
         bind_mounts=tuple(binds),
         tmpfs_mounts=tuple(tmpfs),
+        cache_volumes=tuple(caches),
         environment=tuple(expect_string_map(file, attrs["environment"], values["environment"])
                           .items()) if "environment" in values else (),
         privileged=expect_bool(file, attrs["privileged"], values["privileged"])
@@ -186,6 +189,15 @@ def _tmpfs_mount(file: HclFile, block: Block, title: str, evaluate: Evaluate,
                                 f"{describe(value)}", attribute)
         size = value
     return TmpfsMount(target=target, size=size)
+
+
+def _cache_volume(file: HclFile, block: Block, title: str, evaluate: Evaluate,
+                  refs: set[str]) -> str:
+    check_names(file, block, ("target",), (), "cache_volume block")
+    if "target" not in block.attributes:
+        raise file.error(f'{title}: cache_volume needs target = "/path", like '
+                         '"/root/.ccache"', block.line, block.column)
+    return _target(file, block, title, evaluate, refs)
 
 
 def _target(file: HclFile, block: Block, title: str, evaluate: Evaluate,

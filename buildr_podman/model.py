@@ -51,6 +51,9 @@ class ContainerSpec:
     cap_drop: tuple[str, ...] = ()
     bind_mounts: tuple[BindMount, ...] = ()
     tmpfs_mounts: tuple[TmpfsMount, ...] = ()
+    #: targets of `cache_volume { target }`: a persistent volume per project, task and target
+    #: (compiler caches, downloads), never returned, never in the task cache's key
+    cache_volumes: tuple[str, ...] = ()
     #: the container's environment; the task's own `environment` wins over it
     environment: tuple[tuple[str, str], ...] = ()
     privileged: bool = False

@@ -30,12 +30,28 @@ def run(args: argparse.Namespace) -> int:
         freed = store.clear()
         print(f"emptied the task cache {store.root} ({freed} bytes)")
         said += 1
+        said += _remove_cache_volumes()
     if args.all and _remove_parse_cache():
         print(f"removed the parsed configuration cache {cache_dir()}")
         said += 1
     if not said:
         print("nothing to clean")
     return 0
+
+
+def _remove_cache_volumes() -> int:
+    """The tasks' cache_volume volumes (Podman's): one line for all of them."""
+    from buildr_podman.podman.cache_volumes import remove_cache_volumes
+    from buildr_podman.podman.podman_cli import PodmanCliError
+
+    try:
+        names = remove_cache_volumes()
+    except PodmanCliError as exc:
+        print(f"cache volumes not removed: {exc}")
+        return 1
+    if names:
+        print(f"removed {len(names)} cache volumes (cache_volume)")
+    return 1 if names else 0
 
 
 def _remove_parse_cache() -> bool:

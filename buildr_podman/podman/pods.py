@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from buildr_podman.errors import BackendError
 from buildr_podman.model import WORKSPACE, Project, Task
 from buildr_podman.podman.agent_build import AGENT_MOUNT, AgentBundle
+from buildr_podman.podman.cache_volumes import cache_volume_mounts
 from buildr_podman.podman.input_copy import InputCopy
 from buildr_podman.podman.input_mapping import MappedDirectories, mapped_directories
 
@@ -128,7 +129,8 @@ def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: A
             volume = _workspace_volume(client, name, labels)
             copy = InputCopy(task, directories, Path(volume.attrs["Mountpoint"]), project.root)
         container = _create_container(client, directories, task, agent, socket_dir, name,
-                                      labels, volume, outputs)
+                                      labels, volume, outputs,
+                                      cache_volume_mounts(client, project, task))
         container.start()
         yield TaskPod(name, pod, container, socket_dir / SOCKET_NAME, copy)
     except podman.errors.APIError as exc:
@@ -153,7 +155,8 @@ def _workspace_volume(client: podman.PodmanClient, name: str, labels: dict[str, 
 def _create_container(client: podman.PodmanClient, directories: MappedDirectories,
                       task: Task, agent: AgentBundle, socket_dir: Path, name: str,
                       labels: dict[str, str], workspace_volume: Any,
-                      outputs: DependencyOutputs) -> Any:
+                      outputs: DependencyOutputs,
+                      cache_volumes: dict[str, dict[str, Any]] | None = None) -> Any:
     import podman.errors
 
     spec = task.container
@@ -161,6 +164,7 @@ def _create_container(client: podman.PodmanClient, directories: MappedDirectorie
     # the overlay hides them in the other mode.
     volumes = ({workspace_volume.name: {"bind": WORKSPACE, "extended_mode": ["nocopy"]}}
                if workspace_volume is not None else {})
+    volumes.update(cache_volumes or {})  # cache_volume { target }: kept across runs
     try:
         return client.containers.create(
             task.container.image,

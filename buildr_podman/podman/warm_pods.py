@@ -42,7 +42,9 @@ def container_key(task: Task, outputs: DependencyOutputs = ()) -> str:
     workspace is laid once: so a container is never reused once a dependency's output has
     changed, and a task can never see outputs of the past."""
     shared = replace(task.container, user=None, image_source="")
-    return repr((shared, task.input_mapping, outputs, task.inputs_from))
+    # Cache volumes are the task's own (cache_volumes.py): a pod with them serves one task.
+    own = task.name if task.container.cache_volumes else ""
+    return repr((shared, task.input_mapping, outputs, task.inputs_from, own))
 
 
 @dataclass

@@ -242,3 +242,9 @@ def test_cache_secrets_keys_a_task_by_the_secrets_names_never_their_values(
 def test_cache_false_makes_a_task_uncacheable(tmp_path: Path) -> None:
     with pytest.raises(NotCacheable, match="cache = false"):
         key(make_project(tmp_path / "repo"), make_task(cache=False))
+
+
+def test_a_cache_volume_is_not_in_the_key(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "repo")
+    with_volume = make_task(container=ContainerSpec(image="img:1", cache_volumes=("/cache",)))
+    assert key(project, with_volume).digest == key(project, make_task()).digest

@@ -454,3 +454,32 @@ task "script" "signed" {
 """))
     assert not project.tasks["deploy"].cache and not project.tasks["deploy"].cache_secrets
     assert project.tasks["signed"].cache and project.tasks["signed"].cache_secrets
+
+
+def test_cache_volumes_are_read_from_the_container_block(tmp_path: Path) -> None:
+    project = load_project(write(tmp_path, """
+task "script" "cc" {
+  container {
+    image = "i"
+    cache_volume { target = "/root/.ccache" }
+    cache_volume { target = "/var/cache/apt/" }
+  }
+  script = "true"
+}
+"""))
+    assert project.tasks["cc"].container.cache_volumes == ("/root/.ccache", "/var/cache/apt")
+
+
+@pytest.mark.parametrize("block, expected", [
+    ('cache_volume { }', r'cache_volume needs target = "/path"'),
+    ('cache_volume { target = "rel" }', r"cache_volume target must be an absolute path"),
+    ('cache_volume { target = "/workspace/x" }', r'cache_volume target "/workspace/x" is taken'),
+    ('cache_volume { target = "/c" }\n    tmpfs_mount { target = "/c" }',
+     r'two mounts have target "/c"'),
+])
+def test_cache_volume_mistakes_are_one_located_line(tmp_path: Path, block: str,
+                                                     expected: str) -> None:
+    text = f'task "script" "x" {{\n  container {{\n    image = "i"\n    {block}\n  }}\n' \
+        '  script = "true"\n}\n'
+    with pytest.raises(ConfigError, match=expected):
+        load_project(write(tmp_path, text))
