@@ -32,6 +32,7 @@ __all__ = ["Digest", "StatCache", "Tree", "TreeBuilder", "digest_of"]
 
 RACY_SECONDS = 2.0
 FORMAT = "buildr-stat-cache-1"
+PRUNE_SLACK = 1000
 READ_SIZE = 1 << 20
 PERMISSION_BITS = 0o7777
 
@@ -62,6 +63,9 @@ class StatCache:
         self._directories: dict[str, tuple[str, int]] = {}  # fingerprint -> digest
         self._dirty = False
         self.hashed = 0  #: files read this run (for tests and the benchmark)
+        #: what this run looked up: beyond twice that (and PRUNE_SLACK), the rest is dropped
+        self.seen_files: set[str] = set()
+        self._seen_directories: set[str] = set()
         if path is not None:
             self._load(path)
 
@@ -81,6 +85,7 @@ class StatCache:
     def file_digest(self, path: str, st: os.stat_result) -> Digest:
         """The digest of the file at path, hashed only if its stat is not the remembered one."""
         signature = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+        self.seen_files.add(path)
         known = self.files.get(path)
         if known is not None and known[:4] == signature:
             return known[4], st.st_size
@@ -95,14 +100,26 @@ class StatCache:
         return digest
 
     def directory_digest(self, fingerprint: str) -> Digest | None:
+        self._seen_directories.add(fingerprint)
         return self._directories.get(fingerprint)
 
     def remember_directory(self, fingerprint: str, digest: Digest) -> None:
+        self._seen_directories.add(fingerprint)
         if self._directories.get(fingerprint) != digest:
             self._directories[fingerprint] = digest
             self._dirty = True
 
     def save(self) -> None:
+        """Writes the cache, first dropping what this run did not look up once the file holds
+        more than twice that: deleted files and directory listings of the past go, while the
+        entries of tasks that did not run this time mostly stay."""
+        if len(self.files) > 2 * len(self.seen_files) + PRUNE_SLACK:
+            self.files = {p: v for p, v in self.files.items() if p in self.seen_files}
+            self._dirty = True
+        if len(self._directories) > 2 * len(self._seen_directories) + PRUNE_SLACK:
+            self._directories = {f: d for f, d in self._directories.items()
+                                 if f in self._seen_directories}
+            self._dirty = True
         if self.path is None or not self._dirty:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +198,7 @@ class TreeBuilder:
         tree = Tree()
         files, symlinks, directories = tree.files, tree.symlinks, tree.directories
         remembered = self.stat_cache.files
+        seen = self.stat_cache.seen_files.add
         with os.scandir(directory) as entries:
             for entry in entries:
                 path = entry.path
@@ -190,6 +208,7 @@ class TreeBuilder:
                 mode = st.st_mode
                 kind = mode & 0o170000
                 if kind == stat.S_IFREG:
+                    seen(path)
                     known = remembered.get(path)
                     if known is not None and known[0] == st.st_size \
                             and known[1] == st.st_mtime_ns and known[2] == st.st_ino \

@@ -248,3 +248,23 @@ def test_a_cache_volume_is_not_in_the_key(tmp_path: Path) -> None:
     project = make_project(tmp_path / "repo")
     with_volume = make_task(container=ContainerSpec(image="img:1", cache_volumes=("/cache",)))
     assert key(project, with_volume).digest == key(project, make_task()).digest
+
+
+def test_the_stat_cache_forgets_what_is_long_gone(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tree, "PRUNE_SLACK", 0)
+    project = make_project(tmp_path / "repo")
+    path = tmp_path / "stat.cache"
+    for index in range(4):
+        (project.root / f"gone{index}").write_text("x")
+    cache = StatCache(path)
+    key(project, make_task(), cache=cache)
+    cache.save()
+    for index in range(4):
+        (project.root / f"gone{index}").unlink()
+    again = StatCache(path)
+    assert len(again.files) == 7
+    key(project, make_task(), cache=again)
+    again.save()
+    assert sorted(Path(p).name for p in StatCache(path).files) == ["README", "main.c",
+                                                                    "tasks.hcl"]
