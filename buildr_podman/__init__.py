@@ -20,6 +20,7 @@ _EXPORTS = {
     "ModuleSpecError": "buildr_podman.moduletype",
     "Task": "buildr_podman.model",
     "TaskOutcome": "buildr_podman.model",
+    "TaskResult": "buildr_podman.model",
     "RunReport": "buildr_podman.model",
     "ContainerSpec": "buildr_podman.model",
     "Project": "buildr_podman.model",
@@ -29,7 +30,7 @@ _EXPORTS = {
 
 __all__ = [  # kept equal to _EXPORTS by tests/unit/test_public_api.py
     "BuildrError", "ConfigError", "ContainerSpec", "ModuleSpecError", "ModuleType", "Project",
-    "RunReport", "Task", "TaskOutcome", "__version__", "hookimpl",
+    "RunReport", "Task", "TaskOutcome", "TaskResult", "__version__", "hookimpl",
 ]
 
 

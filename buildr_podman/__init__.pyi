@@ -7,6 +7,7 @@ from buildr_podman.model import Project as Project
 from buildr_podman.model import RunReport as RunReport
 from buildr_podman.model import Task as Task
 from buildr_podman.model import TaskOutcome as TaskOutcome
+from buildr_podman.model import TaskResult as TaskResult
 from buildr_podman.moduletype import ModuleSpecError as ModuleSpecError
 from buildr_podman.moduletype import ModuleType as ModuleType
 

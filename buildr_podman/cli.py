@@ -113,7 +113,8 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser],
              after: argparse.ArgumentParser) -> None:
     run = commands.add_parser("run", parents=[after],
                               help="run modules, their dependencies first")
-    run.add_argument("names", nargs="+", metavar="NAME")
+    run.add_argument("names", nargs="*", metavar="NAME",
+                     help="modules to run (none: those of buildr { default = [...] })")
     run.add_argument("-j", "--jobs", type=_positive, default=default_jobs(), metavar="N",
                      help="run up to N modules at once (default: the number of cores, "
                           f"{default_jobs()} here)")

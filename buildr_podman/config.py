@@ -28,7 +28,13 @@ from buildr_podman.config_values import (
 from buildr_podman.errors import ConfigError
 from buildr_podman.graph import find_cycle
 from buildr_podman.hcl import Attribute, Block, HclFile
-from buildr_podman.interpolate import InterpolationError, ModuleRef, Scope, evaluate
+from buildr_podman.interpolate import (
+    InterpolationError,
+    ModuleRef,
+    Scope,
+    UnsetVariable,
+    evaluate,
+)
 from buildr_podman.model import CATEGORIES, DEFAULT_SHELL, DEPENDENCY_OUTPUTS, Project, Task
 from buildr_podman.moduletype import ModuleSpecError, ModuleType, where_to_get
 
@@ -37,7 +43,7 @@ __all__ = ["find_root", "load_project", "parse_duration", "parse_size"]
 CONFIG_DIR = ".buildr"
 DEFAULT_OUT_DIR = ".buildr/out"
 MODULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-BUILDR_ATTRS = ("out_dir", "max_return_size", "max_return_entries")
+BUILDR_ATTRS = ("out_dir", "max_return_size", "max_return_entries", "default")
 BUILDR_BLOCKS = ("cache",)
 CACHE_ATTRS = ("max_size",)
 TOP_LEVEL_BLOCKS = ("buildr", "locals", *CATEGORIES)
@@ -108,6 +114,11 @@ def _unsafe_out_dir(out_dir: PurePosixPath) -> str | None:
     return None
 
 
+class _NotReady(ConfigError):
+    """A module's configuration needs an environment variable that is not set: an error only
+    if that module is to run (Project.unavailable keeps the message)."""
+
+
 @dataclass
 class _Declared:
     """A module block seen in a first pass: enough to resolve names before reading bodies."""
@@ -153,9 +164,16 @@ class _Loader:
         self.max_return_bytes = self._read_max_return()
         self.max_return_entries = self._read_max_entries()
         cache_max_bytes = self._read_cache()
-        tasks = {name: self._read_module(declared) for name, declared in self.declared.items()}
+        tasks, unavailable = {}, {}
+        for name, declared in self.declared.items():
+            try:
+                tasks[name] = self._read_module(declared)
+            except _NotReady as exc:
+                unavailable[name] = str(exc)
         self._check_cycles(tasks)
-        return Project(root=self.root, out_dir=self.root / self.out_dir_rel, tasks=tasks,
+        return Project(root=self.root,
+                       out_dir=Path(os.path.normpath(self.root / self.out_dir_rel)), tasks=tasks,
+                       unavailable=unavailable, default=self._read_default(),
                        cache_max_bytes=cache_max_bytes)
 
     # -- first pass: what exists -------------------------------------------------------------
@@ -245,17 +263,24 @@ class _Loader:
         if attribute is None:
             return DEFAULT_OUT_DIR
         refs: set[str] = set()
-        value = self._evaluate(file, attribute, refs)
-        pure = PurePosixPath(value) if isinstance(value, str) else None
-        if refs or pure is None or not value or pure.is_absolute() or ".." in pure.parts:
-            raise file.error_at('out_dir must be a path relative to the repository root, like '
-                                '".buildr/out"', attribute)
-        why = _unsafe_out_dir(pure)
+        value = self._evaluate(file, attribute, refs, host_paths=True)
+        if refs or not isinstance(value, str) or not value.strip():
+            raise file.error_at('out_dir must be a directory, relative to the repository root '
+                                'like ".buildr/out", or absolute: outputs may live outside the '
+                                "repository", attribute)
+        # Outside the repository is fine: outputs are never inputs (podman/pods.hidden_out_dir).
+        root = self.root.resolve()
+        out_dir = Path(os.path.normpath(root / value))
+        if out_dir in root.parents:
+            raise file.error_at(f'out_dir "{value}" would hold the repository itself: pick a '
+                                'directory of its own, like ".buildr/out"', attribute)
+        why = _unsafe_out_dir(PurePosixPath(out_dir.relative_to(root).as_posix())) \
+            if out_dir.is_relative_to(root) else None
         if why:
             raise file.error_at(f'out_dir "{value}" {why}: tasks\' outputs replace whole '
                                 'directories there; use a directory of its own, like '
                                 '".buildr/out"', attribute)
-        return pure.as_posix()
+        return value if PurePosixPath(value).is_absolute() else PurePosixPath(value).as_posix()
 
     def _read_max_return(self) -> int | None:
         """`max_return_size`: what one task's archive may expand to (a bomb stops there)."""
@@ -309,6 +334,29 @@ class _Loader:
                                 f'"512m", not {describe(value)}', attribute)
         return size
 
+    def _read_default(self) -> tuple[str, ...]:
+        """`buildr { default = [...] }`: what `run` with no names runs."""
+        found = [(file, block) for file in self.files for block in file.body.blocks_of("buildr")
+                 if "default" in block.attributes]
+        if not found:
+            return ()
+        file, block = found[0]
+        attribute = block.attributes["default"]
+        items = self._evaluate(file, attribute, set())
+        if not isinstance(items, list) or not items:
+            raise file.error_at('default must be a list of module names, like ["test"], not '
+                                f"{describe(items)}", attribute)
+        names = []
+        for item in items:
+            name = item.name if isinstance(item, ModuleRef) else item
+            if not isinstance(name, str) or name not in self.declared:
+                shown = name if isinstance(name, str) else describe(item)
+                raise file.error_at(f'default names "{shown}", which is not a module'
+                                    f"{suggest(str(shown), tuple(self.declared))}", attribute,
+                                    near=f'"{shown}"')
+            names.append(name)
+        return tuple(dict.fromkeys(names))
+
     def _scope(self, host_paths: bool = False) -> Scope:
         """What expressions see. A module's out dir is where the container shows it, except
         in a bind_mount source (host_paths), which names a host path: the project's out dir."""
@@ -347,8 +395,11 @@ class _Loader:
         try:
             return evaluate(attribute.value, self._scope(host_paths), refs)
         except InterpolationError as exc:
-            raise file.error_at(f"{prefix or attribute.name}: {exc.message}", attribute,
-                                near=exc.expression) from None
+            error = file.error_at(f"{prefix or attribute.name}: {exc.message}", attribute,
+                                  near=exc.expression)
+            if isinstance(exc, UnsetVariable):
+                error = _NotReady(error.message, error.path, error.line, error.column)
+            raise error from None
 
     # -- second pass: each module --------------------------------------------------------------
 

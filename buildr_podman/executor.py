@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from buildr_podman.model import Project, Task, TaskOutcome
+from buildr_podman.model import Project, Task, TaskOutcome, TaskResult
 
 __all__ = ["Executor", "ExecutorSession", "RunObserver"]
 
@@ -21,8 +21,9 @@ class RunObserver(Protocol):
 class ExecutorSession(Protocol):
     """Resources held for one run of the host (an API service, cached pods); closed at the end."""
 
-    def run_task(self, task: Task, observer: RunObserver) -> TaskOutcome:
-        """Runs the task and puts what it changed under the project's out dir.
+    def run_task(self, task: Task, observer: RunObserver) -> TaskResult | TaskOutcome:
+        """Runs the task and puts what it changed under the project's out dir; returns the
+        facts of the run (a TaskOutcome, as older executors return, is read the same way).
 
         Returns the outcome even when the task fails; raises BuildrError when the backend
         itself cannot run it (the image is missing, the engine failed).

@@ -16,7 +16,8 @@ from typing import Any
 
 from buildr_podman.model import CATEGORIES
 
-__all__ = ["InterpolationError", "ModuleRef", "Scope", "evaluate", "has_interpolation"]
+__all__ = ["InterpolationError", "ModuleRef", "Scope", "UnsetVariable", "evaluate",
+           "has_interpolation"]
 
 HELP = ('use env("NAME"), env("NAME", "default"), local.NAME or CATEGORY.NAME.out_dir '
         "(write $${ for a literal ${)")
@@ -32,6 +33,11 @@ class InterpolationError(Exception):
         self.message = message
         self.expression = expression
         super().__init__(message)
+
+
+class UnsetVariable(InterpolationError):
+    """env("NAME") of a variable that is not set, without a default: an error only for the
+    modules that are to run (config.py sets the module aside; `list` says why)."""
 
 
 @dataclass(frozen=True)
@@ -222,8 +228,8 @@ def _env(args: list[Any], source: str, scope: Scope) -> str:
         return scope.environ[name]
     if len(args) == 2:
         return str(args[1])
-    raise InterpolationError(f'environment variable {name} is not set: export it, or give a '
-                             f'default: env("{name}", "value")', source)
+    raise UnsetVariable(f'environment variable {name} is not set: export it, or give a '
+                        f'default: env("{name}", "value")', source)
 
 
 def _reference(parts: list[str], source: str, scope: Scope, refs: set[str]) -> Any:

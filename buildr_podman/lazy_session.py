@@ -14,7 +14,7 @@ from pathlib import Path
 
 from buildr_podman.errors import BuildrError
 from buildr_podman.executor import Executor, ExecutorSession, RunObserver
-from buildr_podman.model import Project, Task, TaskOutcome
+from buildr_podman.model import Project, Task, TaskOutcome, TaskResult
 
 __all__ = ["LazySession"]
 
@@ -32,7 +32,7 @@ class LazySession:
         self.failure: BuildrError | None = None  #: why the session could not open
         self.opened = False
 
-    def run_task(self, task: Task, observer: RunObserver) -> TaskOutcome:
+    def run_task(self, task: Task, observer: RunObserver) -> TaskResult | TaskOutcome:
         return self._open().run_task(task, observer)
 
     def outputs_landed(self, task: Task, output_dir: Path) -> None:

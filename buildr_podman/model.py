@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CATEGORIES", "BindMount", "ContainerSpec", "Project", "RunReport", "Task",
-           "TaskOutcome", "TmpfsMount"]
+           "TaskOutcome", "TaskResult", "TmpfsMount"]
 
 DEFAULT_SHELL = "/bin/sh"
 WORKSPACE = "/workspace"
@@ -119,20 +119,48 @@ class Project:
     tasks: dict[str, Task] = field(default_factory=dict)  #: every module, by name
     #: the bound of the local task cache (`buildr { cache { max_size } }`); None: the default
     cache_max_bytes: int | None = None
+    #: modules that cannot run, with why (an environment variable they need is not set): an
+    #: error only when one of them is to run
+    unavailable: dict[str, str] = field(default_factory=dict)
+    default: tuple[str, ...] = ()  #: what `run` with no names runs (`buildr { default }`)
+
+    # Beside the modules' out dirs, under names no module can have (a module name starts with
+    # a letter or digit): a task named "a.log" or "junit.xml" collides with nothing.
+
+    def output_dir(self, name: str) -> Path:
+        """Where the last good outputs of module `name` are."""
+        return self.out_dir / name
+
+    def failed_dir(self, name: str) -> Path:
+        """Where the outputs of module `name` go when it failed (its last good ones stay)."""
+        return self.out_dir / ".failed" / name
 
     def log_path(self, name: str) -> Path:
         """Where the full log of module `name` is kept."""
-        return self.out_dir / f"{name}.log"
+        return self.out_dir / ".logs" / f"{name}.log"
 
-    def open_out_dir(self) -> int:
-        """An fd of the out dir (the caller closes it), made as needed. Tasks decide what lies
-        in it, and with write_back what lies in the repository: every directory from the
-        repository root down is opened without following a symlink (OSError ELOOP or ENOTDIR
-        for one that is a symlink or file), and whatever is written in it must be reached
-        from this fd, never by a path."""
+    def report_path(self, file_name: str) -> Path:
+        """Where a report of the whole run (junit.xml, say) is written."""
+        return self.out_dir / ".reports" / file_name
+
+    def out_dir_anchor(self) -> Path:
+        """The directory trusted as given, from which the out dir is reached without following
+        a symlink: the repository root (tasks decide what lies in it, with write_back), or,
+        for an out dir outside the repository, the out dir's parent (made as needed)."""
+        if self.out_dir.is_relative_to(self.root):
+            return self.root
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        return self.out_dir.parent
+
+    def open_out_dir(self, *below: str) -> int:
+        """An fd of the out dir, or of a directory `below` it (".logs"), made as needed; the
+        caller closes it. Every directory from out_dir_anchor down is opened without following
+        a symlink (OSError ELOOP or ENOTDIR for one that is a symlink or file), and whatever is
+        written in it must be reached from this fd, never by a path."""
         from buildr_podman.archive.beneath import open_directory_beneath
 
-        return open_directory_beneath(self.root, self.out_dir.relative_to(self.root).parts,
+        anchor = self.out_dir_anchor()
+        return open_directory_beneath(anchor, (*self.out_dir.relative_to(anchor).parts, *below),
                                       create=True)
 
     @property
@@ -140,17 +168,19 @@ class Project:
         """Whether the out dir lies in .buildr/, the tool's own directory: what it holds is the
         tool's even unmarked (made by a version that did not mark). Elsewhere only what
         carries the mark (archive.beneath.mark) is ever replaced."""
-        return self.out_dir.relative_to(self.root).parts[:1] == (".buildr",)
+        return self.out_dir.is_relative_to(self.root) and \
+            self.out_dir.relative_to(self.root).parts[:1] == (".buildr",)
 
-    def write_in_out_dir(self, name: str, data: bytes) -> Path:
-        """Writes a report file `name` into the out dir whole (a new file renamed into place:
-        a symlink or hard link a task planted there is replaced, never written through) and
-        returns its path. Raises OSError, FileExistsError for a file there that this tool did
-        not make (outside .buildr/, it may be the user's)."""
+    def write_in_out_dir(self, rel: str, data: bytes) -> Path:
+        """Writes a report file at `rel` in the out dir (".reports/junit.xml") whole (a new
+        file renamed into place: a symlink or hard link a task planted there is replaced,
+        never written through) and returns its path. Raises OSError, FileExistsError for a
+        file there that this tool did not make (outside .buildr/, it may be the user's)."""
         from buildr_podman.archive.beneath import create_file_at, is_marked, lstat_at
         from buildr_podman.archive.owned import write_all
 
-        out_fd = self.open_out_dir()
+        *below, name = rel.split("/")
+        out_fd = self.open_out_dir(*below)
         try:
             if not self.out_dir_is_ours and lstat_at(name, out_fd) is not None \
                     and not is_marked(name, out_fd):
@@ -165,12 +195,37 @@ class Project:
             os.rename(temporary, name, src_dir_fd=out_fd, dst_dir_fd=out_fd)
         finally:
             os.close(out_fd)
-        return self.out_dir / name
+        return self.out_dir / rel
 
 
-@dataclass
+@dataclass(frozen=True)
+class TaskResult:
+    """What a backend returns for a task it ran: the facts of that run, never changed after.
+    The runner makes the TaskOutcome of it, once (adding what only it knows: the time the
+    user waited, a cancellation, where write_back put the changes)."""
+
+    exit_code: int
+    error: str = ""  #: the backend could not run the task at all
+    files_returned: int = 0
+    bytes_returned: int = 0
+    deleted_paths: tuple[str, ...] = ()
+    tracking: str = ""
+    timed_out: bool = False
+    duration_seconds: float = 0.0  #: the task's own time, as the backend measured it
+    output_dir: Path | None = None  #: where its outputs landed (landing.py)
+    watched_directories: int = 0
+    tracking_setup_seconds: float = 0.0
+    tracking_resolve_seconds: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and not self.error and not self.timed_out
+
+
+@dataclass(frozen=True)
 class TaskOutcome:
-    """What running one task produced, as reported to the user and to observers."""
+    """What running one task produced, as reported to the user and to observers (built once,
+    by the runner, from the backend's TaskResult)."""
 
     task: str
     exit_code: int

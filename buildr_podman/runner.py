@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from buildr_podman.executor import Executor, ExecutorSession
 from buildr_podman.graph import Plan
 from buildr_podman.interrupts import SignalGuard
 from buildr_podman.lazy_session import LazySession
-from buildr_podman.model import Project, RunReport, Task, TaskOutcome
+from buildr_podman.model import Project, RunReport, Task, TaskOutcome, TaskResult
 from buildr_podman.plugins import executors
 from buildr_podman.secrets import Redactor, redact, secret_values
 
@@ -102,17 +103,40 @@ class HookObserver:
 
 
 def select_tasks(project: Project, names: Sequence[str]) -> list[Task]:
-    """The named tasks in the order given; an unknown name is a configuration error."""
+    """The named tasks in the order given (none: `buildr { default }`); an unknown name, or a
+    module among them or their dependencies that cannot run, is a configuration error."""
     import difflib
 
+    every = sorted({*project.tasks, *project.unavailable})
+    if not names:
+        names = project.default
+    if not names:
+        raise ConfigError(f"name the modules to run: buildr-podman run NAME... (modules: "
+                          f"{', '.join(every) or 'none'}), or set buildr {{ default = "
+                          f'["NAME"] }} in {project.root}/.buildr')
     for name in names:
-        if name not in project.tasks:
-            close = difflib.get_close_matches(name, list(project.tasks), n=1)
+        if name not in every:
+            close = difflib.get_close_matches(name, every, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            known = ", ".join(sorted(project.tasks)) or "none"
             raise ConfigError(f"no task named {name!r}{hint} in {project.root}/.buildr "
-                              f"(tasks: {known})")
+                              f"(tasks: {', '.join(every) or 'none'})")
+    _check_available(project, names)
     return [project.tasks[name] for name in dict.fromkeys(names)]
+
+
+def _check_available(project: Project, names: Sequence[str]) -> None:
+    """The first module among `names` and their dependencies that cannot run, as an error."""
+    needed_by: dict[str, str] = {}
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        if name in project.unavailable:
+            via = f" (needed by {needed_by[name]})" if name in needed_by else ""
+            raise ConfigError(f"{name} cannot run{via}: {project.unavailable[name]}")
+        for dependency in project.tasks[name].depends_on if name in project.tasks else ():
+            if dependency not in needed_by:
+                needed_by[dependency] = name
+                stack.append(dependency)
 
 
 def pick_executor(pm: pluggy.PluginManager, name: str) -> Executor:
@@ -286,94 +310,113 @@ class _Run:
     def _run_one(self, session: ExecutorSession, task: Task) -> TaskOutcome:
         """In a worker thread: runs one task and reports it; never raises."""
         started = time.monotonic()
+        result: TaskResult | TaskOutcome | None = None
+        written: tuple[Path | None, int] | None = None
+        error = cache_note = ""
         try:
             self.observer.call("buildr_task_started", task=task)
             _prepare_mount_sources(self.project, task)
             # Before the task can read anything: what changes in the repository after this
             # is not what it started from (write_back refuses to overwrite it).
             started_ns = time.time_ns()
-            outcome = self._run_or_replay(session, task)
+            result, cache_note = self._run_or_replay(session, task)
             if task.write_back:
-                self._write_back(task, outcome, started_ns)
+                written = self._write_back(task, result, started_ns)
         except TaskCancelled:
-            outcome = TaskOutcome(task=task.name, exit_code=-1, error="cancelled")
+            error = "cancelled"
         except BuildrError as exc:
-            outcome = TaskOutcome(task=task.name, exit_code=-1, error=str(exc))
+            error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a bug, ours or a plugin's: report it, go on
-            outcome = TaskOutcome(task=task.name, exit_code=-1,
-                                  error=f"internal error: {type(exc).__name__}: {exc}")
+            error = f"internal error: {type(exc).__name__}: {exc}"
             self._log_quietly(task, traceback.format_exc())
-        if not outcome.duration_seconds:
-            outcome.duration_seconds = time.monotonic() - started
-        # One line, whatever raised it: a Podman error's explanation can span several. Its
-        # controls escaped: it may quote what a task chose (a member name, the agent's error).
-        outcome.error = printable(" ".join(redact(outcome.error, secret_values(task)).split()))
-        if self.observer.cancelled.is_set() and not outcome.succeeded:
-            outcome.cancelled = True
-            if outcome.error and outcome.error != "cancelled":
-                # The run killed its container: the error it saw ("killed from outside") is
-                # what that looks like from inside, not what happened.
-                outcome.error = (f"cancelled ({self._cancel_reason}): buildr-podman stopped "
-                                 "its container")
+        outcome = self._outcome(task, result, error, written, time.monotonic() - started,
+                                cache_note)
         self._report_finished(task, outcome)
         return outcome
 
-    def _run_or_replay(self, session: ExecutorSession, task: Task) -> TaskOutcome:
-        """Serves the task from the cache, or runs it and stores a success there. Either way
-        its outputs land in its out dir the same way, before any write_back."""
+    def _run_or_replay(self, session: ExecutorSession, task: Task,
+                       ) -> tuple[TaskResult | TaskOutcome, str]:
+        """Serves the task from the cache, or runs it and stores a success there; returns the
+        facts of the run (or of the replay) and what the cache said. Either way its outputs
+        land in its out dir the same way, before any write_back."""
         if self.cache is None:
-            return session.run_task(task, self.observer)
+            return session.run_task(task, self.observer), ""
         with self._landed_lock:
             landed = dict(self.landed)
         lookup = self.cache.lookup(task, landed, lambda message: self.observer.warn(task, message))
+        result: TaskResult | TaskOutcome
         if lookup.entry is not None:
-            outcome = self.cache.replay(task, lookup, self.project.out_dir / task.name,
-                                        self.observer)
-            if outcome.output_dir is not None and isinstance(session, LazySession):
-                session.outputs_landed(task, outcome.output_dir)
+            result = self.cache.replay(task, lookup, self.project.out_dir / task.name,
+                                       self.observer)
+            if result.output_dir is not None and isinstance(session, LazySession):
+                session.outputs_landed(task, result.output_dir)
         else:
             if lookup.note:
                 self.observer.log(task, lookup.note)
-            outcome = self._run_and_record(session, task, lookup)
-        if outcome.output_dir is not None:
+            result = self._run_and_record(session, task, lookup)
+        if result.output_dir is not None:
             with self._landed_lock:
-                self.landed[task.name] = outcome.output_dir
-        return outcome
+                self.landed[task.name] = result.output_dir
+        return result, lookup.note
 
     def _run_and_record(self, session: ExecutorSession, task: Task,
-                        lookup: Lookup) -> TaskOutcome:
+                        lookup: Lookup) -> TaskResult | TaskOutcome:
         from buildr_podman.cache.task_cache import OutputRecorder
 
         assert self.cache is not None
         recorder = OutputRecorder(self.observer, self.cache.store, task)
         try:
-            outcome = session.run_task(task, recorder)
-            outcome.cache_note = lookup.note
-            if lookup.key is not None and outcome.succeeded:
+            result = session.run_task(task, recorder)
+            if lookup.key is not None and result.succeeded:
                 try:
-                    self.cache.record(task, lookup.key, outcome, recorder)
+                    self.cache.record(task, lookup.key, result, recorder)
                 except OSError as exc:
                     self.observer.warn(task, f"not stored in the task cache: {exc}")
         finally:
             recorder.discard()
-        return outcome
+        return result
 
-    def _write_back(self, task: Task, outcome: TaskOutcome, started_ns: int) -> None:
-        """Applies a successful task's changes to the repository instead of its out dir."""
-        if outcome.output_dir is None:
-            return
-        if not outcome.succeeded:
+    def _outcome(self, task: Task, result: TaskResult | TaskOutcome | None, error: str,
+                 written: tuple[Path | None, int] | None, waited: float,
+                 cache_note: str = "") -> TaskOutcome:
+        """The task's outcome, made once: the backend's facts (none when it raised), where
+        write_back put the changes, the time the user waited, and whether the run's
+        cancellation is what ended it."""
+        facts: dict[str, Any] = ({f.name: getattr(result, f.name) for f in fields(TaskResult)}
+                                 if result is not None and not error else {"exit_code": -1})
+        if written is not None:
+            facts["output_dir"], facts["files_returned"] = written
+        facts["duration_seconds"] = waited  # pod start and landing included: what one waits
+        # One line, whatever raised it: a Podman error's explanation can span several. Its
+        # controls escaped: it may quote what a task chose (a member name, the agent's error).
+        error = printable(" ".join(redact(error or str(facts.pop("error", "")),
+                                          secret_values(task)).split()))
+        succeeded = facts["exit_code"] == 0 and not error and not facts.get("timed_out")
+        cancelled = self.observer.cancelled.is_set() and not succeeded
+        if cancelled and error and error != "cancelled":
+            # The run killed its container: the error it saw ("killed from outside") is what
+            # that looks like from inside, not what happened.
+            error = f"cancelled ({self._cancel_reason}): buildr-podman stopped its container"
+        return TaskOutcome(task=task.name, error=error, cancelled=cancelled,
+                           cached=getattr(result, "cached", False), cache_note=cache_note,
+                           **facts)
+
+    def _write_back(self, task: Task, result: TaskResult | TaskOutcome,
+                    started_ns: int) -> tuple[Path | None, int] | None:
+        """Applies a successful task's changes to the repository instead of its out dir;
+        returns where they went (None when nothing reached it) and how many paths, or None
+        when nothing was written back."""
+        if result.output_dir is None:
+            return None
+        if not result.succeeded:
             self._log_quietly(task, f"not written back because the task failed; its changes "
-                              f"are in {outcome.output_dir}")
-            return
-        protected = (".buildr", self.project.out_dir.relative_to(self.project.root).as_posix())
-        stats = write_back(self.project.root, task.input_mapping, outcome.output_dir,
-                           outcome.deleted_paths, protected, started_ns)
-        # What the summary says came back is what reached the repository: nothing, if every
-        # path was outside the input mappings.
-        changed = stats.written or stats.deleted
-        outcome.output_dir = self.project.root if changed else None
-        outcome.files_returned = stats.written
+                              f"are in {result.output_dir}")
+            return None
+        out_dir = self.project.out_dir
+        protected = (".buildr", *([out_dir.relative_to(self.project.root).as_posix()]
+                                  if out_dir.is_relative_to(self.project.root) else []))
+        stats = write_back(self.project.root, task.input_mapping, result.output_dir,
+                           result.deleted_paths, protected, started_ns)
         self._log_quietly(task, f"wrote back {stats.written} paths and deleted {stats.deleted} "
                           "in the repository")
         for rel in stats.skipped:
@@ -384,6 +427,10 @@ class _Run:
             self.observer.warn(task, (
                 f"not written back: {len(stats.protected)} changes inside .buildr/ or the out "
                 f"dir, which a task never changes ({shown}{more})"))
+        # What the summary says came back is what reached the repository: nothing, if every
+        # path was outside the input mappings.
+        changed = stats.written or stats.deleted
+        return (self.project.root if changed else None), stats.written
 
     def _report_finished(self, task: Task, outcome: TaskOutcome) -> None:
         try:

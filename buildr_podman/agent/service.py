@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -24,11 +25,12 @@ os.environ[FORK_SUPPORT] = "false"
 import grpc
 
 from buildr_podman import __version__
-from buildr_podman._protos.archive_wire import AGENT_SERVICE, serialize
+from buildr_podman._protos.archive_wire import AGENT_SERVICE, archive_event_prefix, serialize
 from buildr_podman._protos.buildr.common.v1 import common_pb2
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
 
 if TYPE_CHECKING:
+    from buildr_podman.agent.task_run import TaskRequest
     from buildr_podman.agent.watcher import ChangeSet
 
 __all__ = ["PROTOCOL_VERSION", "AgentService", "add_agent_service"]
@@ -36,6 +38,8 @@ __all__ = ["PROTOCOL_VERSION", "AgentService", "add_agent_service"]
 PROTOCOL_VERSION = common_pb2.PROTOCOL_VERSION_1
 SUPPORTED_COMPRESSIONS = (common_pb2.COMPRESSION_S2_STORED, common_pb2.COMPRESSION_S2)
 BUSY_WAIT_SECONDS = 2.0
+STREAMS = {"stdout": agent_pb2.OutputChunk.STREAM_STDOUT,
+           "stderr": agent_pb2.OutputChunk.STREAM_STDERR}
 
 
 class AgentService(agent_pb2_grpc.AgentServicer):
@@ -70,15 +74,21 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             self._reset_workspace(context)
             self._workspace_clean = False  # until this task's change set is known
             self._lay_outputs(request, context)
-            from buildr_podman.agent.task_run import run_task
+            from buildr_podman.agent.task_run import TaskSummary, run_task
 
-            for event in run_task(request, context, self._remember_changes(request)):
-                if not isinstance(event, bytes) and event.HasField("result"):
+            for event in run_task(_task_request(request), context.add_callback,
+                                  self._remember_changes(request), archive_event_prefix):
+                if isinstance(event, TaskSummary):
                     # Free before the host has the result: it sends the next task at once,
                     # while this generator is only resumed (and ended) later by gRPC.
                     self._busy.release()
                     busy = False
-                yield event
+                    yield agent_pb2.RunEvent(result=agent_pb2.TaskResult(**asdict(event)))
+                elif isinstance(event, bytes):
+                    yield event  # an archive chunk, framed already (archive_wire.py)
+                else:
+                    yield agent_pb2.RunEvent(output=agent_pb2.OutputChunk(
+                        stream=STREAMS[event.stream], data=event.data))
         finally:
             if busy:
                 self._busy.release()
@@ -134,6 +144,16 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                  context: grpc.ServicerContext) -> agent_pb2.ShutdownResponse:
         self._on_shutdown.set()
         return agent_pb2.ShutdownResponse()
+
+
+def _task_request(request: agent_pb2.RunRequest) -> TaskRequest:
+    from buildr_podman.agent.task_run import TaskRequest
+
+    return TaskRequest(argv=list(request.argv), working_dir=request.working_dir,
+                       workspace=request.workspace, environment=dict(request.environment),
+                       baseline=request.baseline, layers=list(request.layers),
+                       user=request.user, timeout_seconds=request.timeout_seconds,
+                       compress=request.compression != common_pb2.COMPRESSION_S2_STORED)
 
 
 def task_base_environment(agent_env: dict[str, str] | os._Environ[str]) -> dict[str, str]:

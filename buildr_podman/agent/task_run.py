@@ -1,7 +1,8 @@
 """One task in the agent: run it, stream its output, find its changes, send them back.
 
 Loaded by service.py after the gRPC server listens (see serve()): these modules are not
-needed to accept the host's connection.
+needed to accept the host's connection. No protobuf and no gRPC here: service.py converts the
+request into a TaskRequest and what this yields into messages.
 """
 
 from __future__ import annotations
@@ -11,74 +12,109 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
-import grpc
-
-from buildr_podman._protos.archive_wire import archive_event_prefix
-from buildr_podman._protos.buildr.common.v1 import common_pb2
-from buildr_podman._protos.buildr.remote.v1 import agent_pb2
+from buildr_podman.agent.identity import give_to_user
 from buildr_podman.agent.packer import PackStats, pack_changes
-from buildr_podman.agent.process import TaskProcess
+from buildr_podman.agent.process import Output, TaskProcess, parse_user
 from buildr_podman.agent.service import task_base_environment
 from buildr_podman.agent.watcher import ChangeSet, ChangeTracker, TrackerLimits
 
-__all__ = ["run_task"]
+__all__ = ["TaskRequest", "TaskSummary", "run_task"]
 
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-STREAMS = {"stdout": agent_pb2.OutputChunk.STREAM_STDOUT,
-           "stderr": agent_pb2.OutputChunk.STREAM_STDERR}
 
 
-def run_task(request: agent_pb2.RunRequest, context: grpc.ServicerContext,
-             on_changes: Callable[[ChangeSet], None]) -> Iterator[agent_pb2.RunEvent | bytes]:
-    """The task's events: output while it runs, then its archive (as serialized events), then
-    one result."""
+@dataclass(frozen=True)
+class TaskRequest:
+    """What to run, and where (the RunRequest, in the agent's own terms)."""
+
+    argv: list[str]
+    working_dir: str
+    workspace: str
+    environment: dict[str, str] = field(default_factory=dict)
+    baseline: str = ""  #: none: the workspace is snapshot first
+    layers: list[str] = field(default_factory=list)  #: outputs laid over the inputs, in order
+    user: str = ""  #: "uid:gid", or empty for the agent's own
+    timeout_seconds: float = 0.0  #: 0: no limit
+    compress: bool = True  #: S2-compressed blocks, or stored ones
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """How the task ended: the last thing run_task yields."""
+
+    exit_code: int
+    error: str = ""
+    files_returned: int = 0
+    bytes_returned: int = 0
+    deleted_paths: tuple[str, ...] = ()
+    tracking: str = ""
+    timed_out: bool = False
+    duration_seconds: float = 0.0
+    watched_directories: int = 0
+    tracking_setup_seconds: float = 0.0
+    tracking_resolve_seconds: float = 0.0
+
+
+def run_task(request: TaskRequest, on_cancel: Callable[[Callable[[], None]], object],
+             on_changes: Callable[[ChangeSet], None],
+             frame: Callable[[int], bytes]) -> Iterator[Output | bytes | TaskSummary]:
+    """The task's events: output while it runs, then its archive (bytes, each chunk behind
+    `frame(length)`: the wire's own framing, so that no copy is made), then one summary.
+    `on_cancel` registers what stops the task when the caller goes away."""
     started = time.monotonic()
     # The baseline's layers: the inputs, then the outputs laid over them (inputs_from).
     layers = [request.baseline, *request.layers] if request.baseline else None
     tracker = ChangeTracker(request.workspace, layers,
                             TrackerLimits.from_environment(os.environ))
+    try:
+        home = _give_to_user(request)  # before watching: a chown is no change of the task's
+    except OSError as exc:
+        on_changes(ChangeSet())  # owners aside, the workspace is as it was
+        yield TaskSummary(exit_code=126, error=f"cannot give the workspace to user {request.user} "
+                      f"({exc.strerror}): keep the CHOWN capability, or leave user unset",
+                      duration_seconds=time.monotonic() - started)
+        return
     tracker.start()  # before the task starts, so that nothing it does goes unseen
     try:
-        process = TaskProcess(list(request.argv), _environment(request), request.working_dir,
-                              request.user, request.timeout_seconds)
+        process = TaskProcess(list(request.argv), _environment(request, home),
+                              request.working_dir, request.user, request.timeout_seconds)
     except OSError as exc:
         on_changes(tracker.stop())
-        yield _result(exit_code=127, error=_start_error(request, exc),
-                      duration_seconds=time.monotonic() - started)
+        yield TaskSummary(exit_code=127, error=_start_error(request, exc),
+                          duration_seconds=time.monotonic() - started)
         return
     # The host went away or cancelled: stop the task. gRPC also calls this when the call ends
     # normally; by then the group is gone and its pid free for reuse, so it must do nothing.
     ended = threading.Event()
-    context.add_callback(lambda: None if ended.is_set() else process.kill())
-    for chunk in process.output():
-        yield agent_pb2.RunEvent(output=agent_pb2.OutputChunk(stream=STREAMS[chunk.stream],
-                                                              data=chunk.data))
+    on_cancel(lambda: None if ended.is_set() else process.kill())
+    yield from process.output()
     exit_code = process.wait()
     process.kill_leftovers()  # background jobs must not outlive their task in a warm container
     ended.set()
     resolution = tracker.stop_resolving()
     stats = PackStats()
-    compress = request.compression != common_pb2.COMPRESSION_S2_STORED
     try:
         # Packing starts with the first changed path found, not after the last. Archive
-        # chunks leave as serialized RunEvents (archive_wire.py): no protobuf copies.
-        yield from pack_changes(request.workspace, resolution, stats, compress=compress,
-                                message_prefix=archive_event_prefix)
+        # chunks leave framed as the wire wants them (archive_wire.py): no protobuf copies.
+        yield from pack_changes(request.workspace, resolution, stats,
+                                compress=request.compress, message_prefix=frame)
     finally:
         # Also when the host went away mid-archive: a warm container's next task is then
         # reset from the complete change set instead of being refused.
         changes = resolution.finish()
         on_changes(changes)
-    yield _result(exit_code=exit_code, files_returned=stats.files, bytes_returned=stats.bytes,
-                  deleted_paths=changes.deleted, tracking=changes.tracking,
-                  timed_out=process.timed_out, duration_seconds=time.monotonic() - started,
-                  watched_directories=changes.watched_directories,
-                  tracking_setup_seconds=changes.setup_seconds,
-                  tracking_resolve_seconds=changes.resolve_seconds)
+    yield TaskSummary(exit_code=exit_code, files_returned=stats.files,
+                      bytes_returned=stats.bytes, deleted_paths=tuple(changes.deleted),
+                      tracking=changes.tracking, timed_out=process.timed_out,
+                      duration_seconds=time.monotonic() - started,
+                      watched_directories=changes.watched_directories,
+                      tracking_setup_seconds=changes.setup_seconds,
+                      tracking_resolve_seconds=changes.resolve_seconds)
 
 
-def _start_error(request: agent_pb2.RunRequest, exc: OSError) -> str:
+def _start_error(request: TaskRequest, exc: OSError) -> str:
     """Why the task's process could not start, and what to change: one line."""
     program = request.argv[0] if request.argv else "?"
     if exc.filename == request.working_dir:
@@ -90,16 +126,24 @@ def _start_error(request: agent_pb2.RunRequest, exc: OSError) -> str:
     return f"cannot start the shell {program!r} ({exc.strerror}): set shell to another one"
 
 
-def _environment(request: agent_pb2.RunRequest) -> dict[str, str]:
+def _give_to_user(request: TaskRequest) -> str | None:
+    """For a task with `user`: the workspace becomes theirs and they get a HOME (identity.py)."""
+    identity = parse_user(request.user)
+    if identity is None:
+        return None
+    return give_to_user(request.workspace, *identity)
+
+
+def _environment(request: TaskRequest, home: str | None = None) -> dict[str, str]:
     """The image's environment (as the agent received it), cleaned of the frozen agent's own
-    loader settings, plus the workspace and the task's variables."""
+    loader settings, plus the workspace and the task's variables. A task of another user gets
+    a HOME it can write (the image's is root's), unless it sets one itself."""
     env = task_base_environment(os.environ)
     env.setdefault("PATH", BASE_PATH)
-    env.setdefault("HOME", "/root" if not request.user else "/tmp")
+    env.setdefault("HOME", "/root")
+    if home is not None:
+        env["HOME"] = home
     env["BUILDR_WORKSPACE"] = request.workspace
     env.update(request.environment)
     return env
 
-
-def _result(**fields: object) -> agent_pb2.RunEvent:
-    return agent_pb2.RunEvent(result=agent_pb2.TaskResult(**fields))  # type: ignore[arg-type]

@@ -32,8 +32,8 @@ from buildr_podman.archive.tarstream import Member, Readable, TarReader
 from buildr_podman.errors import ArchiveError, UnsafeArchiveMember, printable
 from buildr_podman.processes import own_process_running
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_ENTRIES", "ExtractStats", "check_member",
-           "extract_tar_stream", "list_tar_stream"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_ENTRIES", "ExtractStats", "StagedTree",
+           "check_member", "extract_tar_stream", "list_tar_stream", "stage_tar_stream"]
 
 MAX_NAME_LENGTH = 4096
 MAX_COMPONENT_LENGTH = 255  # NAME_MAX of every Linux file system we write to
@@ -120,6 +120,70 @@ def extract_tar_stream(fileobj: Readable, target: Path, *,
     the mark is replaced only if `replace_unmarked`: otherwise it may be a directory of the
     user's (in an out dir among the sources, say) and the extraction is refused at once.
     """
+    staged = stage_tar_stream(fileobj, target, max_bytes=max_bytes, max_entries=max_entries,
+                              anchor=anchor, replace_unmarked=replace_unmarked)
+    staged.land(target)
+    return staged.stats
+
+
+class StagedTree:
+    """A whole archive, extracted beside the target it was meant for, not yet in place: where
+    it goes may depend on what comes after it (a task's result: its out dir, or the place of
+    failed outputs). Land it, or discard it; either closes it."""
+
+    def __init__(self, stats: ExtractStats, parent_fd: int, staging: str, target: Path,
+                 anchor: Path, replace_unmarked: bool) -> None:
+        self.stats = stats
+        self._parent_fd = parent_fd  # the open directory the staging lies in
+        self._staging = staging
+        self._target = target
+        self._anchor = anchor
+        self._replace_unmarked = replace_unmarked
+
+    def land(self, target: Path) -> None:
+        """Puts the tree in place of `target` with renames, so that the target is never
+        partial: beside where it was staged, or in another directory below the same anchor
+        (reached without following a symlink, and checked, like the first)."""
+        try:
+            if target == self._target:
+                _replace(self._parent_fd, self._staging, target.name)
+            else:
+                self._move_and_replace(target)
+        except OSError as exc:
+            remove_tree_at(self._staging, self._parent_fd)
+            raise _write_error(f"putting {target} in place", exc, target.parent) from exc
+        except BaseException:
+            remove_tree_at(self._staging, self._parent_fd)
+            raise
+        finally:
+            os.close(self._parent_fd)
+
+    def _move_and_replace(self, target: Path) -> None:
+        parent_fd, name = open_parent_beneath(self._anchor, target, create=True)
+        try:
+            _check_replaceable(parent_fd, name, target, self._replace_unmarked)
+            _sweep_abandoned(parent_fd, name)
+            # Onto an empty private directory of the same kind: a rename may replace one, and
+            # if this process dies now, the name says whose it was and a later run sweeps it.
+            moved = _scratch_dir(parent_fd, name, "staging")
+            os.rename(self._staging, moved, src_dir_fd=self._parent_fd, dst_dir_fd=parent_fd)
+            _replace(parent_fd, moved, name)
+        finally:
+            os.close(parent_fd)
+
+    def discard(self) -> None:
+        try:
+            remove_tree_at(self._staging, self._parent_fd)
+        finally:
+            os.close(self._parent_fd)
+
+
+def stage_tar_stream(fileobj: Readable, target: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                     max_entries: int = DEFAULT_MAX_ENTRIES, anchor: Path | None = None,
+                     replace_unmarked: bool = True) -> StagedTree:
+    """Extracts the tar read from fileobj into a new, marked directory beside `target`
+    (reached and checked as extract_tar_stream does): all of it, or nothing and an error that
+    names the member and the reason."""
     try:
         if anchor is None:  # a path the user gave (archive extract DEST): made as given
             anchor = target.parent
@@ -129,34 +193,29 @@ def extract_tar_stream(fileobj: Readable, target: Path, *,
         raise _path_error(target, exc) from exc
     try:
         _check_replaceable(parent_fd, name, target, replace_unmarked)
-        return _extract_beside(fileobj, parent_fd, name, (max_bytes, max_entries), target)
-    finally:
-        os.close(parent_fd)
-
-
-def _extract_beside(fileobj: Readable, parent_fd: int, name: str, limits: tuple[int, int],
-                    target: Path) -> ExtractStats:
-    """extract_tar_stream, in the target's open parent directory."""
-    try:
-        _sweep_abandoned(parent_fd, name)
-        staging = _scratch_dir(parent_fd, name, "staging")
-    except OSError as exc:
-        raise _write_error(f"making {target}", exc, target.parent) from exc
-    try:
-        staging_fd = os.open(staging, DIRECTORY_FLAGS, dir_fd=parent_fd)
         try:
-            mark(staging_fd)
-            stats = _extract_into(fileobj, staging_fd, limits, target.parent)
-        finally:
-            os.close(staging_fd)
-        _replace(parent_fd, staging, name)
-        return stats
-    except OSError as exc:  # finishing or renaming; members' own errors name the member
-        remove_tree_at(staging, parent_fd)
-        raise _write_error(f"putting {target} in place", exc, target.parent) from exc
+            _sweep_abandoned(parent_fd, name)
+            staging = _scratch_dir(parent_fd, name, "staging")
+        except OSError as exc:
+            raise _write_error(f"making {target}", exc, target.parent) from exc
+        try:
+            staging_fd = os.open(staging, DIRECTORY_FLAGS, dir_fd=parent_fd)
+            try:
+                mark(staging_fd)
+                stats = _extract_into(fileobj, staging_fd, (max_bytes, max_entries),
+                                      target.parent)
+            finally:
+                os.close(staging_fd)
+        except OSError as exc:  # finishing; members' own errors name the member
+            remove_tree_at(staging, parent_fd)
+            raise _write_error(f"putting {target} in place", exc, target.parent) from exc
+        except BaseException:
+            remove_tree_at(staging, parent_fd)
+            raise
     except BaseException:
-        remove_tree_at(staging, parent_fd)
+        os.close(parent_fd)
         raise
+    return StagedTree(stats, parent_fd, staging, target, anchor, replace_unmarked)
 
 
 def _scratch_dir(parent_fd: int, name: str, kind: str) -> str:

@@ -47,7 +47,7 @@ from buildr_podman.cache.store import (
 from buildr_podman.cache.tree import StatCache, TreeBuilder, proto_digest
 from buildr_podman.cache_root import cache_root
 from buildr_podman.executor import RunObserver
-from buildr_podman.model import Project, Task, TaskOutcome
+from buildr_podman.model import Project, Task, TaskOutcome, TaskResult
 from buildr_podman.secrets import Redactor, secret_values
 
 __all__ = ["Lookup", "OutputRecorder", "TaskCache", "default_store"]
@@ -178,7 +178,7 @@ class TaskCache:
 
     # -- after a miss ------------------------------------------------------------------------
 
-    def record(self, task: Task, key: ActionKey, outcome: TaskOutcome,
+    def record(self, task: Task, key: ActionKey, outcome: TaskResult | TaskOutcome,
                output: OutputRecorder) -> None:
         """Stores a successful run's result under its key (before write_back moves its files
         out of the out dir). Blobs first, the ActionResult last: never a half entry."""

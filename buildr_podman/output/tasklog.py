@@ -1,4 +1,4 @@
-"""Keeps each task's full log in `<out_dir>/<task>.log`: its output as it came, and our notes.
+"""Keeps each task's full log in `<out_dir>/.logs/<task>.log`: its output as it came, and our notes.
 
 Lines of our own start with `# buildr:`; the task's stdout and stderr are written unchanged,
 interleaved in the order they arrived. The file is rewritten by every run of the task.
@@ -29,14 +29,14 @@ class TaskLogs:
     @hookimpl
     def buildr_task_started(self, task: Task) -> None:
         try:
-            out_fd = self.project.open_out_dir()
+            logs_fd = self.project.open_out_dir(self.project.log_path(task.name).parent.name)
             try:
-                # A new file, through the out dir's fd: a symlink a task planted at the log's
-                # place (or on the way to it) is replaced or refused, never written through.
-                fd = create_file_at(self.project.log_path(task.name).name, out_fd,
+                # A new file, through the logs directory's fd: a symlink a task planted at the
+                # log's place (or on the way to it) is replaced or refused, never written through.
+                fd = create_file_at(self.project.log_path(task.name).name, logs_fd,
                                     replace_unmarked=self.project.out_dir_is_ours)
             finally:
-                os.close(out_fd)
+                os.close(logs_fd)
             # Unbuffered: `tail -f` shows the output as it arrives, and a crash loses nothing.
             self._files[task.name] = open(fd, "wb", buffering=0)  # noqa: SIM115 - closed later
         except OSError:

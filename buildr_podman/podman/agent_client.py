@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -12,9 +13,10 @@ from buildr_podman._protos.archive_wire import AGENT_SERVICE, parse_run_event
 from buildr_podman._protos.buildr.common.v1 import common_pb2
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
 from buildr_podman.errors import AgentError
+from buildr_podman.model import TaskResult
 from buildr_podman.podman.connection import socket_accepts
 
-__all__ = ["PROTOCOL_VERSION", "AgentClient"]
+__all__ = ["PROTOCOL_VERSION", "AgentClient", "AgentEvent", "LogLine", "OutputChunk", "RunSpec"]
 
 PROTOCOL_VERSION = common_pb2.PROTOCOL_VERSION_1
 # Stored blocks first: on a local unix socket compression costs more time than it saves.
@@ -22,6 +24,38 @@ ACCEPTED_COMPRESSIONS = (common_pb2.COMPRESSION_S2_STORED, common_pb2.COMPRESSIO
 MAX_MESSAGE = 8 << 20
 RECEIVE_WINDOW = 4 << 20  # bytes of an event stream gRPC may take in ahead of the reader
 POLL_INTERVAL = 0.003  # seconds between looks at the agent's socket while it starts
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What the agent is asked to run (the RunRequest, in the host's own terms)."""
+
+    task_name: str
+    argv: list[str]
+    working_dir: str
+    workspace: str
+    environment: dict[str, str] = field(default_factory=dict)
+    baseline: str = ""  #: none: the agent snapshots the workspace instead
+    user: str = ""
+    timeout_seconds: float = 0.0
+    layers: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OutputChunk:
+    stream: str  #: "stdout" or "stderr"
+    data: bytes
+
+
+@dataclass(frozen=True)
+class LogLine:
+    message: str
+
+
+#: what run() yields: output, the agent's log lines, archive bytes, and one result at the end
+AgentEvent = OutputChunk | LogLine | memoryview | TaskResult
+STREAM_NAMES = {agent_pb2.OutputChunk.STREAM_STDOUT: "stdout",
+                agent_pb2.OutputChunk.STREAM_STDERR: "stderr"}
 
 
 class AgentClient:
@@ -85,16 +119,22 @@ class AgentClient:
         self.compression = response.compression
         return response
 
-    def run(self, request: agent_pb2.RunRequest) -> Iterator[agent_pb2.RunEvent | memoryview]:
+    def run(self, spec: RunSpec) -> Iterator[AgentEvent]:
         """The task's events in order, ending with exactly one result; an archive chunk comes
-        as its data alone (a view of the received message)."""
-        request.compression = self.compression
+        as its data alone (a view of the received message). Protobuf stays in here."""
+        request = agent_pb2.RunRequest(
+            task_name=spec.task_name, argv=spec.argv, environment=spec.environment,
+            working_dir=spec.working_dir, workspace=spec.workspace, baseline=spec.baseline,
+            user=spec.user, timeout_seconds=spec.timeout_seconds, layers=spec.layers,
+            compression=self.compression)
         stream = self._run(request)
         try:
             got_result = False
             for event in stream:
-                got_result = not isinstance(event, memoryview) and event.HasField("result")
-                yield event
+                converted = _converted(event)
+                got_result = isinstance(converted, TaskResult)
+                if converted is not None:
+                    yield converted
             if not got_result:
                 raise AgentError("the agent closed the stream without a result")
         except grpc.RpcError as exc:
@@ -111,6 +151,30 @@ class AgentClient:
 
     def close(self) -> None:
         self._channel.close()
+
+
+def _converted(event: agent_pb2.RunEvent | memoryview) -> AgentEvent | None:
+    """An event in the host's own terms (None for a kind this host does not know)."""
+    if isinstance(event, memoryview):
+        return event
+    kind = event.WhichOneof("event")
+    if kind == "archive":
+        return memoryview(event.archive.data)
+    if kind == "output":
+        return OutputChunk(STREAM_NAMES.get(event.output.stream, "stdout"), event.output.data)
+    if kind == "log":
+        return LogLine(event.log.message)
+    if kind == "result":
+        result = event.result
+        return TaskResult(exit_code=result.exit_code, error=result.error,
+                          files_returned=result.files_returned,
+                          bytes_returned=result.bytes_returned,
+                          deleted_paths=tuple(result.deleted_paths), tracking=result.tracking,
+                          timed_out=result.timed_out, duration_seconds=result.duration_seconds,
+                          watched_directories=result.watched_directories,
+                          tracking_setup_seconds=result.tracking_setup_seconds,
+                          tracking_resolve_seconds=result.tracking_resolve_seconds)
+    return None
 
 
 def _stopped(exc: grpc.RpcError) -> str:

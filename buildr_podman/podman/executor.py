@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -12,14 +11,14 @@ from typing import TYPE_CHECKING
 
 from buildr_podman.errors import AgentError
 from buildr_podman.executor import RunObserver
-from buildr_podman.model import WORKSPACE, Project, Task, TaskOutcome
+from buildr_podman.landing import OutputLanding
+from buildr_podman.model import WORKSPACE, Project, Task, TaskResult
 
 if TYPE_CHECKING:
     import podman
 
-    from buildr_podman._protos.buildr.remote.v1 import agent_pb2
     from buildr_podman.podman.agent_build import AgentBundle
-    from buildr_podman.podman.agent_client import AgentClient
+    from buildr_podman.podman.agent_client import AgentClient, RunSpec
     from buildr_podman.podman.pods import TaskPod
     from buildr_podman.podman.warm_pods import DependencyOutputs, WarmPod
 
@@ -58,33 +57,32 @@ class PodmanSession:
         self.project = project
         self.agent = agent
         self.pool = PodPool(self._start_pod)
+        self.landing = OutputLanding(project)
         #: where each module's outputs of this run are (a module runs once a run)
         self._landed: dict[str, Path] = {}
-        self._empty: Path | None = None  # shown for a dependency that returned no archive
+        #: an empty directory, mounted read-only over the out dir where the inputs hold it,
+        #: and shown for a dependency that brought back no archive
+        self.empty = Path(tempfile.mkdtemp(prefix="buildr-podman-empty-"))
 
-    def run_task(self, task: Task, observer: RunObserver) -> TaskOutcome:
+    def run_task(self, task: Task, observer: RunObserver) -> TaskResult:
         from buildr_podman.podman.task_stream import receive_events
 
-        started = time.monotonic()
         warm = self.pool.take(task, self._dependency_outputs(task))
         observer.log(task, f"pod {warm.pod.name} " +
                      (f"reused after {warm.tasks_run} tasks" if warm.tasks_run else "started"))
         try:
-            events = warm.client.run(_run_request(task))
-            outcome = receive_events(task, events, self.output_dir(task), observer,
-                                     anchor=self.project.root,
-                                     replace_unmarked=self.project.out_dir_is_ours)
+            events = warm.client.run(_run_spec(task))
+            result = receive_events(task, events, self.landing, observer)
         except BaseException:
             warm.close()  # its state is unknown: never reuse it
             raise
-        if outcome.error:
+        if result.error:
             warm.close()
         else:
             self.pool.give_back(warm)
-        if outcome.output_dir is not None:
-            self._landed[task.name] = outcome.output_dir
-        outcome.duration_seconds = time.monotonic() - started
-        return outcome
+        if result.output_dir is not None:
+            self._landed[task.name] = result.output_dir
+        return result
 
     def outputs_landed(self, task: Task, output_dir: Path) -> None:
         """Where a task's outputs of this run landed without this session (a task cache hit):
@@ -95,22 +93,13 @@ class PodmanSession:
         try:
             self.pool.close()
         finally:
-            if self._empty is not None:
-                shutil.rmtree(self._empty, ignore_errors=True)
+            shutil.rmtree(self.empty, ignore_errors=True)
 
     def _dependency_outputs(self, task: Task) -> DependencyOutputs:
         """The outputs of this run of every module the task uses: its dependencies, so they
         have run. One that brought back no archive (its agent failed) shows as empty, never
         as what an earlier run left in the out dir."""
-        outputs = []
-        for name in task.outputs_used:
-            path = self._landed.get(name)
-            if path is None:
-                if self._empty is None:
-                    self._empty = Path(tempfile.mkdtemp(prefix="buildr-podman-empty-"))
-                path = self._empty
-            outputs.append((name, path))
-        return tuple(outputs)
+        return tuple((name, self._landed.get(name, self.empty)) for name in task.outputs_used)
 
     def _start_pod(self, task: Task, outputs: DependencyOutputs) -> WarmPod:
         """Creates and starts a pod for the task's settings and waits for its agent."""
@@ -120,7 +109,7 @@ class PodmanSession:
         with ExitStack() as stack:
             socket_dir = stack.enter_context(_private_socket_dir())
             pod = stack.enter_context(task_pod(self.client, self.project, task, self.agent,
-                                               socket_dir, outputs))
+                                               socket_dir, outputs, self.empty))
             # Imported only now: loading grpc (~0.1 s) overlaps the agent's own start-up.
             from buildr_podman.podman.agent_client import AgentClient
 
@@ -131,8 +120,6 @@ class PodmanSession:
             pod.wait_for_inputs()
             return WarmPod(container_key(task, outputs), pod, client, stack.pop_all())
 
-    def output_dir(self, task: Task) -> Path:
-        return self.project.out_dir / task.name
 
 
 def _wait_for_agent(task: Task, pod: TaskPod, client: AgentClient) -> None:
@@ -144,8 +131,8 @@ def _wait_for_agent(task: Task, pod: TaskPod, client: AgentClient) -> None:
                          f"{': ' + logs if logs else ''}") from exc
 
 
-def _run_request(task: Task) -> agent_pb2.RunRequest:
-    from buildr_podman._protos.buildr.remote.v1 import agent_pb2
+def _run_spec(task: Task) -> RunSpec:
+    from buildr_podman.podman.agent_client import RunSpec
     from buildr_podman.podman.pods import BASELINE_MOUNT
 
     # The agent gives the task only the request's environment: the container's first, the
@@ -153,11 +140,11 @@ def _run_request(task: Task) -> agent_pb2.RunRequest:
     # Secrets last, and only here: never in the container's own environment (podman inspect).
     environment = {**dict(task.container.environment), **dict(task.environment),
                    **dict(task.secret_environment)}
-    return agent_pb2.RunRequest(task_name=task.name, argv=task.argv(), environment=environment,
-                                working_dir=task.container_working_dir(), workspace=WORKSPACE,
-                                baseline=BASELINE_MOUNT, user=task.container.user or "",
-                                timeout_seconds=task.timeout_seconds or 0.0,
-                                layers=[task.output_mount(name) for name in task.inputs_from])
+    return RunSpec(task_name=task.name, argv=task.argv(), environment=environment,
+                   working_dir=task.container_working_dir(), workspace=WORKSPACE,
+                   baseline=BASELINE_MOUNT, user=task.container.user or "",
+                   timeout_seconds=task.timeout_seconds or 0.0,
+                   layers=[task.output_mount(name) for name in task.inputs_from])
 
 
 @contextmanager

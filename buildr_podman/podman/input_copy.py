@@ -7,9 +7,9 @@ straight into it, in a thread of its own while the container starts, so that mos
 is done by the time the agent listens. What it writes belongs to the invoking user, which is
 root in the rootless container, as if the agent had written it.
 
-The workspace then holds what the overlay would show: every mapped directory, the out dir
-included (later tasks read their dependencies' outputs through it), with the modes (permission
-bits only) and nanosecond mtimes of the originals. Symlinks are copied as links, never followed;
+The workspace then holds what the overlay would show: every mapped directory but the out dir
+(outputs are no inputs: pods.hidden_out_dir), with the modes (permission bits only) and
+nanosecond mtimes of the originals. Symlinks are copied as links, never followed;
 sockets, FIFOs and devices are left out, as they are from what tasks return.
 
 The out dir holds what other tasks returned, and another task of the run may replace its own
@@ -52,13 +52,14 @@ class CopyStats:
 
 def copy_inputs(directories: MappedDirectories, workspace: Path,
                 stop: threading.Event | None = None, root: Path | None = None, *,
-                keep_names: bool = False) -> CopyStats:
+                keep_names: bool = False, skip: Path | None = None) -> CopyStats:
     """Copies the inputs into the (new, empty) workspace directory; stops early, leaving
     a partial copy, once `stop` is set. Each mapped source is reached from `root` (the
     repository) without following a symlink; without a root, as given. An entry deleted or
     replaced since its directory was listed is left out (an out dir that another task of the
-    run is replacing, say); any other failure raises its OSError, naming the host path."""
-    copier = _Copier(stop, keep_names)
+    run is replacing, say); any other failure raises its OSError, naming the host path.
+    Nothing of the directory `skip` (the out dir) is copied."""
+    copier = _Copier(stop, keep_names, _identity(skip))
     workspace_fd = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY)
     try:
         for source, target in directories:
@@ -68,6 +69,15 @@ def copy_inputs(directories: MappedDirectories, workspace: Path,
     finally:
         os.close(workspace_fd)
     return copier.stats
+
+
+def _identity(directory: Path | None) -> tuple[int, int] | None:
+    """(device, inode) of a directory, to know it when the walk meets it; None if none."""
+    try:
+        st = os.stat(directory) if directory is not None else None
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if st is not None else None
 
 
 def _open_source(source: Path, root: Path | None) -> int:
@@ -100,8 +110,10 @@ class _Copier:
     to the workspace directory made for it. No path string is resolved below a root, so a
     symlink swapped in on either side can never redirect a read or a write."""
 
-    def __init__(self, stop: threading.Event | None, keep_names: bool) -> None:
+    def __init__(self, stop: threading.Event | None, keep_names: bool,
+                 skip: tuple[int, int] | None = None) -> None:
         self._stop = stop
+        self._skip = skip
         self._umask = process_umask()
         self._keep_names = keep_names
         self.stats = CopyStats()
@@ -153,6 +165,8 @@ class _Copier:
                 child = f"{level.name}/{name}" if level.name else name
                 try:
                     if stat.S_ISDIR(listed.st_mode):
+                        if (listed.st_dev, listed.st_ino) == self._skip:
+                            continue  # the out dir
                         entered = self._enter(level, name, listed, child)
                         if entered is not None:
                             stack.append(entered)
@@ -200,7 +214,7 @@ class _Copier:
             if not same_directory(source_fd, listed):
                 os.close(source_fd)
                 return None
-            os.mkdir(name, 0o700, dir_fd=level.target_fd)
+            _make_directory(name, level.target_fd)
             target_fd = os.open(name, DIRECTORY_FLAGS, dir_fd=level.target_fd)
         except BaseException:
             os.close(source_fd)
@@ -263,6 +277,16 @@ class _Copier:
         self.stats.bytes += size
 
 
+def _make_directory(name: str, parent_fd: int) -> None:
+    """Writable until its contents are in (its mode comes last). It may be there already: the
+    container's start makes the mount point over the out dir, and its parents, while the copy
+    runs; the open that follows (O_NOFOLLOW) refuses anything but a directory."""
+    try:
+        os.mkdir(name, 0o700, dir_fd=parent_fd)
+    except FileExistsError:
+        pass
+
+
 class _Vanished(Exception):
     """The source entry was deleted or replaced after its directory was listed."""
 
@@ -289,17 +313,19 @@ class InputCopy:
     """copy_inputs in a thread, started at once: the copy overlaps the container's start."""
 
     def __init__(self, task: Task, directories: MappedDirectories, workspace: Path,
-                 root: Path | None = None) -> None:
+                 root: Path | None = None, skip: Path | None = None) -> None:
         self._task = task
         self._stop = threading.Event()
         self._error: Exception | None = None
-        self._thread = threading.Thread(target=self._run, args=(directories, workspace, root),
+        self._thread = threading.Thread(target=self._run,
+                                        args=(directories, workspace, root, skip),
                                         name=f"copy-inputs-{task.name}", daemon=True)
         self._thread.start()
 
-    def _run(self, directories: MappedDirectories, workspace: Path, root: Path | None) -> None:
+    def _run(self, directories: MappedDirectories, workspace: Path, root: Path | None,
+             skip: Path | None) -> None:
         try:
-            copy_inputs(directories, workspace, self._stop, root)
+            copy_inputs(directories, workspace, self._stop, root, skip=skip)
         except Exception as exc:  # noqa: BLE001 - handed to finish(), in the caller's thread
             self._error = exc
 

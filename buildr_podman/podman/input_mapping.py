@@ -40,6 +40,11 @@ def _check(project: Project, task: Task, source_rel: str, source: Path, root: Pa
     if source != root and root not in source.parents:
         raise BackendError(f"{named} leads out of the repository (to {source}): map a directory "
                            "of the repository, or mount that one with bind_mount")
+    out_dir = project.out_dir.resolve()
+    if source == out_dir or out_dir in source.parents:
+        raise BackendError(f"{named} lies in the out dir ({out_dir}): outputs are no inputs; "
+                           'use inputs_from = ["MODULE"] or ${task.MODULE.out_dir} for a '
+                           "module's outputs of this run")
     if not source.exists():
         raise BackendError(f"{named} does not exist in {project.root}: create it, fix the "
                            "path, or depend on the task that makes it")

@@ -109,15 +109,18 @@ class TaskPod:
 
 @contextmanager
 def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: AgentBundle,
-             socket_dir: Path, outputs: DependencyOutputs = ()) -> Iterator[TaskPod]:
+             socket_dir: Path, outputs: DependencyOutputs = (),
+             empty: Path | None = None) -> Iterator[TaskPod]:
     """Creates and starts the pod; removes it on exit whatever happened. Copied-in inputs
     (inputs = "copy") go into a volume of the pod's own, from a thread that starts before the
-    container does (wait_for_inputs). The dependencies' `outputs` are mounted read-only."""
+    container does (wait_for_inputs). The dependencies' `outputs` are mounted read-only; the
+    out dir, where the inputs hold it, is hidden under the `empty` directory."""
     import podman.errors
 
     name = f"buildr-{task.name}-{secrets.token_hex(4)}"
     labels = {LABEL: str(os.getpid()), f"{LABEL}.task": task.name}
     directories = mapped_directories(project, task)  # checked first: then nothing to remove
+    hidden = hidden_out_dir(project, directories) if empty is not None else []
     try:
         pod = client.pods.create(name, labels=labels, no_infra=True)
     except podman.errors.APIError as exc:
@@ -127,9 +130,14 @@ def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: A
     try:
         if task.container.inputs == "copy":
             volume = _workspace_volume(client, name, labels)
-            copy = InputCopy(task, directories, Path(volume.attrs["Mountpoint"]), project.root)
+            copy = InputCopy(task, directories, Path(volume.attrs["Mountpoint"]), project.root,
+                             skip=project.out_dir)
+        mounts = [*(_bind(path, task.output_mount(module), read_only=True)
+                    for module, path in outputs),
+                  *(_bind(empty, _under(root, rel), read_only=True)
+                    for rel in hidden for root in (WORKSPACE, BASELINE_MOUNT) if empty)]
         container = _create_container(client, directories, task, agent, socket_dir, name,
-                                      labels, volume, outputs,
+                                      labels, volume, mounts,
                                       cache_volume_mounts(client, project, task))
         container.start()
         yield TaskPod(name, pod, container, socket_dir / SOCKET_NAME, copy)
@@ -155,7 +163,7 @@ def _workspace_volume(client: podman.PodmanClient, name: str, labels: dict[str, 
 def _create_container(client: podman.PodmanClient, directories: MappedDirectories,
                       task: Task, agent: AgentBundle, socket_dir: Path, name: str,
                       labels: dict[str, str], workspace_volume: Any,
-                      outputs: DependencyOutputs,
+                      extra_mounts: list[dict[str, Any]],
                       cache_volumes: dict[str, dict[str, Any]] | None = None) -> Any:
     import podman.errors
 
@@ -188,8 +196,7 @@ def _create_container(client: podman.PodmanClient, directories: MappedDirectorie
             mounts=[_bind(agent.path, AGENT_MOUNT, read_only=True),
                     _bind(socket_dir, SOCKET_MOUNT, read_only=False),
                     *_baseline_mounts(directories),
-                    *(_bind(path, task.output_mount(module), read_only=True)
-                      for module, path in outputs),
+                    *extra_mounts,
                     *(_bind(m.source, m.target, m.read_only) for m in spec.bind_mounts),
                     *(_tmpfs(m.target, m.size) for m in spec.tmpfs_mounts)],
             overlay_volumes=_workspace_volumes(task, directories),
@@ -254,6 +261,23 @@ def _workspace_volumes(task: Task, directories: MappedDirectories) -> list[dict[
         return []
     return [{"destination": _under(WORKSPACE, target), "source": str(source), "options": []}
             for source, target in directories]
+
+
+def hidden_out_dir(project: Project, directories: MappedDirectories) -> list[str]:
+    """Where the inputs hold the out dir (relative to the workspace): there the container shows
+    an empty, read-only directory instead, in the workspace and in the baseline alike. Outputs
+    are no inputs: a task sees its dependencies' outputs of this run under /.buildr/out, never
+    what the out dir holds (earlier runs, other tasks, logs); they are not copied in, and
+    nothing there is tracked. The directory is made first: a mount needs its mount point."""
+    out_dir = project.out_dir.resolve()
+    hidden = []
+    for source, target in directories:
+        if out_dir.is_relative_to(source):
+            rel = out_dir.relative_to(source).as_posix()
+            hidden.append(f"{target}/{rel}" if target else rel)
+    if hidden:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    return hidden
 
 
 def _baseline_mounts(directories: MappedDirectories) -> list[dict[str, Any]]:

@@ -89,3 +89,104 @@ def test_every_run_sees_this_runs_dependency_outputs(tmp_path: Path, inputs: str
         assert sum("reused" in message for message in pods) == 2, pods
     assert len(stamps) == 3, "the producer wrote a new stamp each run"
     assert (root / "src" / "input.txt").read_text() == "repository\n"
+
+
+APART = f'''
+buildr {{
+  out_dir = "OUT_DIR"
+}}
+task "script" "a" {{
+  container {{
+    image  = "{IMAGE}"
+    inputs = "INPUTS"
+  }}
+  script = "ls -A .buildr; ls -A .buildr/out 2>/dev/null | wc -l; echo a > a.txt"
+}}
+task "script" "a.log" {{
+  container {{
+    image  = "{IMAGE}"
+    inputs = "INPUTS"
+  }}
+  script = "echo a.log > a.log.txt"
+}}
+task "script" "junit.xml" {{
+  container {{
+    image  = "{IMAGE}"
+    inputs = "INPUTS"
+  }}
+  inputs_from = ["a"]
+  script = "echo junit >> a.txt"
+}}
+'''
+
+
+@pytest.mark.parametrize(("inputs", "outside"), [("mount", False), ("copy", True)])
+def test_outputs_are_no_inputs_and_no_task_name_collides(tmp_path: Path, inputs: str,
+                                                         outside: bool) -> None:
+    """The out dir, in the repository or outside it, is never part of a task's inputs, and
+    logs and reports do not collide with tasks named like them."""
+    need_image(IMAGE)
+    root = tmp_path / "repo"
+    (root / ".buildr").mkdir(parents=True)
+    out = tmp_path / "outputs" if outside else root / ".buildr" / "out"
+    (root / ".buildr" / "tasks.hcl").write_text(
+        APART.replace("OUT_DIR", str(out)).replace("INPUTS", inputs))
+    for attempt in range(3):
+        result = buildr(root, "run", "-j", "1", "a", "a.log", "junit.xml", "--output",
+                        "plain")
+        assert result.returncode == 0, (attempt, result.stderr)
+        shown = ["tasks.hcl", "0"] if outside else ["out", "tasks.hcl", "0"]
+        assert result.stdout.splitlines()[:len(shown)] == shown, (attempt, result.stdout)
+        assert tree(out / "a") == {"a.txt": "a\n"}
+        assert tree(out / "a.log") == {"a.log.txt": "a.log\n"}
+        assert tree(out / "junit.xml") == {"a.txt": "a\njunit\n"}
+        for name in ("a", "a.log", "junit.xml"):
+            assert (out / ".logs" / f"{name}.log").read_text().splitlines()[-1].startswith(
+                f"# buildr: {name} ok in "), name
+
+
+KEEPER = f'''
+task "script" "t" {{
+  container {{ image = "{IMAGE}" }}
+  timeout = "3s"
+  script  = <<-EOT
+    if [ -f src/hang ]; then echo slow > slow.txt; sleep 30; fi
+    if [ -f src/fail ]; then echo partial > partial.txt; exit 3; fi
+    echo good > good.txt
+  EOT
+}}
+task "script" "after" {{
+  container {{ image = "{IMAGE}" }}
+  inputs_from = ["t"]
+  script = "ls > seen.txt"
+}}
+'''
+
+
+def test_a_failed_run_keeps_the_last_good_output_and_puts_its_own_beside_it(
+        tmp_path: Path) -> None:
+    need_image(IMAGE)
+    root = tmp_path / "repo"
+    (root / ".buildr").mkdir(parents=True)
+    (root / ".buildr" / "tasks.hcl").write_text(KEEPER)
+    (root / "src").mkdir()
+    out = root / ".buildr" / "out"
+    assert buildr(root, "run", "t").returncode == 0
+    for attempt, cause in enumerate(["fail", "fail", "hang"]):
+        (root / "src" / cause).touch()
+        result = buildr(root, "run", "t", "--output", "json")
+        (root / "src" / cause).unlink()
+        assert result.returncode == 1, (attempt, result.stderr)
+        assert tree(out / "t") == {"good.txt": "good\n"}, "the last good output stays"
+        failed = {"slow.txt": "slow\n"} if cause == "hang" else {"partial.txt": "partial\n"}
+        assert tree(out / ".failed" / "t") == failed, attempt
+        finished = [json.loads(line) for line in result.stdout.splitlines()][-1]["outcomes"][0]
+        assert finished["output_dir"] == str(out / ".failed" / "t")
+        assert finished["status"] == ("timed-out" if cause == "hang" else "failed")
+    plain = buildr(root, "run", "t", "--output", "plain")
+    assert plain.returncode == 0 and tree(out / "t") == {"good.txt": "good\n"}
+    assert not (out / ".failed" / "t").exists(), "a stale failure does not stay beside it"
+    (root / "src" / "fail").touch()
+    plain = buildr(root, "run", "-k", "after", "--output", "plain")
+    assert plain.returncode == 1
+    assert ".failed/t" in plain.stderr, "the summary says where the failed output is"

@@ -26,6 +26,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaks")]
 BUSYBOX = "localhost/buildr-busybox:latest"
 LABEL = "io.buildr-podman"
 MANY_FILES = 30_000  # enough that the host is still extracting when the agent is killed
+#: what the out dir holds beside the modules' outputs: logs, reports, failed outputs
+OUR_DIRECTORIES = (".logs", ".reports", ".failed")
 
 VICTIM_SCRIPT = f"""\
 echo "made in $MODE mode" > result.txt
@@ -196,7 +198,8 @@ def assert_clean_after(root: Path, run_pid: int, before: dict[str, dict[str, tup
                           capture_output=True, text=True, check=True)
     assert pods.stdout.split() == []
     out = root / ".buildr" / "out"
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "staging left behind"
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")
+                and p.name not in OUR_DIRECTORIES], "staging left behind"
     now = outputs(root)
     assert {name: now[name] for name in unchanged} == {name: before[name] for name in unchanged}
     again = buildr(root, "run", "victim", "keeper", "--output", "plain")
@@ -305,8 +308,8 @@ def test_a_timeout_stops_the_task_and_what_it_left_in_the_background(tmp_path: P
     assert time.monotonic() - started < 30, "the daemon kept the task running"
     assert result.returncode == 1
     assert "buildr: slowpoke timed out in " in error_line(result, "slowpoke")
-    # What it made before the limit still comes back, for inspection.
-    slowpoke = root / ".buildr" / "out" / "slowpoke" / "result.txt"
+    # What it made before the limit still comes back, for inspection, beside the good output.
+    slowpoke = root / ".buildr" / "out" / ".failed" / "slowpoke" / "result.txt"
     assert slowpoke.read_text() == "made in daemon mode\n"
     assert_clean_after(root, pid, before)
 
@@ -327,7 +330,7 @@ first = run("keeper")
 before = files()
 full = run("victim", "big")
 print(json.dumps({"first": first, "full": full, "before": before, "after": files(),
-                  "hidden": [p.name for p in out.iterdir() if p.name.startswith(".")]}))
+                  "hidden": [p.name for p in out.iterdir() if ".staging-" in p.name]}))
 """
 
 

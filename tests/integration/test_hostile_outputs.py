@@ -19,8 +19,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaks")]
 # With write_back and no input_mapping the whole repository is the task's to change: it plants
 # symlinks to outside files where the host writes on every run (its own log, another task's
 # output), overwrites another task's returned binary and deletes the configuration.
+# The out dir is hidden from the container (an empty read-only directory): these fail there,
+# and the host would not follow them if they did not.
 PLANTER = """\
-ln -sf "$OUTSIDE/bashrc" .buildr/out/planter.log
+mkdir -p .buildr/out/.logs; ln -sf "$OUTSIDE/bashrc" .buildr/out/.logs/planter.log
 mkdir -p .buildr/out/victim && echo evil > .buildr/out/victim/bin
 ln -s "$OUTSIDE" .buildr/out/victim/dir
 rm -f .buildr/tasks.hcl
@@ -55,7 +57,7 @@ def test_a_write_back_task_cannot_plant_links_or_change_other_outputs(tmp_path: 
         assert (root / ".buildr" / "tasks.hcl").read_text() == config
         assert (root / ".buildr" / "out" / "victim" / "bin").read_text() == "built\n"
         assert not (root / ".buildr" / "out" / "victim" / "dir").is_symlink()
-        log = root / ".buildr" / "out" / "planter.log"
+        log = root / ".buildr" / "out" / ".logs" / "planter.log"
         assert not log.is_symlink() and "planter ok" in log.read_text()
         assert (root / "src" / "written.txt").read_text() == "fine\n"
         said = run.stdout + run.stderr
@@ -71,12 +73,13 @@ def test_a_log_planted_as_a_symlink_is_replaced_not_written_through(tmp_path: Pa
     outside.mkdir()
     (outside / "bashrc").write_text("kept\n")
     root = repo(tmp_path, outside)
-    (root / ".buildr" / "out").mkdir()
-    os.symlink(outside / "bashrc", root / ".buildr" / "out" / "victim.log")
-    os.symlink(outside / "bashrc", root / ".buildr" / "out" / "junit.xml")
+    for where in (".logs", ".reports"):
+        (root / ".buildr" / "out" / where).mkdir(parents=True)
+    os.symlink(outside / "bashrc", root / ".buildr" / "out" / ".logs" / "victim.log")
+    os.symlink(outside / "bashrc", root / ".buildr" / "out" / ".reports" / "junit.xml")
     assert buildr(root, "run", "--output", "plain", "victim").returncode == 0
     assert (outside / "bashrc").read_text() == "kept\n"
-    assert "victim ok" in (root / ".buildr" / "out" / "victim.log").read_text()
+    assert "victim ok" in (root / ".buildr" / "out" / ".logs" / "victim.log").read_text()
 
 
 def test_an_out_dir_among_the_sources_never_replaces_them(tmp_path: Path) -> None:

@@ -268,7 +268,8 @@ def test_secret_values_reach_the_task_and_nothing_else(tmp_path: Path) -> None:
     assert plain.returncode == 0 and as_json.returncode == 0, plain.stderr + as_json.stderr
     assert "reached=yes" in plain.stdout, "the value reached the task's environment"
     out = root / ".buildr" / "out"
-    written = {p.name: p.read_text() for p in out.iterdir() if p.is_file()}  # log, junit.xml
+    written = {p.name: p.read_text() for p in out.rglob("*")  # the log, junit.xml
+               if p.is_file() and p.parent.name in (".logs", ".reports")}
     shown = {"stdout": plain.stdout, "stderr": plain.stderr, "json": as_json.stdout,
              "json stderr": as_json.stderr, "podman inspect": inspected, **written}
     for where, text in shown.items():

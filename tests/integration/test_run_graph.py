@@ -87,8 +87,9 @@ def test_dependencies_first_independents_in_parallel(tmp_path: Path) -> None:
     out = root / ".buildr" / "out"
     assert (out / "lib" / "dist" / "lib.txt").read_text() == "lib-v1\n"
     assert (out / "app" / "app.txt").read_text() == "built\n"
-    assert "app sees lib-v1" in (out / "app.log").read_text()
-    assert (out / "side.log").read_text().splitlines()[-1].startswith("# buildr: side ok in ")
+    assert "app sees lib-v1" in (out / ".logs" / "app.log").read_text()
+    assert (out / ".logs" / "side.log").read_text().splitlines()[-1].startswith(
+        "# buildr: side ok in ")
     assert "  lib     ok" in err and err.splitlines()[-1].startswith("buildr: 3 ok in ")
     assert took < 60
 

@@ -103,6 +103,24 @@ def test_list_shows_modules_with_category_and_dependencies(repo: Path, capsys) -
         "app\tscript\ti\ttask\tlib", "broken\tscript\ti\ttask\t-", "lib\tscript\ti\tbuild\t-"]
 
 
+def test_list_marks_what_cannot_run_and_run_says_what_to_pass(repo: Path, capsys) -> None:
+    with (repo / ".buildr" / "tasks.hcl").open("a") as config:
+        config.write('task "script" "later" {\n  container { image = env("BUILDR_TEST_NO") }\n'
+                     '  script = "t"\n}\n')
+    assert cli(repo, "list") == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[2] == ("later\tcannot run: .buildr/tasks.hcl:16:23: image: environment "
+                         "variable BUILDR_TEST_NO is not set: export it, or give a default: "
+                         'env("BUILDR_TEST_NO", "value")')
+    assert len(listed) == 4
+    assert cli(repo, "run", "app", "--executor", "local", "--output", "plain") == 0
+    capsys.readouterr()
+    assert cli(repo, "run", "--executor", "local") == 2
+    assert capsys.readouterr().err.startswith("buildr-podman: error: name the modules to run: "
+                                              "buildr-podman run NAME... (modules: app, broken, "
+                                              "later, lib), or set buildr { default")
+
+
 def test_run_plain_runs_dependencies_first_and_keeps_logs(repo: Path, capsys) -> None:
     assert cli(repo, "run", "app", "--executor", "local", "--output", "plain", "-j", "1") == 0
     captured = capsys.readouterr()
@@ -111,7 +129,7 @@ def test_run_plain_runs_dependencies_first_and_keeps_logs(repo: Path, capsys) ->
     assert err[0] == "buildr: running lib in i"
     assert err[-1].startswith("buildr: 2 ok in ")
     assert "  lib     ok      " in captured.err
-    assert "building lib" in (repo / ".buildr/out/lib.log").read_text()
+    assert "building lib" in (repo / ".buildr/out/.logs/lib.log").read_text()
 
 
 def test_parallel_lines_get_a_prefix(repo: Path, capsys) -> None:

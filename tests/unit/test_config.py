@@ -117,7 +117,6 @@ def test_no_buildr_folder_says_what_to_do(tmp_path: Path) -> None:
      r'tasks\.hcl:4:\d+: input_mapping: "a" and "b" both go to "\./in/": give each its own'),
     (('task "script" "x" {\n  container { image = "i" }\n  script = "true"\n'
      '  working_dir = "/abs"\n}\n'), r"working_dir must be relative"),
-    ('buildr {\n  out_dir = "/tmp/out"\n}\n', r'tasks\.hcl:2:\d+: out_dir must be a path relative'),
     ('buildr {\n  out_dir = "."\n}\n', r':2:\d+: out_dir "\." is the repository root: tasks\' '
                                       r'outputs replace whole directories there'),
     ('buildr {\n  out_dir = "./"\n}\n', r'out_dir "\./" is the repository root'),
@@ -131,6 +130,9 @@ def test_no_buildr_folder_says_what_to_do(tmp_path: Path) -> None:
     ('buildr {\n  cache {\n    max_sise = "1g"\n  }\n}\n',
      r'tasks\.hcl:3:\d+: unknown attribute "max_sise" in cache block \(did you mean "max_size"'),
     ('buildr {\n  cash {\n  }\n}\n', r'unknown block "cash" in buildr block'),
+    ('buildr {\n  out_dir = ".."\n}\n', r'tasks\.hcl:2:\d+: out_dir "\.\." would hold the repository'),
+    ('buildr {\n  out_dir = "/"\n}\n', r'tasks\.hcl:2:\d+: out_dir "/" would hold the repository'),
+    ('buildr {\n  out_dir = ""\n}\n', r'tasks\.hcl:2:\d+: out_dir must be a directory'),
     (('task "script" "x" {\n  container { image = "i" }\n  script = "true"\n}\n'
      'task "script" "x" {\n  container { image = "i" }\n  script = "true"\n}\n'),
      r'task "x" is defined twice'),
@@ -253,7 +255,7 @@ task "script" "b" {
     assert project.out_dir == tmp_path / "build/out"
     # In the container, wherever the out dir is on the host.
     assert project.tasks["a"].script == "echo /.buildr/out/b"
-    assert project.log_path("a") == tmp_path / "build/out/a.log"
+    assert project.log_path("a") == tmp_path / "build/out/.logs/a.log"
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -320,9 +322,7 @@ task "script" "b" {
      '      source = "."\n    }\n  }\n  script = "t"\n}\n'),
      r':4:5: task "x": bind_mount needs target = "\.\.\."'),
     # variables
-    ('task "script" "x" {\n  container { image = env("BUILDR_TEST_UNSET") }\n  script = "t"\n}\n',
-     (r':2:23: image: environment variable BUILDR_TEST_UNSET is not set: export it, or give a '
-     r'default: env\("BUILDR_TEST_UNSET", "value"\)')),
+    ('buildr {\n  default = ["nope"]\n}\n', r':2:14: default names "nope", which is not a module'),
     ('task "script" "x" {\n  container { image = "i" }\n  script = "echo $${A} ${HOME}"\n}\n',
      r':3:24: script: unknown reference "HOME": use env\("NAME"\)'),
     ('task "script" "x" {\n  container { image = "i" }\n  script = lower("T")\n}\n',
@@ -483,3 +483,48 @@ def test_cache_volume_mistakes_are_one_located_line(tmp_path: Path, block: str,
         '  script = "true"\n}\n'
     with pytest.raises(ConfigError, match=expected):
         load_project(write(tmp_path, text))
+
+
+def test_the_out_dir_may_lie_outside_the_repository(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    task = 'task "script" "x" {\n  container { image = "i" }\n  script = "t"\n}\n'
+    write(root, 'buildr {\n  out_dir = "../outputs"\n}\n' + task)
+    assert load_project(root).out_dir.resolve() == tmp_path / "outputs"
+    write(root, f'buildr {{\n  out_dir = "{tmp_path}/elsewhere"\n}}\n' + task)
+    assert load_project(root).out_dir == tmp_path / "elsewhere"
+
+
+def test_an_unset_variable_sets_its_module_aside_and_only_it(tmp_path: Path) -> None:
+    from buildr_podman.runner import select_tasks
+
+    write(tmp_path, '''
+buildr {
+  default = ["ok"]
+}
+task "script" "needs" {
+  container { image = env("BUILDR_TEST_UNSET") }
+  script = "t"
+}
+task "script" "after" {
+  container { image = "i" }
+  depends_on = ["needs"]
+  script = "t"
+}
+task "script" "ok" {
+  container { image = "i" }
+  script = "t"
+}
+''')
+    project = load_project(tmp_path, environ={})
+    assert sorted(project.tasks) == ["after", "ok"]
+    assert project.unavailable["needs"] == (
+        '.buildr/tasks.hcl:6:23: image: environment variable BUILDR_TEST_UNSET is not set: '
+        'export it, or give a default: env("BUILDR_TEST_UNSET", "value")')
+    assert [t.name for t in select_tasks(project, [])] == ["ok"]  # buildr { default }
+    with pytest.raises(ConfigError, match=r"^needs cannot run \(needed by after\): .*:6:23: "):
+        select_tasks(project, ["after"])
+    with pytest.raises(ConfigError, match=r"^needs cannot run: .*BUILDR_TEST_UNSET is not set"):
+        select_tasks(project, ["ok", "needs"])
+    project = load_project(tmp_path, environ={"BUILDR_TEST_UNSET": "img"})
+    assert not project.unavailable and project.tasks["needs"].container.image == "img"

@@ -103,7 +103,7 @@ def test_task_logs_put_notes_on_their_own_lines(tmp_path: Path) -> None:
     logs.buildr_task_log(task=task("a"), message="pod started")
     logs.buildr_task_output(task=task("a"), stream="stderr", data=b"rest\n")
     logs.buildr_task_finished(task=task("a"), outcome=TaskOutcome(task="a", exit_code=0))
-    lines = (tmp_path / "out" / "a.log").read_text().splitlines()
+    lines = (tmp_path / "out" / ".logs" / "a.log").read_text().splitlines()
     assert lines[1:] == ["partial", "# buildr: pod started", "rest", "# buildr: a ok in 0.0 s"]
 
 
@@ -121,8 +121,8 @@ def test_a_task_log_is_never_written_through_a_planted_symlink(tmp_path: Path, p
     root = tmp_path / "repo"
     (root / out).parent.mkdir(parents=True)
     if planted == "log":
-        (root / out).mkdir()
-        os.symlink(outside / "a.log", root / out / "a.log")
+        (root / out / ".logs").mkdir(parents=True)
+        os.symlink(outside / "a.log", root / out / ".logs" / "a.log")
     else:
         os.symlink(outside, root / out)
     logs = TaskLogs(Project(root=root, out_dir=root / out))
@@ -131,6 +131,6 @@ def test_a_task_log_is_never_written_through_a_planted_symlink(tmp_path: Path, p
     logs.buildr_task_finished(task=task("a"), outcome=TaskOutcome(task="a", exit_code=0))
     assert (outside / "a.log").read_text() == "the user's file\n"
     if planted == "log" and out == ".buildr/out":
-        assert "task output" in (root / out / "a.log").read_text()
+        assert "task output" in (root / out / ".logs" / "a.log").read_text()
     elif planted == "log":
-        assert (root / out / "a.log").is_symlink()
+        assert (root / out / ".logs" / "a.log").is_symlink()

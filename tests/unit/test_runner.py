@@ -291,17 +291,17 @@ def test_a_backend_error_or_a_bug_fails_one_task_not_the_run(tmp_path: Path) -> 
     assert outcomes["a"].error == "image 'x' is not here"
     assert outcomes["b"].error == "internal error: KeyError: 'oops'"
     assert outcomes["c"].status == "ok" and report.exit_code == 1
-    assert "Traceback" in (tmp_path / "out" / "b.log").read_text()
+    assert "Traceback" in (tmp_path / "out" / ".logs" / "b.log").read_text()
 
 
 def test_each_task_keeps_its_full_log(tmp_path: Path) -> None:
     run(project_of(tmp_path, {"lib": [], "bad": []}), ["lib", "bad"], {"bad": fail},
         keep_going=True)
-    log = (tmp_path / "out" / "lib.log").read_text().splitlines()
+    log = (tmp_path / "out" / ".logs" / "lib.log").read_text().splitlines()
     assert log[0].startswith("# buildr: task lib (script) in i, started ")
     assert log[1] == "hello from lib"
     assert re.fullmatch(r"# buildr: lib ok in \d+\.\d s", log[2])
-    bad = (tmp_path / "out" / "bad.log").read_text()
+    bad = (tmp_path / "out" / ".logs" / "bad.log").read_text()
     assert "it broke\n# buildr: bad failed with exit code 2 in " in bad
 
 

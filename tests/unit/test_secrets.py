@@ -21,7 +21,7 @@ from buildr_podman.model import Task, TaskOutcome
 from buildr_podman.output.jsonl import JsonReporter
 from buildr_podman.output.plain import PlainReporter
 from buildr_podman.plugins import make_plugin_manager
-from buildr_podman.runner import run_tasks
+from buildr_podman.runner import run_tasks, select_tasks
 from buildr_podman.secrets import MASK, Redactor, redact, secret_values
 
 SECRET = "s3cr3t-T0ken"
@@ -58,8 +58,10 @@ def test_a_missing_secret_variable_names_the_variable_not_a_value(tmp_path: Path
     root = write(tmp_path, 'task "script" "t" {\n  container { image = "i" }\n'
                            '  secret_environment = { TOKEN = env("NOT_SET_HERE") }\n'
                            '  script = "true"\n}\n')
+    project = load_project(root, environ={})  # an error once "t" is to run
+    assert "NOT_SET_HERE is not set" in project.unavailable["t"]
     with pytest.raises(ConfigError, match="NOT_SET_HERE"):
-        load_project(root, environ={})
+        select_tasks(project, ["t"])
 
 
 def test_redact_masks_every_value_longest_first() -> None:

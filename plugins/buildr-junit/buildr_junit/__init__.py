@@ -19,7 +19,9 @@ __all__ = ["JunitReport", "buildr_run_finished", "buildr_run_started", "buildr_t
 __version__ = "0.1.0"
 
 ENV_PATH = "BUILDR_JUNIT_XML"
-REPORT_NAME = "junit.xml"  # in the project's out dir, unless ENV_PATH says otherwise
+# In the project's out dir unless ENV_PATH says otherwise; in .reports/, where no module can be
+# named (a task named "junit.xml" collides with nothing).
+REPORT_NAME = ".reports/junit.xml"
 KEEP_OUTPUT = 64 * 1024  # the end of each task's output goes into the report
 
 

@@ -26,7 +26,7 @@ def run(tmp_path: Path, pm_hook: object, outcomes: list[TaskOutcome],
     hook.buildr_task_output(task=tasks[1], stream="stdout", data=b"compiling\x1b[0m\n")
     hook.buildr_run_finished(report=RunReport(outcomes=outcomes, duration_seconds=3.5,
                                               exit_code=1, tolerated=tolerated))
-    return ET.parse(tmp_path / "out" / "junit.xml").getroot()
+    return ET.parse(tmp_path / "out" / ".reports" / "junit.xml").getroot()
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ import pytest
 
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
 from buildr_podman.agent.service import AgentService, add_agent_service
-from buildr_podman.archive.extract import extract_tar_stream
+from buildr_podman.archive.extract import StagedTree, extract_tar_stream, stage_tar_stream
 from buildr_podman.errors import AgentError
 from buildr_podman.model import ContainerSpec, Task
-from buildr_podman.podman.agent_client import AgentClient
+from buildr_podman.podman.agent_client import AgentClient, RunSpec
 from buildr_podman.podman.task_stream import receive_events
 from buildr_podman.s2 import S2Reader
 
@@ -39,6 +39,21 @@ class Observer:
 
     def text(self, stream: str) -> str:
         return b"".join(d for s, d in self.chunks if s == stream).decode()
+
+
+class Into:
+    """Lands every archive in one directory, whatever the result (where a real landing puts
+    it is tested in tests/unit/test_landing.py)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def stage(self, task: Task, archive: object) -> StagedTree:
+        return stage_tar_stream(archive, self.path)
+
+    def land(self, task: Task, staged: StagedTree, succeeded: bool) -> Path:
+        staged.land(self.path)
+        return self.path
 
 
 @pytest.fixture
@@ -63,10 +78,10 @@ def make_task(script: str) -> Task:
 
 def run(agent: AgentClient, workspace: Path, out: Path, script: str) -> tuple:
     task = make_task(script)
-    request = agent_pb2.RunRequest(task_name="t", argv=task.argv(), workspace=str(workspace),
-                                   working_dir=str(workspace), environment={"X": "42"})
+    request = RunSpec(task_name="t", argv=task.argv(), workspace=str(workspace),
+                      working_dir=str(workspace), environment={"X": "42"})
     observer = Observer()
-    outcome = receive_events(task, agent.run(request), out, observer)
+    outcome = receive_events(task, agent.run(request), Into(out), observer)
     return outcome, observer
 
 
@@ -127,9 +142,10 @@ def test_a_second_run_replaces_the_previous_output(agent, tmp_path: Path) -> Non
 def test_a_missing_shell_is_a_clear_error(agent, tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    request = agent_pb2.RunRequest(task_name="t", argv=["/no/such/shell", "-c", "true"],
-                                   workspace=str(workspace), working_dir=str(workspace))
-    outcome = receive_events(make_task("true"), agent.run(request), tmp_path / "o", Observer())
+    request = RunSpec(task_name="t", argv=["/no/such/shell", "-c", "true"],
+                      workspace=str(workspace), working_dir=str(workspace))
+    outcome = receive_events(make_task("true"), agent.run(request), Into(tmp_path / "o"),
+                             Observer())
     assert outcome.exit_code == 127
     assert "/no/such/shell" in outcome.error
 
@@ -170,10 +186,10 @@ def test_each_task_of_a_warm_agent_starts_from_the_baseline(agent, tmp_path: Pat
 
     def run_with_baseline(script: str, out: Path) -> Observer:
         task = make_task(script)
-        request = agent_pb2.RunRequest(task_name="t", argv=task.argv(), workspace=str(workspace),
-                                       working_dir=str(workspace), baseline=str(baseline))
+        request = RunSpec(task_name="t", argv=task.argv(), workspace=str(workspace),
+                          working_dir=str(workspace), baseline=str(baseline))
         observer = Observer()
-        receive_events(task, agent.run(request), out, observer)
+        receive_events(task, agent.run(request), Into(out), observer)
         return observer
 
     run_with_baseline("echo changed > src/a.c; rm gone.txt; mkdir -p new/deep; "
@@ -193,17 +209,17 @@ def test_a_warm_agent_resets_after_the_host_left_mid_archive(agent, tmp_path: Pa
     workspace = tmp_path / "ws"
     shutil.copytree(baseline, workspace)
 
-    def request(script: str) -> agent_pb2.RunRequest:
-        return agent_pb2.RunRequest(task_name="t", argv=make_task(script).argv(),
-                                    workspace=str(workspace), working_dir=str(workspace),
-                                    baseline=str(baseline))
+    def request(script: str) -> RunSpec:
+        return RunSpec(task_name="t", argv=make_task(script).argv(),
+                       workspace=str(workspace), working_dir=str(workspace),
+                       baseline=str(baseline))
 
     events = agent.run(request("mkdir gen; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do "
                                "head -c 1000000 /dev/urandom > gen/$i; done; rm kept.txt"))
     assert isinstance(next(events), memoryview)  # the archive has begun
     events.close()  # and the host leaves: the change set must still become known
     observer = Observer()
-    outcome = receive_events(make_task("ls"), agent.run(request("ls")), tmp_path / "o",
+    outcome = receive_events(make_task("ls"), agent.run(request("ls")), Into(tmp_path / "o"),
                              observer)
     assert outcome.exit_code == 0 and not outcome.error
     assert observer.text("stdout") == "kept.txt\n"

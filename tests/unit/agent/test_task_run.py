@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from buildr_podman._protos.buildr.remote.v1 import agent_pb2
+from buildr_podman._protos.archive_wire import archive_event_prefix
 from buildr_podman.agent import task_run
 from buildr_podman.agent.process import TaskProcess
+from buildr_podman.agent.task_run import TaskRequest, TaskSummary
 
 
 class FakeContext:
@@ -27,10 +28,13 @@ def test_the_callback_does_nothing_after_the_task_ended(tmp_path: Path,
     kills: list[TaskProcess] = []
     monkeypatch.setattr(TaskProcess, "kill", lambda self: kills.append(self))
     context = FakeContext()
-    request = agent_pb2.RunRequest(task_name="t", argv=["/bin/sh", "-c", "echo made > out.txt"],
-                                   workspace=str(tmp_path), working_dir=str(tmp_path))
-    events = list(task_run.run_task(request, context, lambda changes: None))  # type: ignore[arg-type]
-    assert events[-1].result.exit_code == 0 and events[-1].result.files_returned == 1
+    request = TaskRequest(argv=["/bin/sh", "-c", "echo made > out.txt"],
+                          workspace=str(tmp_path), working_dir=str(tmp_path))
+    events = list(task_run.run_task(request, context.add_callback, lambda changes: None,
+                                    archive_event_prefix))
+    summary = events[-1]
+    assert isinstance(summary, TaskSummary)
+    assert summary.exit_code == 0 and summary.files_returned == 1
     (callback,) = context.callbacks
     callback()
     assert kills == []
@@ -39,12 +43,13 @@ def test_the_callback_does_nothing_after_the_task_ended(tmp_path: Path,
 def test_the_callback_stops_a_task_still_running(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     context = FakeContext()
-    request = agent_pb2.RunRequest(task_name="t", argv=["/bin/sh", "-c", "echo up; sleep 60"],
-                                   workspace=str(tmp_path), working_dir=str(tmp_path))
-    events = task_run.run_task(request, context, lambda changes: None)  # type: ignore[arg-type]
+    request = TaskRequest(argv=["/bin/sh", "-c", "echo up; sleep 60"],
+                          workspace=str(tmp_path), working_dir=str(tmp_path))
+    events = task_run.run_task(request, context.add_callback, lambda changes: None,
+                               archive_event_prefix)
     first = next(events)
-    assert first.output.data == b"up\n"
+    assert not isinstance(first, (bytes, TaskSummary)) and first.data == b"up\n"
     (callback,) = context.callbacks
     callback()  # as gRPC does when the host cancels
-    result = [event for event in events][-1].result
-    assert result.exit_code in (128 + 15, 128 + 9)
+    result = [event for event in events][-1]
+    assert isinstance(result, TaskSummary) and result.exit_code in (128 + 15, 128 + 9)
