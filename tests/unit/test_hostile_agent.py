@@ -20,9 +20,15 @@ import grpc
 import pytest
 
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
+from buildr_podman.archive.extract import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_ENTRIES,
+    StagedTree,
+    stage_tar_stream,
+)
 from buildr_podman.errors import BuildrError
 from buildr_podman.model import ContainerSpec, Task
-from buildr_podman.podman.agent_client import AgentClient
+from buildr_podman.podman.agent_client import AgentClient, RunSpec
 from buildr_podman.podman.task_stream import receive_events
 from buildr_podman.s2 import S2Encoder
 
@@ -90,9 +96,26 @@ def task(**limits: int) -> Task:
                 script="true", **limits)
 
 
+class Into:
+    """Lands the archive in one directory, whatever the result, through the same staging."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def stage(self, task: Task, archive: object) -> StagedTree:
+        return stage_tar_stream(archive, self.path,  # type: ignore[arg-type]
+                                max_bytes=task.max_return_bytes or DEFAULT_MAX_BYTES,
+                                max_entries=task.max_return_entries or DEFAULT_MAX_ENTRIES)
+
+    def land(self, task: Task, staged: StagedTree, succeeded: bool) -> Path:
+        staged.land(self.path)
+        return self.path
+
+
 def receive(client: AgentClient, out: Path, **limits: int):  # type: ignore[no-untyped-def]
-    return receive_events(task(**limits), client.run(agent_pb2.RunRequest(task_name="t")),
-                          out, Observer())
+    spec = RunSpec(task_name="t", argv=[], working_dir="", workspace="")
+    return receive_events(task(**limits), client.run(spec), Into(out),  # type: ignore[arg-type]
+                          Observer())
 
 
 def header(name: str, kind: bytes = tarfile.REGTYPE, size: int = 0,
