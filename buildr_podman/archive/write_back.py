@@ -409,12 +409,19 @@ def _finish_directories(root: Path, made: list[tuple[str, os.stat_result]]) -> N
     """The staged mode and mtime of each directory made, deepest first: writing into a
     directory moves its mtime, and a read-only parent must still be walked through."""
     for target, st in sorted(made, key=lambda item: -item[0].count("/")):
-        fd = open_directory_beneath(root, PurePosixPath(target).parts, create=False)
         try:
-            os.fchmod(fd, stat.S_IMODE(st.st_mode))
-            os.utime(fd, ns=(st.st_mtime_ns, st.st_mtime_ns))
-        finally:
-            os.close(fd)
+            _finish_directory(root, target, st)
+        except OSError as exc:
+            raise ArchiveError(f"cannot write back {printable(target)}: {exc.strerror}") from exc
+
+
+def _finish_directory(root: Path, target: str, st: os.stat_result) -> None:
+    fd = open_directory_beneath(root, PurePosixPath(target).parts, create=False)
+    try:
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+        os.utime(fd, ns=(st.st_mtime_ns, st.st_mtime_ns))
+    finally:
+        os.close(fd)
 
 
 def _put(staged_fd: int, rel: str, root: Path, target: str, journal: _Journal) -> None:
