@@ -215,3 +215,38 @@ def test_a_write_back_that_fails_half_way_changes_nothing(tmp_path: Path) -> Non
         assert [p.name for p in (root / ".buildr").iterdir() if p.name.startswith(".")] == []
     finally:
         (root / "ro").chmod(0o755)
+
+
+RACER = """\
+if [ "$PHASE" = 1 ]; then
+  for d in $(seq 100 499); do mkdir a$d && (cd a$d && seq 1 100 | xargs touch); done
+  ln -s "$OUTSIDE" x
+else
+  sleep 1; mkdir x && echo "the task's content" > x/planted
+fi"""
+
+
+def test_the_j2_input_copy_race_never_writes_outside(tmp_path: Path) -> None:
+    """Issue 13's race, in real containers: `racer`'s first output holds 40,000 files in
+    a100..a499 and then `x -> OUTSIDE`; in the second run, with -j 2, `copier` (inputs =
+    "copy") walks that output while racer's new one (a real x/ holding a file) replaces it.
+    A copy by path made the link `x` in the workspace, spent seconds on a100..a499, then
+    entered the new x/ and wrote `planted` through the link into OUTSIDE."""
+    need_image()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "repo"
+    (root / ".buildr").mkdir(parents=True)
+    (root / ".buildr" / "tasks.hcl").write_text(
+        hcl_task("racer", RACER, extra=f'  environment = {{ OUTSIDE = "{outside}", '
+                                       f'PHASE = env("PHASE", "1") }}\n')
+        + 'task "script" "copier" {\n  container {\n    image = "localhost/buildr-busybox:'
+          'latest"\n    inputs = "copy"\n  }\n  script = "ls .buildr/out/racer | wc -l"\n}\n')
+    first = buildr(root, "run", "--output", "plain", "racer")
+    assert first.returncode == 0, first.stderr
+    assert os.readlink(root / ".buildr" / "out" / "racer" / "x") == str(outside)
+    second = buildr(root, "run", "--output", "plain", "-j", "2", "racer", "copier",
+                    env={"PHASE": "2"})
+    assert second.returncode == 0, second.stderr
+    assert list(outside.iterdir()) == []
+    assert (root / ".buildr" / "out" / "racer" / "x" / "planted").is_file()
