@@ -13,7 +13,13 @@ import pytest
 from buildr_podman._protos.archive_wire import MAX_PREFIX, archive_event_prefix
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2
 from buildr_podman.agent import packer
-from buildr_podman.agent.packer import PackStats, pack_changes, pack_entries
+from buildr_podman.agent.packer import (
+    CHUNK_SIZE,
+    QUEUE_DEPTH,
+    PackStats,
+    pack_changes,
+    pack_entries,
+)
 from buildr_podman.archive.extract import extract_tar_stream
 from buildr_podman.s2 import S2Reader, decompress
 
@@ -138,9 +144,12 @@ def test_closing_the_messages_early_stops_the_packing_thread(tmp_path: Path) -> 
 
 def test_entries_are_taken_while_earlier_ones_are_sent(tmp_path: Path) -> None:
     # A ChangeResolution finds paths while the first are packed: the packer must not list
-    # its entries before it starts.
+    # its entries before it starts. Each file is bigger than all the packing thread may write
+    # ahead (the queue, the message it is filling, the one just taken), so however late this
+    # thread is scheduled, the third path cannot have been taken by the first message.
+    file_size = (QUEUE_DEPTH + 3) * CHUNK_SIZE
     for index in range(3):
-        (tmp_path / f"f{index}").write_bytes(os.urandom(3 << 20))
+        (tmp_path / f"f{index}").write_bytes(os.urandom(file_size))
     taken = []
 
     def paths():
