@@ -20,8 +20,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"buildr-agent {__version__}")
         return 0
     if args.command == "serve":
+        from buildr_podman.agent.hardening import forbid_ptrace
         from buildr_podman.agent.service import serve
 
+        forbid_ptrace()  # before any request (and its secrets) can reach this process
         code = serve(args.socket)
         # The agent is PID 1 of its container, and the host removes the pod as soon as it has
         # exited: tearing down grpc's threads and the interpreter only delays that. There is
