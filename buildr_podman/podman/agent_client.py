@@ -15,6 +15,7 @@ from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
 from buildr_podman.errors import AgentError
 from buildr_podman.model import TaskResult
 from buildr_podman.podman.connection import socket_accepts
+from buildr_podman.podman.deadline import AgentTimeout, HostDeadline
 
 __all__ = ["PROTOCOL_VERSION", "AgentClient", "AgentEvent", "LogLine", "OutputChunk", "RunSpec"]
 
@@ -121,25 +122,34 @@ class AgentClient:
 
     def run(self, spec: RunSpec) -> Iterator[AgentEvent]:
         """The task's events in order, ending with exactly one result; an archive chunk comes
-        as its data alone (a view of the received message). Protobuf stays in here."""
+        as its data alone (a view of the received message). Protobuf stays in here. A task with a timeout
+        is watched by a HostDeadline: an agent that overruns it raises AgentTimeout."""
         request = agent_pb2.RunRequest(
             task_name=spec.task_name, argv=spec.argv, environment=spec.environment,
             working_dir=spec.working_dir, workspace=spec.workspace, baseline=spec.baseline,
             user=spec.user, timeout_seconds=spec.timeout_seconds, layers=spec.layers,
             compression=self.compression)
         stream = self._run(request)
+        deadline = (HostDeadline(request.timeout_seconds, stream.cancel)
+                    if request.timeout_seconds > 0 else None)
         try:
             got_result = False
             for event in stream:
                 converted = _converted(event)
                 got_result = isinstance(converted, TaskResult)
+                if deadline is not None and (got_result or isinstance(converted, memoryview)):
+                    deadline.task_ended()
                 if converted is not None:
                     yield converted
             if not got_result:
                 raise AgentError("the agent closed the stream without a result")
         except grpc.RpcError as exc:
+            if deadline is not None and deadline.expired:
+                raise AgentTimeout(deadline.message()) from None
             raise AgentError(_stopped(exc)) from exc
         finally:
+            if deadline is not None:
+                deadline.stop()
             stream.cancel()  # no-op once complete; stops the task if we leave early
 
     def shutdown(self) -> None:
