@@ -31,7 +31,7 @@ from buildr_podman.interrupts import SignalGuard
 from buildr_podman.lazy_session import LazySession
 from buildr_podman.model import Project, RunReport, Task, TaskOutcome, TaskResult
 from buildr_podman.plugins import executors
-from buildr_podman.secrets import Redactor, redact, secret_values
+from buildr_podman.secrets import Redactor, redact, run_secret_values
 
 if TYPE_CHECKING:
     from buildr_podman.cache.task_cache import Lookup, TaskCache
@@ -52,12 +52,13 @@ class TaskCancelled(BaseException):
 class HookObserver:
     """Fans run events out to every plugin's hooks, one call at a time, from any thread.
 
-    Every executor's output and notes pass through here, so this is where the values of a
-    task's `secret_environment` are masked: no hook ever sees them.
+    Every executor's output and notes pass through here, so this is where the values of every
+    task's `secret_environment` are masked, in every task's output: no hook ever sees them.
     """
 
-    def __init__(self, pm: pluggy.PluginManager) -> None:
+    def __init__(self, pm: pluggy.PluginManager, secrets: tuple[str, ...] = ()) -> None:
         self._hook = pm.hook
+        self.secrets = secrets  # every secret value of the run (run_secret_values)
         self._lock = threading.Lock()
         self.cancelled = threading.Event()
         self._redactors: dict[tuple[str, str], Redactor] = {}
@@ -67,9 +68,9 @@ class HookObserver:
             getattr(self._hook, name)(**kwargs)
 
     def output(self, task: Task, stream: str, data: bytes) -> None:
-        if task.secret_environment:
+        if self.secrets:
             key = (task.name, stream)
-            data = self._redactors.setdefault(key, Redactor(secret_values(task))).feed(data)
+            data = self._redactors.setdefault(key, Redactor(self.secrets)).feed(data)
         if data:
             self.call("buildr_task_output", task=task, stream=stream, data=data)
         self._check()
@@ -85,7 +86,7 @@ class HookObserver:
     def warn(self, task: Task, message: str) -> None:
         """A line the user sees without -v, masked like the rest."""
         self.call("buildr_task_warning", task=task,
-                  message=printable(redact(message, secret_values(task))))
+                  message=printable(redact(message, self.secrets)))
 
     def log(self, task: Task, message: str) -> None:
         self.note(task, message)
@@ -95,7 +96,7 @@ class HookObserver:
         """A log line of the runner's own, masked like the task's; no cancellation check (it
         may come after the task ended)."""
         self.call("buildr_task_log", task=task,
-                  message=printable(redact(message, secret_values(task)), keep="\n"))
+                  message=printable(redact(message, self.secrets), keep="\n"))
 
     def _check(self) -> None:
         if self.cancelled.is_set():
@@ -215,7 +216,7 @@ class _Run:
         self.executor_name = executor_name
         self.jobs = jobs
         self.guard = guard
-        self.observer = HookObserver(pm)
+        self.observer = HookObserver(pm, run_secret_values(project.tasks.values()))
         self.outcomes: dict[str, TaskOutcome] = {}
         self.running: dict[Future[TaskOutcome], Task] = {}
         self._signals_seen = 0
@@ -390,7 +391,7 @@ class _Run:
         # One line, whatever raised it: a Podman error's explanation can span several. Its
         # controls escaped: it may quote what a task chose (a member name, the agent's error).
         error = printable(" ".join(redact(error or str(facts.pop("error", "")),
-                                          secret_values(task)).split()))
+                                          self.observer.secrets).split()))
         succeeded = facts["exit_code"] == 0 and not error and not facts.get("timed_out")
         cancelled = self.observer.cancelled.is_set() and not succeeded
         if cancelled and error and error != "cancelled":

@@ -9,9 +9,11 @@ be the start of a value is held back until the next chunk (or the end) decides.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from buildr_podman.model import Task
 
-__all__ = ["MASK", "Redactor", "redact", "secret_values"]
+__all__ = ["MASK", "Redactor", "redact", "run_secret_values", "secret_values"]
 
 MASK = "***"
 
@@ -19,6 +21,14 @@ MASK = "***"
 def secret_values(task: Task) -> tuple[str, ...]:
     """The values to hide, longest first (so that a value containing another is masked whole)."""
     values = {value for _, value in task.secret_environment if value}
+    return tuple(sorted(values, key=len, reverse=True))
+
+
+def run_secret_values(tasks: Iterable[Task]) -> tuple[str, ...]:
+    """Every secret value of the run, longest first. Each task's output is masked of all of
+    them, not only of its own: a task may have captured another's (through a file the other
+    left, or a program it replaced), and must not print it either."""
+    values = {value for task in tasks for _, value in task.secret_environment if value}
     return tuple(sorted(values, key=len, reverse=True))
 
 

@@ -8,6 +8,9 @@ starts clean. Every pod is removed when the run's session closes.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -21,12 +24,14 @@ if TYPE_CHECKING:
     from buildr_podman.podman.agent_client import AgentClient
     from buildr_podman.podman.pods import TaskPod
 
-__all__ = ["MAX_IDLE", "DependencyOutputs", "PodPool", "WarmPod", "container_key"]
+__all__ = ["AGENT_TAKEOVER_CAPABILITIES", "MAX_IDLE", "DependencyOutputs", "PodPool",
+           "WarmPod", "container_key", "pool_key", "reusable"]
 
 #: (module, the host directory of its outputs of this run) for each module whose outputs a
 #: task uses (Task.outputs_used): each is bind-mounted read-only at Task.output_mount(module)
 DependencyOutputs = tuple[tuple[str, Path], ...]
 
+_SECRETS_KEY = os.urandom(32)
 MAX_IDLE = 4  # idle pods kept for later tasks; each holds a container's memory meanwhile
 AGENT_EXIT_SECONDS = 1.0  # an agent asked to shut down exits in ~30 ms; past this it is killed
 
@@ -47,6 +52,35 @@ def container_key(task: Task, outputs: DependencyOutputs = ()) -> str:
     return repr((shared, task.input_mapping, outputs, task.inputs_from, own))
 
 
+def pool_key(task: Task, outputs: DependencyOutputs = ()) -> str:
+    """Tasks with equal keys do share a warm pod: equal container_key and the same identity.
+
+    A task can change its container's root file system (replace /bin/sh, say) and nothing
+    resets it between tasks; only the workspace is reset. So a pod passes only to a task that
+    runs as the same user with the same secrets: one that anything planted there could not
+    take more from than the earlier task already had. A task with secrets thus never runs
+    where a task without them (or with others) ran. The secrets go in as a digest, so that the
+    key can be shown or logged (keyed with this process's own random key: no guessing).
+    """
+    secrets = hmac.new(_SECRETS_KEY, repr(sorted(task.secret_environment)).encode(),
+                       hashlib.sha256).hexdigest()
+    return (f"{container_key(task, outputs)} user={task.container.user or ''} "
+            f"secrets={secrets[:32]}")
+
+
+#: capabilities that let a task rewrite the agent of its own pod: remount its read-only
+#: mounts (SYS_ADMIN) or trace it although it is not dumpable (SYS_PTRACE, agent/hardening.py)
+AGENT_TAKEOVER_CAPABILITIES = frozenset({"ALL", "SYS_ADMIN", "SYS_PTRACE"})
+
+
+def reusable(task: Task) -> bool:
+    """Whether the task's pod may serve another task. Not after a task that could take over
+    its agent (privileged, or one of AGENT_TAKEOVER_CAPABILITIES): asking for privileges may
+    weaken the task's own container, never a later task's."""
+    spec = task.container
+    return not spec.privileged and not AGENT_TAKEOVER_CAPABILITIES & set(spec.cap_add)
+
+
 @dataclass
 class WarmPod:
     """A started pod with its agent connected and past the handshake."""
@@ -58,13 +92,20 @@ class WarmPod:
     tasks_run: int = 0
 
     def close(self) -> None:
-        """Asks the agent to exit, then removes the pod and its socket directory. The removal
+        """Asks the agent to exit, then removes the pod. The removal
         waits for the exit first: removing an exited container is the quick way (see
         TaskPod.wait_exited); an agent that does not exit is killed by the removal."""
         try:
             self.client.shutdown()
             self.client.close()
             self.pod.wait_exited(AGENT_EXIT_SECONDS)
+        finally:
+            self.resources.close()
+
+    def remove(self) -> None:
+        """Removes the pod without asking its agent: for an agent that no longer answers."""
+        try:
+            self.client.close()
         finally:
             self.resources.close()
 
@@ -80,9 +121,9 @@ class PodPool:
         self._closed = False
 
     def take(self, task: Task, outputs: DependencyOutputs = ()) -> WarmPod:
-        """An idle pod for this task's settings and dependency outputs, or a newly started
-        one."""
-        key = container_key(task, outputs)
+        """An idle pod for this task's settings, dependency outputs and identity (pool_key), or
+        a newly started one."""
+        key = pool_key(task, outputs)
         with self._lock:
             idle = self._idle.get(key)
             if idle:
