@@ -13,6 +13,8 @@ from buildr_podman.errors import AgentError
 from buildr_podman.executor import RunObserver
 from buildr_podman.landing import OutputLanding
 from buildr_podman.model import WORKSPACE, Project, Task, TaskResult
+from buildr_podman.podman.deadline import AgentTimeout
+from buildr_podman.podman.warm_pods import reusable
 
 if TYPE_CHECKING:
     import podman
@@ -73,10 +75,13 @@ class PodmanSession:
         try:
             events = warm.client.run(_run_spec(task))
             result = receive_events(task, events, self.landing, observer)
+        except AgentTimeout:
+            warm.remove()  # the agent is frozen or taken over: asking it to exit only waits
+            raise
         except BaseException:
             warm.close()  # its state is unknown: never reuse it
             raise
-        if result.error:
+        if result.error or not reusable(task):
             warm.close()
         else:
             self.pool.give_back(warm)
@@ -104,12 +109,11 @@ class PodmanSession:
     def _start_pod(self, task: Task, outputs: DependencyOutputs) -> WarmPod:
         """Creates and starts a pod for the task's settings and waits for its agent."""
         from buildr_podman.podman.pods import task_pod
-        from buildr_podman.podman.warm_pods import WarmPod, container_key
+        from buildr_podman.podman.warm_pods import WarmPod, pool_key
 
         with ExitStack() as stack:
-            socket_dir = stack.enter_context(_private_socket_dir())
             pod = stack.enter_context(task_pod(self.client, self.project, task, self.agent,
-                                               socket_dir, outputs, self.empty))
+                                               outputs, self.empty))
             # Imported only now: loading grpc (~0.1 s) overlaps the agent's own start-up.
             from buildr_podman.podman.agent_client import AgentClient
 
@@ -118,7 +122,7 @@ class PodmanSession:
             _wait_for_agent(task, pod, client)
             client.hello()
             pod.wait_for_inputs()
-            return WarmPod(container_key(task, outputs), pod, client, stack.pop_all())
+            return WarmPod(pool_key(task, outputs), pod, client, stack.pop_all())
 
 
 
@@ -145,16 +149,3 @@ def _run_spec(task: Task) -> RunSpec:
                    baseline=BASELINE_MOUNT, user=task.container.user or "",
                    timeout_seconds=task.timeout_seconds or 0.0,
                    layers=[task.output_mount(name) for name in task.inputs_from])
-
-
-@contextmanager
-def _private_socket_dir() -> Iterator[Path]:
-    """A 0700 directory of the invoking user for the agent's socket: nobody else can connect."""
-    from buildr_podman.podman.connection import runtime_dir
-
-    path = Path(tempfile.mkdtemp(prefix="buildr-agent-", dir=runtime_dir()))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-

@@ -229,8 +229,20 @@ def _clean_socket_dirs(runtime: Path, everything: bool, kept_mounts: set[str]) -
     for directory in sorted(runtime.glob(SOCKET_DIR_PREFIX + "*")):
         if not everything and _socket_dir_in_use(directory, kept_mounts):
             continue
-        shutil.rmtree(directory, ignore_errors=True)
-        yield f"removed agent socket directory {directory}"
+        yield _remove_socket_dir(directory)
+
+
+def _remove_socket_dir(directory: Path) -> str:
+    """Removes a socket directory of an older version, which mounted it into the container:
+    a task could leave files there owned by a subordinate uid, which only `podman unshare`
+    (root of the user's namespace) can delete."""
+    shutil.rmtree(directory, ignore_errors=True)
+    if directory.exists():
+        try:
+            podman("unshare", "rm", "-rf", "--", str(directory), timeout=60)
+        except PodmanCliError as exc:
+            return f"could not remove agent socket directory {directory} ({exc})"
+    return f"removed agent socket directory {directory}"
 
 
 def _socket_dir_in_use(directory: Path, kept_mounts: set[str]) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from buildr_podman.errors import BackendError
-from buildr_podman.model import WORKSPACE, Project, Task
+from buildr_podman.model import WORKSPACE, ContainerSpec, Project, Task
 from buildr_podman.podman.agent_build import AGENT_MOUNT, AgentBundle
 from buildr_podman.podman.cache_volumes import cache_volume_mounts
 from buildr_podman.podman.input_copy import InputCopy
@@ -27,10 +27,17 @@ if TYPE_CHECKING:
 
     from buildr_podman.podman.warm_pods import DependencyOutputs
 
-__all__ = ["BASELINE_MOUNT", "LABEL", "SOCKET_MOUNT", "TaskPod", "task_pod"]
+__all__ = ["BASELINE_MOUNT", "LABEL", "SOCKET_MOUNT", "TaskPod", "may_remount", "task_pod"]
 
 LABEL = "io.buildr-podman"  # value: the pid of the host process that made it
+# The agent's socket lives on a small tmpfs of the container's own, and the host reaches it
+# through /proc/PID/root: nothing of the host is mounted writable for it, so a task cannot
+# leave files on the host (a bind-mounted directory under $XDG_RUNTIME_DIR, a small tmpfs
+# on a workstation, took a task's 20 MB, chowned so that the user could not delete them).
+# The host may open /proc/PID/root of the agent although the agent is not dumpable
+# (agent/hardening.py): the user owns the container's user namespace.
 SOCKET_MOUNT = "/.buildr/sock"
+SOCKET_TMPFS_SIZE = "1m"
 BASELINE_MOUNT = "/.buildr/base"  # the inputs again, read-only: what the workspace started as
 SOCKET_NAME = "agent.sock"
 REMOVE_ATTEMPTS = 25
@@ -109,7 +116,7 @@ class TaskPod:
 
 @contextmanager
 def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: AgentBundle,
-             socket_dir: Path, outputs: DependencyOutputs = (),
+             outputs: DependencyOutputs = (),
              empty: Path | None = None) -> Iterator[TaskPod]:
     """Creates and starts the pod; removes it on exit whatever happened. Copied-in inputs
     (inputs = "copy") go into a volume of the pod's own, from a thread that starts before the
@@ -136,11 +143,11 @@ def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: A
                     for module, path in outputs),
                   *(_bind(empty, _under(root, rel), read_only=True)
                     for rel in hidden for root in (WORKSPACE, BASELINE_MOUNT) if empty)]
-        container = _create_container(client, directories, task, agent, socket_dir, name,
-                                      labels, volume, mounts,
+        container = _create_container(client, directories, task, agent, name, labels, volume,
+                                      mounts,
                                       cache_volume_mounts(client, project, task))
         container.start()
-        yield TaskPod(name, pod, container, socket_dir / SOCKET_NAME, copy)
+        yield TaskPod(name, pod, container, _socket_path(container), copy)
     except podman.errors.APIError as exc:
         raise BackendError(f"cannot start the container: {exc.explanation or exc}", name) from exc
     finally:
@@ -149,6 +156,15 @@ def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: A
         _remove(pod)
         if volume is not None:
             _remove_volume(volume, name)
+
+
+def _socket_path(container: Any) -> Path:
+    """The agent's socket as the host reaches it: through the container's init process. A
+    container that has exited already has no pid (0): that path never appears, and waiting
+    for the agent reports the container's own last words."""
+    container.reload()
+    pid = (container.attrs.get("State") or {}).get("Pid") or 0
+    return Path(f"/proc/{pid}/root{SOCKET_MOUNT}/{SOCKET_NAME}")
 
 
 def _workspace_volume(client: podman.PodmanClient, name: str, labels: dict[str, str]) -> Any:
@@ -161,13 +177,13 @@ def _workspace_volume(client: podman.PodmanClient, name: str, labels: dict[str, 
 
 
 def _create_container(client: podman.PodmanClient, directories: MappedDirectories,
-                      task: Task, agent: AgentBundle, socket_dir: Path, name: str,
-                      labels: dict[str, str], workspace_volume: Any,
-                      extra_mounts: list[dict[str, Any]],
+                      task: Task, agent: AgentBundle, name: str, labels: dict[str, str],
+                      workspace_volume: Any, extra_mounts: list[dict[str, Any]],
                       cache_volumes: dict[str, dict[str, Any]] | None = None) -> Any:
     import podman.errors
 
     spec = task.container
+    remounts = may_remount(spec)
     # nocopy: the image's own files at the workspace path (if any) stay out of the volume, as
     # the overlay hides them in the other mode.
     volumes = ({workspace_volume.name: {"bind": WORKSPACE, "extended_mode": ["nocopy"]}}
@@ -193,13 +209,14 @@ def _create_container(client: podman.PodmanClient, directories: MappedDirectorie
             cap_add=list(spec.cap_add),
             cap_drop=list(spec.cap_drop),
             environment={**dict(spec.environment), **_agent_knobs()},
-            mounts=[_bind(agent.path, AGENT_MOUNT, read_only=True),
-                    _bind(socket_dir, SOCKET_MOUNT, read_only=False),
-                    *_baseline_mounts(directories),
-                    *extra_mounts,
+            mounts=[*([] if remounts else [_bind(agent.path, AGENT_MOUNT, read_only=True)]),
+                    _tmpfs(SOCKET_MOUNT, SOCKET_TMPFS_SIZE),
+                    *([] if remounts else [*_baseline_mounts(directories), *extra_mounts]),
                     *(_bind(m.source, m.target, m.read_only) for m in spec.bind_mounts),
                     *(_tmpfs(m.target, m.size) for m in spec.tmpfs_mounts)],
-            overlay_volumes=_workspace_volumes(task, directories),
+            overlay_volumes=[*_workspace_volumes(task, directories),
+                             *(_overlaid_host_mounts(agent, directories, extra_mounts)
+                               if remounts else [])],
             volumes=volumes,
         )
     except podman.errors.ImageNotFound as exc:
@@ -278,6 +295,26 @@ def hidden_out_dir(project: Project, directories: MappedDirectories) -> list[str
     if hidden:
         out_dir.mkdir(parents=True, exist_ok=True)
     return hidden
+
+
+def may_remount(spec: ContainerSpec) -> bool:
+    """Whether the task may remount its read-only binds read-write (CAP_SYS_ADMIN in the
+    container's user namespace: privileged, or asked for)."""
+    return spec.privileged or bool({"ALL", "SYS_ADMIN"} & set(spec.cap_add))
+
+
+def _overlaid_host_mounts(agent: AgentBundle, directories: MappedDirectories,
+                          extra_mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The agent bundle, the baseline and the other read-only binds (the dependencies'
+    outputs) for a task that could remount a read-only bind read-write and write through it
+    (into the agent every later run uses, the repository, or another task's outputs): each
+    under a copy-on-write overlay instead, whose writes land in the container's own layer.
+    Such a pod serves no other task (warm_pods.reusable)."""
+    sources = [(agent.path, AGENT_MOUNT),
+               *((source, _under(BASELINE_MOUNT, target)) for source, target in directories),
+               *((Path(m["source"]), m["target"]) for m in extra_mounts)]
+    return [{"destination": target, "source": str(source), "options": []}
+            for source, target in sources]
 
 
 def _baseline_mounts(directories: MappedDirectories) -> list[dict[str, Any]]:
