@@ -23,7 +23,8 @@ from buildr_podman.model import WORKSPACE, BindMount, ContainerSpec, TmpfsMount
 
 __all__ = ["CAPABILITIES", "read_container"]
 
-CONTAINER_ATTRS = ("image", "user", "network", "environment", "privileged", "inputs")
+CONTAINER_ATTRS = ("image", "user", "network", "environment", "privileged", "inputs",
+                   "pids_limit", "memory")
 CONTAINER_BLOCKS = ("capabilities", "bind_mount", "tmpfs_mount", "cache_volume")
 #: the values of `network` and of `inputs`, each with what it means; the first is the default
 NETWORKS = {"none": "", "private": "a network of the pod's own"}
@@ -31,6 +32,7 @@ INPUTS = {"mount": "the repository under a copy-on-write overlay",
           "copy": "copied in, for file systems Podman cannot overlay"}
 USER_SPEC = re.compile(r"^\d+(:\d+)?$")
 TMPFS_SIZE = re.compile(r"^\d+[kmgKMG]?$|^\d+%$")
+MEMORY = re.compile(r"^[1-9]\d*[kmgKMG]$")
 #: capabilities(7), without the CAP_ prefix; "ALL" is allowed too
 CAPABILITIES = (
     "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF", "CHECKPOINT_RESTORE",
@@ -92,6 +94,8 @@ def read_container(file: HclFile, module: Block, title: str, evaluate: Evaluate,
                           .items()) if "environment" in values else (),
         privileged=expect_bool(file, attrs["privileged"], values["privileged"])
         if "privileged" in values else False,
+        pids_limit=_pids_limit(file, attrs, values),
+        memory=_memory(file, attrs, values),
         image_source=f"{file.display}:{attrs['image'].value_line}:{attrs['image'].value_column}",
     )
 
@@ -105,6 +109,27 @@ def _user(file: HclFile, attrs: dict[str, Attribute], values: dict[str, Any],
         raise file.error_at(f'{title}: container user must be "UID" or "UID:GID", like '
                             f'"1000:1000", not {describe(user)}', attrs["user"])
     return user
+
+
+def _pids_limit(file: HclFile, attrs: dict[str, Attribute], values: dict[str, Any]) -> int:
+    if "pids_limit" not in values:
+        return ContainerSpec.pids_limit
+    value = values["pids_limit"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or 0 < value < 16:
+        raise file.error_at("pids_limit must be a whole number of processes, at least 16 (or 0 "
+                            f"for no limit), like 4096, not {describe(value)}",
+                            attrs["pids_limit"])
+    return value
+
+
+def _memory(file: HclFile, attrs: dict[str, Attribute], values: dict[str, Any]) -> str:
+    if "memory" not in values:
+        return ""
+    value = values["memory"]
+    if not isinstance(value, str) or not (value == "none" or MEMORY.match(value)):
+        raise file.error_at('memory must be a size with a unit, like "512m" or "4g" (or "none" '
+                            f"for no limit), not {describe(value)}", attrs["memory"])
+    return value.lower()
 
 
 def _choice(file: HclFile, attrs: dict[str, Attribute], values: dict[str, Any], name: str,

@@ -57,6 +57,11 @@ class ContainerSpec:
     #: the container's environment; the task's own `environment` wins over it
     environment: tuple[tuple[str, str], ...] = ()
     privileged: bool = False
+    #: most processes (and threads) the task may have at once; 0: no limit
+    pids_limit: int = 4096
+    #: most memory the container may use, like "4g"; "" for the default (3/4 of the machine's),
+    #: "none" for no limit
+    memory: str = ""
     image_source: str = ""  #: "file:line:col" of the image attribute, for messages
 
 

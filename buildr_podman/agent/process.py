@@ -8,8 +8,10 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+from buildr_podman.agent.limits import limit_processes
 
 __all__ = ["Output", "TaskProcess", "parse_user"]
 
@@ -40,7 +42,11 @@ class TaskProcess:
     """One task process in its own session, so that a timeout or cancel kills all of it."""
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: str, user: str = "",
-                 timeout: float = 0.0) -> None:
+                 timeout: float = 0.0, pids_limit: int = 0,
+                 sample: Callable[[], None] | None = None) -> None:
+        """`pids_limit`: RLIMIT_NPROC for the task (0: none); `sample` is called at every
+        look at the task, and before its processes are killed (agent/limits.py)."""
+        self._sample = sample or (lambda: None)
         self._events: queue.Queue[Output | None] = queue.Queue(maxsize=256)
         self.timed_out = False
         self._deadline = time.monotonic() + timeout if timeout > 0 else None
@@ -49,7 +55,8 @@ class TaskProcess:
             argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True,
             user=identity[0] if identity else None, group=identity[1] if identity else None,
-            extra_groups=[] if identity else None)
+            extra_groups=[] if identity else None,
+            preexec_fn=limit_processes(pids_limit) if pids_limit else None)
         self._exited_at: float | None = None
         self._leftovers_killed = False
         self._abandoned = False  # the pipes outlived every kill: stop reading them
@@ -91,6 +98,9 @@ class TaskProcess:
                 open_pipes -= 1
             else:
                 yield item
+            # Also while output keeps coming: a task that prints without pause is still timed
+            # out, and a fork bomb's flood of "can't fork" is when its processes peak.
+            self._check_deadline()
 
     def wait(self) -> int:
         """The exit code; 128+N when killed by signal N, as a shell reports it."""
@@ -109,6 +119,7 @@ class TaskProcess:
         """Kills what the task started in the background and left running: its process group
         and, when the agent is the container's init, every other process of the container (a
         `setsid` or double-forked daemon leaves the group, never the container)."""
+        self._sample()
         self._signal_group(signal.SIGKILL)
         if os.getpid() == 1:
             _kill_all_but_init()
@@ -131,6 +142,7 @@ class TaskProcess:
 
     def kill(self) -> None:
         """Stops the whole process group: TERM first, KILL after a short grace."""
+        self._sample()
         self._signal_group(signal.SIGTERM)
         try:
             self._proc.wait(timeout=KILL_GRACE_SECONDS)
@@ -150,6 +162,7 @@ class TaskProcess:
         return max(0.0, min(POLL_SECONDS, self._deadline - time.monotonic()))
 
     def _check_deadline(self) -> None:
+        self._sample()
         if self._deadline is not None and time.monotonic() >= self._deadline:
             self._deadline = None
             self.timed_out = True

@@ -166,6 +166,7 @@ def task_base_environment(agent_env: dict[str, str] | os._Environ[str]) -> dict[
     if agent_env.get("LD_LIBRARY_PATH_ORIG"):
         env["LD_LIBRARY_PATH"] = agent_env["LD_LIBRARY_PATH_ORIG"]
     env.pop(FORK_SUPPORT, None)  # the agent's own setting (see the top of this module)
+    env.pop("BUILDR_TASK_PIDS_LIMIT", None)  # for the agent (agent/limits.py)
     if _IMAGE_FORK_SUPPORT is not None:
         env[FORK_SUPPORT] = _IMAGE_FORK_SUPPORT
     return env

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from buildr_podman.agent.identity import give_to_user
+from buildr_podman.agent.limits import LimitWatch
 from buildr_podman.agent.packer import PackStats, pack_changes
 from buildr_podman.agent.process import Output, TaskProcess, parse_user
 from buildr_podman.agent.service import task_base_environment
@@ -77,9 +78,11 @@ def run_task(request: TaskRequest, on_cancel: Callable[[Callable[[], None]], obj
                       duration_seconds=time.monotonic() - started)
         return
     tracker.start()  # before the task starts, so that nothing it does goes unseen
+    limits = LimitWatch(os.environ)
     try:
         process = TaskProcess(list(request.argv), _environment(request, home),
-                              request.working_dir, request.user, request.timeout_seconds)
+                              request.working_dir, request.user, request.timeout_seconds,
+                              pids_limit=limits.rlimit, sample=limits.sample)
     except OSError as exc:
         on_changes(tracker.stop())
         yield TaskSummary(exit_code=127, error=_start_error(request, exc),
@@ -105,7 +108,8 @@ def run_task(request: TaskRequest, on_cancel: Callable[[Callable[[], None]], obj
         # reset from the complete change set instead of being refused.
         changes = resolution.finish()
         on_changes(changes)
-    yield TaskSummary(exit_code=exit_code, files_returned=stats.files,
+    # A task that hit a limit failed as itself, whatever its shell made of the failed fork.
+    yield TaskSummary(exit_code=exit_code, error=limits.verdict(), files_returned=stats.files,
                       bytes_returned=stats.bytes, deleted_paths=tuple(changes.deleted),
                       tracking=changes.tracking, timed_out=process.timed_out,
                       duration_seconds=time.monotonic() - started,

@@ -45,6 +45,7 @@ def run_checks(project: Project | None, image: str | None) -> Iterator[Finding]:
     yield _subids(info)
     yield _runtime_dir()
     yield _oci_runtime(info, version.status == "fail")
+    yield _resource_limits()
     yield _storage(info)
     yield _network(project)
     yield _inotify(project)
@@ -223,6 +224,21 @@ def _oci_runtime(info: dict[str, Any] | None, podman_missing: bool) -> Finding:
         return Finding("OCI runtime", "fail", f"{detail}: crun refuses it (\"cgroups in hybrid "
                        'mode not supported")', _runc_fix())
     return Finding("OCI runtime", "ok", detail)
+
+
+def _resource_limits() -> Finding:
+    """Where task containers' pids_limit and memory hold (podman/limits.py)."""
+    from buildr_podman.podman.limits import unenforced
+
+    missing = unenforced()
+    if not missing:
+        return Finding("resource limits", "ok", "pids_limit and memory by cgroup v2")
+    return Finding("resource limits", "warn",
+                   f"{cgroup_layout()} cgroup layout, rootless: enforced are "
+                   + "; ".join(missing),
+                   "cgroup v2 with the pids and memory controllers delegated to your user "
+                   "(systemd does this on most distributions: boot with "
+                   "systemd.unified_cgroup_hierarchy=1)")
 
 
 def _storage(info: dict[str, Any] | None) -> Finding:

@@ -21,6 +21,7 @@ from buildr_podman.podman.agent_build import AGENT_MOUNT, AgentBundle
 from buildr_podman.podman.cache_volumes import cache_volume_mounts
 from buildr_podman.podman.input_copy import InputCopy
 from buildr_podman.podman.input_mapping import MappedDirectories, mapped_directories
+from buildr_podman.podman.limits import container_limits
 
 if TYPE_CHECKING:
     import podman
@@ -184,6 +185,7 @@ def _create_container(client: podman.PodmanClient, directories: MappedDirectorie
 
     spec = task.container
     remounts = may_remount(spec)
+    limits, limit_variables = container_limits(spec)
     # nocopy: the image's own files at the workspace path (if any) stay out of the volume, as
     # the overlay hides them in the other mode.
     volumes = ({workspace_volume.name: {"bind": WORKSPACE, "extended_mode": ["nocopy"]}}
@@ -208,7 +210,7 @@ def _create_container(client: podman.PodmanClient, directories: MappedDirectorie
             no_new_privileges=not spec.privileged,
             cap_add=list(spec.cap_add),
             cap_drop=list(spec.cap_drop),
-            environment={**dict(spec.environment), **_agent_knobs()},
+            environment={**dict(spec.environment), **_agent_knobs(), **limit_variables},
             mounts=[*([] if remounts else [_bind(agent.path, AGENT_MOUNT, read_only=True)]),
                     _tmpfs(SOCKET_MOUNT, SOCKET_TMPFS_SIZE),
                     *([] if remounts else [*_baseline_mounts(directories), *extra_mounts]),
@@ -218,6 +220,7 @@ def _create_container(client: podman.PodmanClient, directories: MappedDirectorie
                              *(_overlaid_host_mounts(agent, directories, extra_mounts)
                                if remounts else [])],
             volumes=volumes,
+            **limits,
         )
     except podman.errors.ImageNotFound as exc:
         raise BackendError(_missing_image(task, client), name) from exc
