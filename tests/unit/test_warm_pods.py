@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from buildr_podman.model import ContainerSpec, Task
-from buildr_podman.podman.warm_pods import MAX_IDLE, PodPool, container_key
+from buildr_podman.podman.warm_pods import MAX_IDLE, PodPool, container_key, pool_key, reusable
 
 
 class FakePod:
@@ -16,9 +16,12 @@ class FakePod:
         self.closed = True
 
 
-def task(image: str = "img", user: str | None = None, env: tuple = ()) -> Task:
+def task(image: str = "img", user: str | None = None, env: tuple = (), secrets: tuple = (),
+         privileged: bool = False, cap_add: tuple = ()) -> Task:
     return Task(name="t", module_type="script",
-                container=ContainerSpec(image=image, user=user, environment=env), script="true")
+                container=ContainerSpec(image=image, user=user, environment=env,
+                                        privileged=privileged, cap_add=cap_add),
+                script="true", secret_environment=secrets)
 
 
 def test_tasks_differing_only_in_user_share_a_container() -> None:
@@ -29,7 +32,8 @@ def test_tasks_differing_only_in_user_share_a_container() -> None:
 
 def test_a_pod_given_back_is_taken_again_for_the_same_settings() -> None:
     started = []
-    pool = PodPool(lambda t, outputs: started.append(FakePod(container_key(t, outputs))) or started[-1])
+    pool = PodPool(lambda t, outputs: started.append(FakePod(pool_key(t, outputs)))
+                   or started[-1])
     first = pool.take(task())
     pool.give_back(first)
     assert pool.take(task()) is first
@@ -38,7 +42,7 @@ def test_a_pod_given_back_is_taken_again_for_the_same_settings() -> None:
 
 
 def test_idle_pods_beyond_the_limit_are_closed_oldest_first() -> None:
-    pool = PodPool(lambda t, outputs: FakePod(container_key(t, outputs)))
+    pool = PodPool(lambda t, outputs: FakePod(pool_key(t, outputs)))
     pods = [pool.take(task(image=f"i{n}")) for n in range(MAX_IDLE + 1)]
     for pod in pods:
         pool.give_back(pod)
@@ -48,8 +52,30 @@ def test_idle_pods_beyond_the_limit_are_closed_oldest_first() -> None:
 
 
 def test_a_pod_given_back_after_close_is_closed() -> None:
-    pool = PodPool(lambda t, outputs: FakePod(container_key(t, outputs)))
+    pool = PodPool(lambda t, outputs: FakePod(pool_key(t, outputs)))
     pod = pool.take(task())
     pool.close()
     pool.give_back(pod)
     assert pod.closed
+
+
+def test_a_pod_passes_only_to_a_task_of_the_same_identity() -> None:
+    """A task may have changed its container's root file system: another user, or a task
+    with other secrets, gets a pod of its own."""
+    assert pool_key(task()) == pool_key(task())
+    assert pool_key(task(user="1000")) != pool_key(task())
+    assert pool_key(task(secrets=(("T", "a"),))) != pool_key(task())
+    assert pool_key(task(secrets=(("T", "a"),))) != pool_key(task(secrets=(("T", "b"),)))
+    assert pool_key(task(secrets=(("T", "a"),))) == pool_key(task(secrets=(("T", "a"),)))
+    assert "hunter2-value" not in pool_key(task(secrets=(("T", "hunter2-value"),)))
+    pool = PodPool(lambda t, outputs: FakePod(pool_key(t, outputs)))
+    planted = pool.take(task())
+    pool.give_back(planted)
+    assert pool.take(task(secrets=(("T", "a"),))) is not planted
+
+
+def test_a_task_that_could_take_over_its_agent_gives_no_pod_back() -> None:
+    assert reusable(task()) and reusable(task(cap_add=("NET_ADMIN",)))
+    assert not reusable(task(privileged=True))
+    for capability in ("SYS_ADMIN", "SYS_PTRACE", "ALL"):
+        assert not reusable(task(cap_add=(capability,)))
