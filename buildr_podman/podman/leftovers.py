@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from buildr_podman.podman.agent_build import DIGEST_SUFFIX
+from buildr_podman.podman.agent_build import CHECKED_SUFFIX, DIGEST_SUFFIX
 from buildr_podman.podman.connection import socket_accepts
 from buildr_podman.podman.podman_cli import PodmanCliError, podman, podman_json
 from buildr_podman.podman.pods import LABEL, SOCKET_NAME
@@ -312,5 +312,6 @@ def _remove_build(path: Path, current: str, everything: bool,
         return None
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
     shutil.rmtree(path, ignore_errors=True)
-    path.with_name(path.name + DIGEST_SUFFIX).unlink(missing_ok=True)
+    for suffix in (DIGEST_SUFFIX, CHECKED_SUFFIX):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
     return f"removed agent build {path} ({reason}, {size / 1e6:.0f} MB)"

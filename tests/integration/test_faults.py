@@ -388,19 +388,26 @@ def test_a_mistyped_image_gets_the_nearest_name(tmp_path: Path) -> None:
 
 def test_the_agent_cannot_start_in_the_container(tmp_path: Path) -> None:
     """A damaged agent bundle (its libpython gone, as after a half-finished copy or a disk
-    error) in a cache of its own: the agent dies before it listens, and the message carries
-    its last words. The real cache is not touched."""
+    error) in a cache of its own: refused, as it differs from its digest; and one built that
+    way (its digest matching): the agent dies before it listens, and the message carries its
+    last words. The real cache is not touched."""
     need_image()
-    from buildr_podman.podman.agent_build import ensure_agent
+    from buildr_podman.podman.agent_build import bundle_digest, ensure_agent
 
     bundle = ensure_agent()
     cache = tmp_path / "cache"
     damaged = cache / "buildr-podman" / "agent" / bundle.path.name
     shutil.copytree(bundle.path, damaged, symlinks=True)
+    digest = damaged.with_name(damaged.name + ".sha256")
+    shutil.copy(bundle.path.with_name(bundle.path.name + ".sha256"), digest)
     for library in (damaged / "_internal").glob("libpython*"):
         library.unlink()
     root = make_repo(tmp_path)
     before = prepare(root)
+    refused = buildr(root, "run", "victim", env={"XDG_CACHE_HOME": str(cache)})
+    assert refused.returncode == 1
+    assert f"the cached agent {damaged} was changed after it was built" in refused.stderr
+    digest.write_text(bundle_digest(damaged) + "\n")
     result, pid = fault(root, "victim", env={"XDG_CACHE_HOME": str(cache)})
     assert result.returncode == 1
     line = error_line(result, "victim")

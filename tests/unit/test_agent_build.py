@@ -146,8 +146,8 @@ def test_builds_once_then_reuses(tmp_path: Path, fake_build: FakeBuild) -> None:
     assert ensure_agent(tmp_path) == bundle
     assert fake_build.calls == 1
     # The staging dir (PyInstaller's work and spec dirs) is gone; only the lock and bundle remain.
-    assert sorted(p.name for p in (tmp_path / "agent").iterdir()) == [".lock", "k1",
-                                                                       "k1.sha256"]
+    assert sorted(p.name for p in (tmp_path / "agent").iterdir()) == [
+        ".lock", "k1", "k1.checked", "k1.sha256"]
     assert not fake_build.staging[0].exists()
     assert fake_build.staging[0].parent == tmp_path / "agent"  # same file system: atomic rename
 
@@ -216,6 +216,8 @@ def test_old_bundles_and_stale_staging_are_pruned(tmp_path: Path, fake_build: Fa
     (agent_dir / ".build-dead-xyz" / "work").mkdir(parents=True)  # a crashed build's leftover
     ensure_agent(tmp_path)
     assert sorted(p.name for p in agent_dir.iterdir()) == [".lock", "k1", "k1.sha256", "newest"]
+    ensure_agent(tmp_path)  # checked once: a stat signature saves reading it all next time
+    assert (agent_dir / "k1.checked").is_file()
 
 
 def test_a_cache_hit_marks_the_bundle_as_recently_used(tmp_path: Path,
@@ -390,7 +392,9 @@ def test_a_python_without_its_shared_library_is_one_clear_line(
 def test_a_changed_bundle_is_refused(tmp_path: Path, fake_build: FakeBuild) -> None:
     """Every later task runs the cached agent: one that differs from its digest is not used."""
     bundle = ensure_agent(tmp_path)
+    ensure_agent(tmp_path)
     assert (tmp_path / "agent" / "k1.sha256").is_file()
+    assert (tmp_path / "agent" / "k1.checked").is_file()
     (bundle.path / "buildr-agent").write_text("#!agent, rewritten by a task\n")
     with pytest.raises(AgentError, match=r"the cached agent .*k1 was changed after it was built"):
         ensure_agent(tmp_path)
