@@ -56,7 +56,11 @@ class TaskProcess:
             stderr=subprocess.PIPE, start_new_session=True,
             user=identity[0] if identity else None, group=identity[1] if identity else None,
             extra_groups=[] if identity else None,
-            preexec_fn=limit_processes(pids_limit) if pids_limit else None)
+            # In the child between fork and exec, with the agent's gRPC threads about: safe
+            # here, as it only makes one system call (setrlimit), and glibc's fork resets the
+            # allocator's locks. Popen has no rlimit argument, and limiting the agent itself
+            # would stop its own threads from starting once the task used up the limit.
+            preexec_fn=limit_processes(pids_limit) if pids_limit else None)  # noqa: PLW1509
         self._exited_at: float | None = None
         self._leftovers_killed = False
         self._abandoned = False  # the pipes outlived every kill: stop reading them

@@ -30,11 +30,11 @@ def test_defaults_and_settings(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("lines", "expected"), [
-    ("    pids_limit = 8\n", r":4:18: pids_limit must be a whole number of processes, at least "
-                            r"16 \(or 0 for no limit\), like 4096, not 8"),
+    ("    pids_limit = 8\n", (r":4:18: pids_limit must be a whole number of processes, at "
+                            r"least 16 \(or 0 for no limit\), like 4096, not 8")),
     ('    pids_limit = "lots"\n', r"pids_limit must be a whole number"),
-    ('    memory = "4"\n', r':4:14: memory must be a size with a unit, like "512m" or "4g" '
-                         r'\(or "none" for no limit\), not "4"'),
+    ('    memory = "4"\n', (r':4:14: memory must be a size with a unit, like "512m" or "4g" '
+                          r'\(or "none" for no limit\), not "4"')),
     ("    memory = 4\n", r"memory must be a size with a unit"),
 ])
 def test_mistakes_are_one_located_line(tmp_path: Path, lines: str, expected: str) -> None:
