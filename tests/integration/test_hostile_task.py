@@ -8,6 +8,8 @@ would, and checks what the host and later tasks see.
 from __future__ import annotations
 
 import os
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -166,6 +168,24 @@ def test_a_task_cannot_fill_or_keep_anything_in_the_socket_directory(tmp_path: P
     assert filled <= 1 << 20, done.stdout
     after = {p.name for p in runtime.iterdir()}
     assert not {name for name in after - before if name.startswith("buildr-agent-")}
+
+
+def test_clean_removes_a_socket_directory_with_files_of_a_subordinate_uid(
+        tmp_path: Path) -> None:
+    """Left by an older version, which mounted it into the container: a task chowned its
+    files to a uid the user cannot delete as."""
+    runtime = Path(os.environ["XDG_RUNTIME_DIR"])
+    leftover = Path(tempfile.mkdtemp(prefix="buildr-agent-", dir=runtime))
+    (leftover / "kept").mkdir()
+    (leftover / "kept" / "x").write_text("x")
+    subprocess.run(["podman", "unshare", "chown", "-R", "1000:1000", str(leftover / "kept")],
+                   check=True)
+    long_ago = time.time() - 3600
+    os.utime(leftover, (long_ago, long_ago))
+    done = buildr(tmp_path, "clean")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not leftover.exists(), done.stdout + done.stderr
+    assert f"removed agent socket directory {leftover}" in done.stdout
 
 
 # -- 8. resource bounds ----------------------------------------------------------------------
