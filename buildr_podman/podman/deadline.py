@@ -30,7 +30,7 @@ class AgentTimeout(AgentError):
 class HostDeadline:
     """Calls `cancel` from a thread of its own when the task overruns (see the module)."""
 
-    def __init__(self, timeout: float, cancel: Callable[[], None]) -> None:
+    def __init__(self, timeout: float, cancel: Callable[[], object]) -> None:
         self.timeout = timeout
         self.expired = False
         self._cancel = cancel
