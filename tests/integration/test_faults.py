@@ -405,7 +405,7 @@ def test_the_agent_cannot_start_in_the_container(tmp_path: Path) -> None:
     root = make_repo(tmp_path)
     before = prepare(root)
     refused = buildr(root, "run", "victim", env={"XDG_CACHE_HOME": str(cache)})
-    assert refused.returncode == 1
+    assert refused.returncode == 3  # this machine cannot run tasks until it is removed
     assert f"the cached agent {damaged} was changed after it was built" in refused.stderr
     digest.write_text(bundle_digest(damaged) + "\n")
     result, pid = fault(root, "victim", env={"XDG_CACHE_HOME": str(cache)})
