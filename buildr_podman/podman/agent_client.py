@@ -122,8 +122,9 @@ class AgentClient:
 
     def run(self, spec: RunSpec) -> Iterator[AgentEvent]:
         """The task's events in order, ending with exactly one result; an archive chunk comes
-        as its data alone (a view of the received message). Protobuf stays in here. A task with a timeout
-        is watched by a HostDeadline: an agent that overruns it raises AgentTimeout."""
+        as its data alone (a view of the received message). Protobuf stays in here. A task
+        with a timeout is watched by a HostDeadline: an agent that overruns it raises
+        AgentTimeout."""
         request = agent_pb2.RunRequest(
             task_name=spec.task_name, argv=spec.argv, environment=spec.environment,
             working_dir=spec.working_dir, workspace=spec.workspace, baseline=spec.baseline,

@@ -145,7 +145,7 @@ def test_a_replaced_shell_captures_no_later_tasks_secret(tmp_path: Path) -> None
         # Another task's secret is masked too, wherever the reader got it.
         assert "given=***" in done.stdout
         assert SECRET not in done.stdout + done.stderr
-        log = (root / ".buildr" / "out" / "reader.log").read_text()
+        log = (root / ".buildr" / "out" / ".logs" / "reader.log").read_text()
         assert SECRET not in log and "given=***" in log
 
 
