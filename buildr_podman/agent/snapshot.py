@@ -7,7 +7,6 @@ the stat of every path taken before the task (used when there is no baseline).
 
 from __future__ import annotations
 
-import filecmp
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -236,18 +235,38 @@ class Baseline:
         if original is None:
             return False
         try:
-            return filecmp.cmp(current_path, original, shallow=False)
+            return same_bytes(current_path, original)
         except OSError:
             return False
 
 
+COMPARE_BLOCK = 1 << 20
+
+
+def same_bytes(first: str, second: str) -> bool:
+    """Whether two files hold the same bytes. Not filecmp.cmp: it caches its answer by both
+    files' size and mtime, and a warm container's next task may write other bytes under the
+    same size and mtime."""
+    with open(first, "rb", buffering=0) as a, open(second, "rb", buffering=0) as b:
+        if os.fstat(a.fileno()).st_size != os.fstat(b.fileno()).st_size:
+            return False
+        while True:
+            block = a.read(COMPARE_BLOCK)
+            if block != b.read(COMPARE_BLOCK):
+                return False
+            if not block:
+                return True
+
+
 def changed(before: Entry | None, after: Entry,
-            content_check: Callable[[], bool] | None = None) -> bool:
+            content_check: Callable[[], bool] | None = None, written: bool = False) -> bool:
     """Whether `after` is new or differs in content, mode or link target from `before`.
 
-    A write always moves mtime, so equal size and mtime_ns (and inode, where known) mean the
-    content is the same without reading it. When only those moved, `content_check` (a callable
-    comparing with the original) decides: a file rewritten with the same bytes did not change.
+    A file the task did not write (no inotify event says so: a rescan) keeps its content when
+    size and mtime_ns (and inode, where known) are equal. A file it wrote may hold new bytes
+    under its old size and mtime (`touch -r`, `cp -p`), so then, as when only those moved,
+    `content_check` (a callable comparing with the original) decides, and without one it
+    changed: a file rewritten with the same bytes did not change, any other write did.
     """
     if before is None or before.mode != after.mode:
         return True  # new, or another type, or other permission bits
@@ -258,6 +277,6 @@ def changed(before: Entry | None, after: Entry,
     if before.size != after.size:
         return True
     same_inode = UNKNOWN_INODE in (before.inode, after.inode) or before.inode == after.inode
-    if before.mtime_ns == after.mtime_ns and same_inode:
+    if before.mtime_ns == after.mtime_ns and same_inode and not written:
         return False
     return content_check is None or not content_check()

@@ -42,6 +42,10 @@ WATCH_MASK = (flags.CREATE | flags.MODIFY | flags.CLOSE_WRITE | flags.ATTRIB | f
               | flags.DONT_FOLLOW | flags.EXCL_UNLINK | flags.ONLYDIR)
 COALESCE_SECONDS = 0.005
 DIR_STRUCTURE = flags.CREATE | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE
+# Events that say a file's bytes may differ: it was written, or another file took its name.
+# Such a file is compared by content whatever its size and mtime (`touch -r`, `cp -p`, `tar x`
+# and `rsync -t` put the old mtime back on new bytes).
+WRITTEN = flags.MODIFY | flags.CLOSE_WRITE | flags.CREATE | flags.MOVED_TO
 
 
 @dataclass
@@ -120,6 +124,7 @@ class ChangeTracker:
         self._inotify = inotify_simple.INotify()
         self._paths: dict[int, str] = {}  # watch descriptor -> directory relative to root
         self._touched: set[str] = set()
+        self._written: set[str] = set()  # touched files whose bytes may have changed
         self._dirty: set[str] = set()
         self._reasons: list[str] = []
         self._setup_seconds = 0.0
@@ -228,6 +233,8 @@ class ChangeTracker:
             self._dirty.add(rel)
         else:
             self._touched.add(rel)
+            if event.mask & WRITTEN:
+                self._written.add(rel)
 
     def _on_watch_lost(self, wd: int, rel_dir: str) -> None:
         del self._paths[wd]
@@ -286,7 +293,8 @@ class ChangeTracker:
         if not (stat.S_ISREG(now.mode) or stat.S_ISLNK(now.mode)):
             return False
         path = os.path.join(self.root, rel)
-        return changed(before, now, lambda: self._before.same_content(rel, path))
+        return changed(before, now, lambda: self._before.same_content(rel, path),
+                       written=rel in self._written)
 
 
 def _outermost(paths: set[str]) -> list[str]:

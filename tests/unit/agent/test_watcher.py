@@ -138,6 +138,64 @@ def test_a_rewrite_with_the_same_bytes_is_not_a_change(tmp_path: Path) -> None:
     assert changes.returned == [] and returned == set()
 
 
+def rewrite_keeping_size_and_mtime(path: Path, data: bytes) -> None:
+    """What `cp -p`, `touch -r` or `tar x` do: new bytes under the old size and mtime."""
+    info = path.stat()
+    assert len(data) == info.st_size
+    path.write_bytes(data)
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+def replace_keeping_size_and_mtime(path: Path, data: bytes) -> None:
+    """Another file renamed over it, with its size and mtime (`rsync -t` does this)."""
+    info = path.stat()
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(data)
+    os.utime(temporary, ns=(info.st_atime_ns, info.st_mtime_ns))
+    os.rename(temporary, path)
+
+
+@pytest.mark.parametrize("with_baseline", [True, False])
+def test_a_rewrite_that_keeps_size_and_mtime_is_a_change(tmp_path: Path,
+                                                         with_baseline: bool) -> None:
+    root = tmp_path / "ws"
+    seed(root)
+
+    def task(root: Path) -> None:
+        rewrite_keeping_size_and_mtime(root / "src" / "main.c",
+                                       b"int main(void) { return 7; }\n")
+        replace_keeping_size_and_mtime(root / "docs" / "readme.txt", b"READ ME\n")
+
+    if with_baseline:
+        changes, returned, _ = track(root, task)
+    else:
+        before = tree_state(root)
+        tracker = ChangeTracker(str(root))
+        tracker.start()
+        task(root)
+        changes = tracker.stop()
+        returned, _ = expected_changes(before, tree_state(root))
+    assert set(changes.returned) == returned == {"src/main.c", "docs/readme.txt"}
+
+
+def test_a_warm_workspace_compares_each_tasks_bytes_afresh(tmp_path: Path) -> None:
+    """Two tasks in a row write under the same size and mtime: the first the original bytes
+    (no change), the second others (a change). A comparison cached by size and mtime, as
+    filecmp's is, answered the second from the first."""
+    root = tmp_path / "ws"
+    seed(root)
+    original = (root / "src" / "main.c").read_bytes()
+    baseline = tmp_path / "baseline"
+    shutil.copytree(root, baseline, symlinks=True)
+    answers = []
+    for data in (original, b"X" * len(original)):
+        tracker = ChangeTracker(str(root), str(baseline))
+        tracker.start()
+        rewrite_keeping_size_and_mtime(root / "src" / "main.c", data)
+        answers.append(tracker.stop().returned)
+    assert answers == [[], ["src/main.c"]]
+
+
 def test_watch_limit_marks_the_subtree_dirty_and_stays_exact(tmp_path: Path, monkeypatch) -> None:
     seed(tmp_path)
     real_add = watcher_module.inotify_simple.INotify.add_watch

@@ -1,0 +1,90 @@
+"""Changes and files at the edges, in a real container: every change comes back, every odd file
+works, every failure says what happened (issue 14).
+
+Property tests drive a real rootless pod through the command line; each example is one run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from test_faults import need_image
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaks")]
+
+IMAGE = "localhost/buildr-busybox:latest"
+# Each example is a run of its own (seconds): no shrinking, which would take many more.
+PROPERTY = settings(max_examples=4, deadline=None, derandomize=True,
+                    phases=[Phase.explicit, Phase.generate],
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
+
+
+def buildr(root: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "buildr_podman", *args], cwd=root,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def task(name: str, script: str, *, inputs: str = "mount", extra: str = "",
+         container: str = "") -> str:
+    return (f'task "script" "{name}" {{\n  container {{\n    image = "{IMAGE}"\n'
+            f'    inputs = "{inputs}"\n{container}  }}\n{extra}'
+            f"  script = <<-EOT\n{script}\n  EOT\n}}\n")
+
+
+def repo(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    root = tmp_path / "repo"
+    (root / ".buildr").mkdir(parents=True)
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+        # Whole seconds: busybox keeps times to the microsecond only.
+        os.utime(root / rel, ns=(1_600_000_000_000_000_000,) * 2)
+    return root
+
+
+def finished(result: subprocess.CompletedProcess[str]) -> dict[str, dict]:
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return {e["task"]: e for e in events if e["event"] == "task_finished"}
+
+
+# -- 1. a change that keeps size and mtime ---------------------------------------------------
+
+# How ordinary tools put new bytes under the old size and mtime: a rewrite then `touch -r`,
+# `cp -p` over it, and a new file renamed over it with the old mtime.
+KEEP_MTIME = {
+    "touch -r": "cp -p a.txt /tmp/ref && printf %s {new} > a.txt && touch -r /tmp/ref a.txt",
+    "cp -p": "printf %s {new} > /tmp/n && touch -r a.txt /tmp/n && cp -p /tmp/n a.txt",
+    "mv": "printf %s {new} > /tmp/n && touch -r a.txt /tmp/n && mv /tmp/n a.txt",
+}
+
+
+@PROPERTY
+@given(how=st.sampled_from(sorted(KEEP_MTIME)), inputs=st.sampled_from(["mount", "copy"]),
+       new=st.text(alphabet="XYZ", min_size=8, max_size=8))
+def test_a_rewrite_keeping_size_and_mtime_comes_back_and_is_undone(
+        tmp_path_factory, how: str, inputs: str, new: str) -> None:
+    """Returned, written back, and undone before the next task of the same warm pod."""
+    need_image()
+    root = repo(tmp_path_factory.mktemp("keep"), {"a.txt": b"original"})
+    rewrite = KEEP_MTIME[how].format(new=new)
+    (root / ".buildr" / "t.hcl").write_text(
+        task("rewrite", rewrite, inputs=inputs)
+        + task("reader", "echo \"$(cat a.txt)\"", inputs=inputs)
+        + task("back", rewrite, inputs=inputs, extra="  write_back = true\n"))
+    result = buildr(root, "-v", "run", "rewrite", "reader", "-j", "1", "--output", "plain")
+    assert result.returncode == 0, result.stderr
+    assert "reused after 1 tasks" in result.stderr
+    assert (root / ".buildr" / "out" / "rewrite" / "a.txt").read_bytes() == new.encode()
+    assert result.stdout.splitlines()[0] == "original", "the warm pod undid the rewrite"
+    written = buildr(root, "run", "back", "--output", "plain")
+    assert written.returncode == 0, written.stderr
+    assert (root / "a.txt").read_bytes() == new.encode()
+    assert (root / "a.txt").stat().st_mtime_ns // 10**9 == 1_600_000_000  # the old mtime
