@@ -14,6 +14,8 @@ import os
 import shutil
 import stat
 
+from buildr_podman.archive.owned import remove_tree_or_fail, walk_tree
+
 __all__ = ["lay_outputs"]
 
 
@@ -24,14 +26,14 @@ def lay_outputs(workspace: str, layers: list[str]) -> int:
     laid = 0
     for layer in layers:
         modes: list[tuple[str, int]] = []  # directories, given their mode once filled
-        for directory, subdirectories, files in os.walk(layer):
+        for directory, subdirectories, files in walk_tree(layer):
             subdirectories.sort()
             rel_dir = os.path.relpath(directory, layer)
             target_dir = workspace if rel_dir == "." else os.path.join(workspace, rel_dir)
             for name in subdirectories:
                 source, target = os.path.join(directory, name), os.path.join(target_dir, name)
                 if os.path.islink(source):
-                    _copy_entry(source, target)  # os.walk lists a link to a directory here
+                    _copy_entry(source, target)  # walk_tree lists a link to a directory here
                 else:
                     _make_directory(target)
                     modes.append((target, stat.S_IMODE(os.lstat(source).st_mode)))
@@ -61,7 +63,4 @@ def _copy_entry(source: str, target: str) -> None:
 
 
 def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
+    remove_tree_or_fail(path)

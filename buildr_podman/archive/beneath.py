@@ -15,10 +15,11 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-import shutil
 import stat
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+
+from buildr_podman.archive.owned import remove_tree
 
 __all__ = ["DIRECTORY_FLAGS", "MARK", "chmod_directory_at", "create_file_at", "is_marked",
            "lstat_at", "make_private_directory_at", "mark", "open_directory_beneath",
@@ -174,40 +175,9 @@ def remove_tree_at(name: str, dir_fd: int) -> None:
         except OSError:
             pass
         return
-    shutil.rmtree(name, dir_fd=dir_fd, ignore_errors=True)  # fd-based: safe from symlinks
-    if lstat_at(name, dir_fd) is None:
-        return
-    _open_up_tree(name, dir_fd)
-    shutil.rmtree(name, dir_fd=dir_fd, ignore_errors=True)
-
-
-def _open_up_tree(name: str, dir_fd: int) -> None:
-    """Adds rwx for the owner to the directory name and every directory below it. A loop with
-    a stack, not recursion: a task's tree may be thousands of levels deep."""
-    fds = [os.dup(dir_fd)]
-    todo = [[name]]  # per open level: the subdirectories still to open up
-    try:
-        while todo:
-            if not todo[-1]:
-                todo.pop()
-                os.close(fds.pop())
-                continue
-            child = todo[-1].pop()
-            try:
-                mode = os.stat(child, dir_fd=fds[-1], follow_symlinks=False).st_mode
-                chmod_directory_at(child, fds[-1], stat.S_IMODE(mode) | 0o700)
-                fd = os.open(child, DIRECTORY_FLAGS, dir_fd=fds[-1])
-            except OSError:
-                continue
-            fds.append(fd)
-            try:
-                with os.scandir(fd) as entries:
-                    todo.append([e.name for e in entries if e.is_dir(follow_symlinks=False)])
-            except OSError:
-                todo.append([])
-    finally:
-        for fd in fds:
-            os.close(fd)
+    # fd-based, at any depth (shutil.rmtree recurses per level: RecursionError below ~1,000),
+    # opening up what the task closed as it goes down.
+    remove_tree(name, dir_fd)
 
 
 def _mkdir_if_missing(name: str, dir_fd: int) -> None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = ["DISK_FULL", "PERMISSION_BITS", "open_up_directories", "process_umask",
-           "remove_tree", "write_all"]
+           "remove_tree", "remove_tree_or_fail", "walk_tree", "write_all"]
 
 PERMISSION_BITS = 0o777  # setuid, setgid and sticky never survive
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -44,35 +43,139 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
             view = view[os.write(fd, view):]
 
 
+def walk_tree(top: str | Path,
+              onerror: Callable[[OSError], None] | None = None
+              ) -> Iterator[tuple[str, list[str], list[str]]]:
+    """os.walk(top) (top-down, symlinks to directories listed among the directories but never
+    entered; the caller may prune the list), with a stack instead of a recursion per level:
+    Python 3.11's os.walk fails with RecursionError below ~1,000 levels, and a task may return
+    a tree of any depth."""
+    stack = [os.fspath(top)]
+    while stack:
+        directory = stack.pop()
+        try:
+            with os.scandir(directory) as scanner:
+                entries = list(scanner)
+        except OSError as exc:
+            if onerror is not None:
+                onerror(exc)
+            continue
+        dirnames: list[str] = []
+        filenames: list[str] = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # a symlink to a directory too, as os.walk lists it
+            except OSError:
+                is_dir = False
+            (dirnames if is_dir else filenames).append(entry.name)
+        yield directory, dirnames, filenames
+        for name in reversed(dirnames):  # so that they are walked in the caller's order
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                stack.append(path)
+
+
 def open_up_directories(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
     """Every directory under root, parents first, with its stat from before it was opened up
     to its owner (rwx added, so that it can be listed and its entries moved or removed). Each
     is opened up before the walk lists it, so iterate lazily. Symlinks are not followed."""
-    for dirpath, dirnames, _ in os.walk(root):
+    for dirpath, dirnames, _ in walk_tree(root):
         dirnames.sort()
         for name in dirnames:
             directory = Path(dirpath) / name
             try:
                 st = os.lstat(directory)
                 if not stat.S_ISDIR(st.st_mode):
-                    continue  # a symlink to a directory: os.walk lists it, never enters it
+                    continue  # a symlink to a directory: listed, never entered
                 os.chmod(directory, stat.S_IMODE(st.st_mode) | 0o700)
             except OSError:
                 continue  # gone meanwhile, or not ours: what uses it reports what fails
             yield directory, st
 
 
-def remove_tree(path: Path) -> None:
-    """shutil.rmtree(path, ignore_errors=True), also through directories a task left
-    read-only: those are opened up, then removed. A plain rmtree comes first, so the usual
-    tree costs no walk. What still stays is left, as rmtree would."""
-    shutil.rmtree(path, ignore_errors=True)
-    if not os.path.lexists(path):
-        return
+def remove_tree(path: str | Path, dir_fd: int | None = None) -> None:
+    """shutil.rmtree(path, ignore_errors=True), at any depth and through directories a task
+    left read-only or closed (each is opened up to its owner first). No recursion per level
+    (Python 3.11's rmtree fails with RecursionError below ~1,000 levels, which ignore_errors
+    does not catch) and no path longer than a name: it goes down and back up with directory
+    fds ("..") and holds one at a time. What cannot be removed is left, as rmtree would."""
     try:
-        os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | 0o700)
+        _remove(path, dir_fd, ignore_errors=True)
     except OSError:
+        pass  # path itself could not be looked at or opened
+
+
+def remove_tree_or_fail(path: str | Path, dir_fd: int | None = None) -> None:
+    """remove_tree, but the first error is raised (a missing path is none)."""
+    _remove(path, dir_fd, ignore_errors=False)
+
+
+def _remove(path: str | Path, dir_fd: int | None, ignore_errors: bool) -> None:
+    """A symlink is removed, never followed."""
+    try:
+        st = os.lstat(path, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path, dir_fd=dir_fd)
+        return
+    fd = _enter(path, st, dir_fd)
+    # Per level below path: the name of the directory entered, and its subdirectories left.
+    pending: list[tuple[str, list[str]]] = [("", _clear_files(fd, ignore_errors))]
+    try:
+        while pending:
+            name, subdirectories = pending[-1]
+            if subdirectories:
+                child = subdirectories.pop()
+                try:
+                    child_fd = _enter(child, os.lstat(child, dir_fd=fd), fd)
+                except OSError:
+                    if not ignore_errors:
+                        raise
+                    continue  # left in place, as rmtree(ignore_errors=True) leaves it
+                os.close(fd)
+                fd = child_fd
+                pending.append((child, _clear_files(fd, ignore_errors)))
+                continue
+            pending.pop()
+            if pending:
+                parent = os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = parent
+                _ignoring(ignore_errors, os.rmdir, name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    _ignoring(ignore_errors, os.rmdir, path, dir_fd=dir_fd)
+
+
+def _ignoring(ignore_errors: bool, remove: Callable[..., None], name: str | Path,
+              dir_fd: int | None) -> None:
+    """remove(name, dir_fd=dir_fd); a path already gone is no error, others are unless
+    ignored."""
+    try:
+        remove(name, dir_fd=dir_fd)
+    except FileNotFoundError:
         pass
-    for _ in open_up_directories(path):
-        pass
-    shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+        if not ignore_errors:
+            raise
+
+
+def _enter(name: str | Path, st: os.stat_result, dir_fd: int | None) -> int:
+    """Opens a directory to empty it: read, search and write for its owner, added if need be."""
+    if stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
+        os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=dir_fd)
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+
+
+def _clear_files(fd: int, ignore_errors: bool) -> list[str]:
+    """Removes every entry of the directory but its subdirectories, which it returns."""
+    subdirectories = []
+    with os.scandir(fd) as scanner:
+        entries = list(scanner)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            subdirectories.append(entry.name)
+        else:
+            _ignoring(ignore_errors, os.unlink, entry.name, dir_fd=fd)
+    return subdirectories

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from buildr_podman.archive.owned import walk_tree
 from buildr_podman.doctor import Finding
 from buildr_podman.model import Project
 from buildr_podman.podman.podman_cli import PodmanCliError, podman, podman_json
@@ -294,7 +295,7 @@ def _inotify(project: Project | None) -> Finding:
 
 
 def _count_directories(root: Path) -> int:
-    return sum(1 for _ in os.walk(root)) if root.is_dir() else 0
+    return sum(1 for _ in walk_tree(root)) if root.is_dir() else 0
 
 
 # -- API, images, agent, round trip ----------------------------------------------------------
