@@ -20,6 +20,7 @@ from buildr_podman.config_values import (
     check_names,
     describe,
     expect_bool,
+    expect_environment,
     expect_kind,
     expect_string,
     expect_string_map,
@@ -491,6 +492,8 @@ class _Loader:
              key: str) -> dict[str, str]:
         if key not in values:
             return {}
+        if key in ("environment", "secret_environment"):
+            return expect_environment(file, block.attributes[key], values[key])
         return expect_string_map(file, block.attributes[key], values[key])
 
     def _secrets(self, file: HclFile, block: Block,

@@ -13,9 +13,9 @@ from buildr_podman.config_values import (
     describe,
     expect_bool,
     expect_choice,
+    expect_environment,
     expect_string,
     expect_string_list,
-    expect_string_map,
     suggest,
 )
 from buildr_podman.hcl import Attribute, Block, HclFile
@@ -31,6 +31,15 @@ NETWORKS = {"none": "", "private": "a network of the pod's own"}
 INPUTS = {"mount": "the repository under a copy-on-write overlay",
           "copy": "copied in, for file systems Podman cannot overlay"}
 USER_SPEC = re.compile(r"^\d+(:\d+)?$")
+# An image reference as Podman parses it (the grammar of containers/image's reference
+# package): an optional registry (host[:port]/), path components in lowercase, then a tag
+# and/or a digest. Podman refused anything else only when the pod was created.
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(
+    rf"^(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?/)?{_PATH_PART}(?:/{_PATH_PART})*"
+    r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:"
+    r"[0-9a-fA-F]{32,})?$")
 TMPFS_SIZE = re.compile(r"^\d+[kmgKMG]?$|^\d+%$")
 MEMORY = re.compile(r"^[1-9]\d*[kmgKMG]$")
 #: capabilities(7), without the CAP_ prefix; "ALL" is allowed too
@@ -71,6 +80,10 @@ def read_container(file: HclFile, module: Block, title: str, evaluate: Evaluate,
         if "image" in attrs:
             raise file.error_at(message + f", not {describe(image)}", attrs["image"])
         raise file.error(message, block.line, block.column)
+    if not IMAGE_REFERENCE.match(image):
+        raise file.error_at(f"{title}: image {image!r} is not a name Podman accepts: write "
+                            "[REGISTRY/]NAME[:TAG] or NAME@sha256:DIGEST, the name in lowercase, "
+                            'like "localhost/buildr-gcc:bookworm"', attrs["image"])
     cap_add, cap_drop = _capabilities(file, block, title, evaluate, module_refs)
     binds = [_bind_mount(file, inner, title, evaluate, evaluate_host or evaluate, root,
                          module_refs)
@@ -90,7 +103,7 @@ def read_container(file: HclFile, module: Block, title: str, evaluate: Evaluate,
         bind_mounts=tuple(binds),
         tmpfs_mounts=tuple(tmpfs),
         cache_volumes=tuple(caches),
-        environment=tuple(expect_string_map(file, attrs["environment"], values["environment"])
+        environment=tuple(expect_environment(file, attrs["environment"], values["environment"])
                           .items()) if "environment" in values else (),
         privileged=expect_bool(file, attrs["privileged"], values["privileged"])
         if "privileged" in values else False,
@@ -212,6 +225,10 @@ def _tmpfs_mount(file: HclFile, block: Block, title: str, evaluate: Evaluate,
             raise file.error_at(f'tmpfs_mount size must be bytes with an optional unit, like '
                                 f'"64m" or "1g" (or a percentage of memory, "10%"), not '
                                 f"{describe(value)}", attribute)
+        if not int(value.rstrip("kmgKMG%")):
+            raise file.error_at(f'tmpfs_mount size "{value}" would be no limit at all (tmpfs '
+                                'reads a size of 0 as unlimited): give a size like "64m", or '
+                                "leave size out for Podman's default", attribute)
         size = value
     return TmpfsMount(target=target, size=size)
 

@@ -114,6 +114,10 @@ def expect_string_list(file: HclFile, attribute: Attribute, value: Any) -> list[
     return value
 
 
+BAD_NAME_CHARACTERS = (("=", '"="'), ("\n", "a newline"), ("\r", "a carriage return"),
+                       ("\0", "a NUL character"))
+
+
 def expect_string_map(file: HclFile, attribute: Attribute, value: Any) -> dict[str, str]:
     """A map whose values are strings; numbers become their text, as HCL converts them."""
     if not isinstance(value, dict):
@@ -125,6 +129,25 @@ def expect_string_map(file: HclFile, attribute: Attribute, value: Any) -> dict[s
                                 f"{describe(item)}", attribute, near=str(name))
         result[str(name)] = str(item)
     return result
+
+
+def expect_environment(file: HclFile, attribute: Attribute, value: Any) -> dict[str, str]:
+    """A map of environment variables: names that execve can pass on (no "=", which would end
+    the name early, nor a newline or NUL), values without NUL. Refused here, with the place:
+    at run time such a name failed inside gRPC or the agent."""
+    variables = expect_string_map(file, attribute, value)
+    for name, item in variables.items():
+        held = [what for char, what in BAD_NAME_CHARACTERS if char in name]
+        if not name or held:
+            why = f"it holds {held[0]}" if held else "it is empty"
+            raise file.error_at(f"{attribute.name}: {name!r} cannot be an environment variable "
+                                f'name ({why}): use letters, digits and "_"', attribute,
+                                near=name or None)
+        if "\0" in item:
+            raise file.error_at(f'{attribute.name}: the value of "{name}" holds a NUL '
+                                "character, which no environment variable can", attribute,
+                                near=name)
+    return variables
 
 
 def _expect_number(file: HclFile, attribute: Attribute, value: Any) -> int | float:

@@ -93,12 +93,53 @@ class HclFile:
         return None
 
 
+MAX_NESTING = 100  # brackets, braces and parentheses inside each other; the parser needs ~200
+HEREDOC_START = re.compile(r"<<-?\s*([A-Za-z_][A-Za-z0-9_]*)\s*$")
+
+
+def too_deep(text: str) -> tuple[int, int] | None:
+    """(line, column) of the first bracket, brace or parenthesis nested more than MAX_NESTING
+    deep outside strings, comments and heredocs; None when there is none. The parser, and
+    every step after it, recurses per level: deeper, it failed with RecursionError."""
+    depth = 0
+    heredoc_end: str | None = None
+    for number, line in enumerate(text.split("\n"), start=1):
+        if heredoc_end is not None:
+            if line.strip() == heredoc_end:
+                heredoc_end = None
+            continue
+        in_string = escaped = False
+        for column, char in enumerate(line, start=1):
+            if in_string:
+                escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+            elif char == '"':
+                in_string = True
+            elif char == "#" or line.startswith("//", column - 1):
+                break
+            elif char in "([{":
+                depth += 1
+                if depth > MAX_NESTING:
+                    return number, column
+            elif char in ")]}":
+                depth -= 1
+        opened = HEREDOC_START.search(line)
+        if opened and not in_string:
+            heredoc_end = opened.group(1)
+    return None
+
+
 def _parse(text: str, display: str) -> Block:
     import hcl2  # deferred: only commands that read configuration pay for the parser
     from lark.exceptions import LarkError
 
+    deep = too_deep(text)
+    if deep is not None:
+        raise ConfigError(f"nested more than {MAX_NESTING} levels deep: flatten it (a local "
+                          "value can hold an inner part)", display, *deep)
     try:
         tree = hcl2.parses(text, discard_comments=True)
+    except RecursionError as exc:  # past what too_deep counts (a comment's own brackets...)
+        raise ConfigError("nested too deeply for the HCL parser: flatten it", display) from exc
     except LarkError as exc:
         line, column = getattr(exc, "line", None), getattr(exc, "column", None)
         raise ConfigError(f"HCL syntax error: {_describe_syntax_error(exc)}", display,

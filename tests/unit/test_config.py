@@ -295,6 +295,31 @@ task "script" "b" {
     (('task "script" "x" {\n  container {\n    image = "i"\n    tmpfs_mount {\n'
      '      target = "/workspace/tmp"\n    }\n  }\n  script = "t"\n}\n'),
      r':5:16: tmpfs_mount target "/workspace/tmp" is taken'),
+    (('task "script" "x" {\n  container {\n    image = "i"\n    tmpfs_mount {\n'
+     '      target = "/t"\n      size = "0"\n    }\n  }\n  script = "t"\n}\n'),
+     r':6:14: tmpfs_mount size "0" would be no limit at all'),
+    (('task "script" "x" {\n  container {\n    image = "i"\n    tmpfs_mount {\n'
+     '      target = "/t"\n      size = "0m"\n    }\n  }\n  script = "t"\n}\n'),
+     r':6:14: tmpfs_mount size "0m" would be no limit at all'),
+    # environment names that no process can be given
+    ('task "script" "x" {\n  container { image = "i" }\n  script = "t"\n'
+     '  environment = { "A=B" = "1" }\n}\n',
+     r""":4:\d+: environment: 'A=B' cannot be an environment variable name \(it holds "="\)"""),
+    ('task "script" "x" {\n  container { image = "i" }\n  script = "t"\n'
+     '  secret_environment = { "A\\nB" = "1" }\n}\n',
+     r":4:\d+: secret_environment: 'A\\nB' cannot be .* \(it holds a newline\)"),
+    ('task "script" "x" {\n  container {\n    image = "i"\n    environment = { "" = "1" }\n'
+     '  }\n  script = "t"\n}\n',
+     r":4:\d+: environment: '' cannot be an environment variable name \(it is empty\)"),
+    ('task "script" "x" {\n  container {\n    image = "Local/Tool:1"\n  }\n  script = "t"\n}\n',
+     r""":3:13: task "x": image 'Local/Tool:1' is not a name Podman accepts"""),
+    # nesting deeper than the parser (and everything after it) can recurse
+    ('locals {\n  a = ' + '[' * 3000 + '1' + ']' * 3000 + '\n}\n',
+     r':2:106: nested more than 100 levels deep: flatten it'),
+    ('locals {\n  a = "' + '[' * 3000 + '"\n  # ' + '{' * 3000 + '\n}\n'
+     'task "script" "x" {\n  container { image = "i" }\n  script = <<-EOT\n'
+     + '(' * 3000 + '\n  EOT\n  timeout = 1\n}\n',
+     r':10:13: timeout must be a duration'),  # in strings, comments and heredocs: no nesting
     # unknown modules, cycles, duplicates
     (('task "script" "x" {\n  container { image = "i" }\n  script = "t"\n'
      '  depends_on = ["yy"]\n}\ntask "script" "y" {\n  container { image = "i" }\n'
