@@ -11,9 +11,9 @@ backend computes for the same task is this one:
   (inputs_from lays them over the workspace inside the container: the layer order is a
   platform property), and read-only bind mounts at their targets;
 - the platform properties: the image by its content id (never the tag alone: a rebuilt tag is
-  a different image), the user, network, capabilities, privilege, tmpfs mounts, the module
-  type, the agent protocol and this buildr-podman version (the agent's behaviour is part of
-  the result);
+  a different image), the user, network, capabilities, privilege, tmpfs mounts, resource
+  limits (pids_limit, memory), the module type, the agent protocol and this buildr-podman
+  version (the agent's behaviour is part of the result);
 - the timeout.
 
 What never enters a key: the values of `secret_environment` (a task that has them is not
@@ -149,6 +149,9 @@ def _platform(task: Task, image_id: str) -> re_pb2.Platform:
         "cap-drop": ",".join(sorted(container.cap_drop)),
         "privileged": str(container.privileged).lower(),
         "tmpfs": ",".join(f"{m.target}:{m.size or ''}" for m in container.tmpfs_mounts),
+        # A task at its limits fails where it would otherwise succeed: part of what ran.
+        "pids-limit": str(container.pids_limit),
+        "memory": container.memory,
         "bind-mounts": ",".join(f"{m.target}:ro" for m in container.bind_mounts),
     }
     # The host hands its BUILDR_AGENT_* variables (test knobs) to the agent: they change what

@@ -126,6 +126,8 @@ def test_every_change_to_the_inputs_changes_the_key(tmp_path: Path, change: str)
     {"container": ContainerSpec(image="img:1", cap_add=("NET_RAW",))},
     {"container": ContainerSpec(image="img:1", cap_drop=("ALL",))},
     {"container": ContainerSpec(image="img:1", privileged=True)},
+    {"container": ContainerSpec(image="img:1", pids_limit=64)},
+    {"container": ContainerSpec(image="img:1", memory="512m")},
     {"container": ContainerSpec(image="img:1", environment=(("LANG", "C"),))},
 ], ids=lambda changed: ",".join(changed))
 def test_every_change_to_the_command_or_container_changes_the_key(
