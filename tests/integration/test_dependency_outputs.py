@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_faults import buildr, need_image
+from test_faults import buildr, need_image, tree
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaks")]
 
@@ -53,11 +53,6 @@ task "script" "layered" {{
   EOT
 }}
 '''
-
-
-def tree(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): p.read_text()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("inputs", ["mount", "copy"])

@@ -59,6 +59,12 @@ def make_repo(tmp_path: Path, *tasks: str, buildr_block: str = "") -> Path:
     return root
 
 
+def tree(directory: Path) -> dict[str, str]:
+    """The text of every file under `directory`, by relative path: one comparison per tree."""
+    return {str(p.relative_to(directory)): p.read_text()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
 def need_image(image: str = BUSYBOX) -> None:
     if subprocess.run(["podman", "image", "exists", image], check=False).returncode != 0:
         pytest.skip(f"image {image} is missing: run scripts/setup.sh")

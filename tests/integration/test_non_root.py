@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_faults import buildr, need_image
+from test_faults import buildr, need_image, tree
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaks")]
 
@@ -40,11 +40,6 @@ task "script" "gen" {{
 {container}  script = "mkdir -p gen; id -u > gen/id.txt"
 }}
 {work}'''
-
-
-def tree(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): p.read_text()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("inputs", ["mount", "copy"])
