@@ -347,8 +347,7 @@ class _Run:
         lookup = self.cache.lookup(task, landed, lambda message: self.observer.warn(task, message))
         result: TaskResult | TaskOutcome
         if lookup.entry is not None:
-            result = self.cache.replay(task, lookup, self.project.out_dir / task.name,
-                                       self.observer)
+            result = self.cache.replay(task, lookup, self.observer)
             if result.output_dir is not None and isinstance(session, LazySession):
                 session.outputs_landed(task, result.output_dir)
         else:

@@ -24,12 +24,7 @@ from typing import BinaryIO
 
 from buildr_podman._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from buildr_podman.agent.tarwriter import TarWriter
-from buildr_podman.archive.extract import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_ENTRIES,
-    ExtractStats,
-    extract_tar_stream,
-)
+from buildr_podman.archive.extract import ExtractStats
 from buildr_podman.cache.explain import explain_miss
 from buildr_podman.cache.key import ActionKey, NotCacheable, action_key
 from buildr_podman.cache.store import (
@@ -47,6 +42,7 @@ from buildr_podman.cache.store import (
 from buildr_podman.cache.tree import StatCache, TreeBuilder, proto_digest
 from buildr_podman.cache_root import cache_root
 from buildr_podman.executor import RunObserver
+from buildr_podman.landing import OutputLanding
 from buildr_podman.model import Project, Task, TaskOutcome, TaskResult
 from buildr_podman.secrets import Redactor, secret_values
 
@@ -147,9 +143,9 @@ class TaskCache:
 
     # -- a hit -------------------------------------------------------------------------------
 
-    def replay(self, task: Task, lookup: Lookup, output_dir: Path,
-               observer: RunObserver) -> TaskOutcome:
-        """Lands a hit's change set in output_dir and replays its output; the entry is closed."""
+    def replay(self, task: Task, lookup: Lookup, observer: RunObserver) -> TaskOutcome:
+        """Lands a hit's change set where a successful run's outputs land and replays its
+        output; the entry is closed."""
         entry, key = lookup.entry, lookup.key
         assert entry is not None and key is not None
         try:
@@ -159,12 +155,12 @@ class TaskCache:
                 _replay_stream(task, stream, entry.blob(stream), observer)
             changes = entry.blob(CHANGES)
             stats = ExtractStats()
-            if changes is not None:  # the very extraction a run's archive goes through
-                stats = extract_tar_stream(
-                    changes, output_dir, anchor=self.project.root,
-                    replace_unmarked=self.project.out_dir_is_ours,
-                    max_bytes=task.max_return_bytes or DEFAULT_MAX_BYTES,
-                    max_entries=task.max_return_entries or DEFAULT_MAX_ENTRIES)
+            output_dir: Path | None = None
+            if changes is not None:  # the very landing a successful run's archive goes through
+                landing = OutputLanding(self.project)
+                staged = landing.stage(task, changes)
+                stats = staged.stats
+                output_dir = landing.land(task, staged, succeeded=True)
             counts = json.loads(entry.read(OUTCOME) or b"{}")
             deleted = tuple(p for p in entry.read(DELETED).decode("utf-8", "surrogateescape")
                             .split("\0") if p)
@@ -174,7 +170,7 @@ class TaskCache:
                            files_returned=stats.files + stats.symlinks,
                            bytes_returned=stats.bytes, deleted_paths=deleted,
                            tracking=str(counts.get("tracking", "")),
-                           output_dir=output_dir if changes is not None else None, cached=True)
+                           output_dir=output_dir, cached=True)
 
     # -- after a miss ------------------------------------------------------------------------
 
