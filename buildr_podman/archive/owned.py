@@ -15,8 +15,8 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["DISK_FULL", "PERMISSION_BITS", "open_up_directories", "process_umask",
-           "remove_tree", "remove_tree_or_fail", "walk_tree", "write_all"]
+__all__ = ["DISK_FULL", "PERMISSION_BITS", "process_umask", "remove_tree", "remove_tree_or_fail",
+           "walk_tree", "write_all"]
 
 PERMISSION_BITS = 0o777  # setuid, setgid and sticky never survive
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -73,24 +73,6 @@ def walk_tree(top: str | Path,
             path = os.path.join(directory, name)
             if not os.path.islink(path):
                 stack.append(path)
-
-
-def open_up_directories(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
-    """Every directory under root, parents first, with its stat from before it was opened up
-    to its owner (rwx added, so that it can be listed and its entries moved or removed). Each
-    is opened up before the walk lists it, so iterate lazily. Symlinks are not followed."""
-    for dirpath, dirnames, _ in walk_tree(root):
-        dirnames.sort()
-        for name in dirnames:
-            directory = Path(dirpath) / name
-            try:
-                st = os.lstat(directory)
-                if not stat.S_ISDIR(st.st_mode):
-                    continue  # a symlink to a directory: listed, never entered
-                os.chmod(directory, stat.S_IMODE(st.st_mode) | 0o700)
-            except OSError:
-                continue  # gone meanwhile, or not ours: what uses it reports what fails
-            yield directory, st
 
 
 def remove_tree(path: str | Path, dir_fd: int | None = None) -> None:
