@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -33,11 +33,13 @@ if TYPE_CHECKING:
     from buildr_podman.agent.task_run import TaskRequest
     from buildr_podman.agent.watcher import ChangeSet
 
-__all__ = ["PROTOCOL_VERSION", "AgentService", "add_agent_service"]
+__all__ = ["PROTOCOL_VERSION", "AgentService", "add_agent_service", "deletion_events"]
 
-PROTOCOL_VERSION = common_pb2.PROTOCOL_VERSION_1
+PROTOCOL_VERSION = common_pb2.PROTOCOL_VERSION_2
 SUPPORTED_COMPRESSIONS = (common_pb2.COMPRESSION_S2_STORED, common_pb2.COMPRESSION_S2)
 BUSY_WAIT_SECONDS = 2.0
+DELETED_BATCH_BYTES = 1 << 20  # far below gRPC's message limit, whatever one path's length
+PATH_OVERHEAD = 6  # a path's tag and length in the message
 STREAMS = {"stdout": agent_pb2.OutputChunk.STREAM_STDOUT,
            "stderr": agent_pb2.OutputChunk.STREAM_STDERR}
 
@@ -83,7 +85,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     # while this generator is only resumed (and ended) later by gRPC.
                     self._busy.release()
                     busy = False
-                    yield agent_pb2.RunEvent(result=agent_pb2.TaskResult(**asdict(event)))
+                    yield from deletion_events(event.deleted_paths)
+                    result = asdict(event)
+                    del result["deleted_paths"]  # sent just before, in bounded messages
+                    yield agent_pb2.RunEvent(result=agent_pb2.TaskResult(**result))
                 elif isinstance(event, bytes):
                     yield event  # an archive chunk, framed already (archive_wire.py)
                 else:
@@ -154,6 +159,23 @@ def _task_request(request: agent_pb2.RunRequest) -> TaskRequest:
                        baseline=request.baseline, layers=list(request.layers),
                        user=request.user, timeout_seconds=request.timeout_seconds,
                        compress=request.compression != common_pb2.COMPRESSION_S2_STORED)
+
+
+def deletion_events(deleted: Iterable[str]) -> Iterator[agent_pb2.RunEvent]:
+    """The deleted paths as bytes (a name need not be UTF-8), in messages of at most about
+    DELETED_BATCH_BYTES: `rm -rf` of a 45,000-file tree is many small messages, never one past
+    gRPC's limit, as it was when the result carried them all."""
+    batch: list[bytes] = []
+    size = 0
+    for rel in deleted:
+        path = os.fsencode(rel)  # back to the bytes the file system gave (surrogateescape)
+        if batch and size + len(path) > DELETED_BATCH_BYTES:
+            yield agent_pb2.RunEvent(deleted=agent_pb2.DeletedPaths(paths=batch))
+            batch, size = [], 0
+        batch.append(path)
+        size += len(path) + PATH_OVERHEAD
+    if batch:
+        yield agent_pb2.RunEvent(deleted=agent_pb2.DeletedPaths(paths=batch))
 
 
 def task_base_environment(agent_env: dict[str, str] | os._Environ[str]) -> dict[str, str]:

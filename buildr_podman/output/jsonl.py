@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from buildr_podman.hookspecs import hookimpl
 from buildr_podman.model import Project, RunReport, Task, TaskOutcome
-from buildr_podman.output.lines import TaskLines
+from buildr_podman.output.lines import TaskLines, shown_path
 
 __all__ = ["JsonReporter", "outcome_fields"]
 
@@ -37,7 +37,7 @@ def outcome_fields(outcome: TaskOutcome) -> dict[str, Any]:
         "duration_seconds": round(outcome.duration_seconds, 3),
         "files_returned": outcome.files_returned,
         "bytes_returned": outcome.bytes_returned,
-        "deleted_paths": list(outcome.deleted_paths),
+        "deleted_paths": [shown_path(path) for path in outcome.deleted_paths],
         "output_dir": str(outcome.output_dir) if outcome.output_dir else None,
         "tracking": outcome.tracking or None,
         "watched_directories": outcome.watched_directories,
@@ -83,7 +83,7 @@ class JsonReporter:
     def buildr_task_files_returned(self, task: Task, outcome: TaskOutcome) -> None:
         self._emit("files_returned", task=task.name, output_dir=str(outcome.output_dir),
                    files=outcome.files_returned, bytes=outcome.bytes_returned,
-                   deleted_paths=list(outcome.deleted_paths))
+                   deleted_paths=[shown_path(path) for path in outcome.deleted_paths])
 
     @hookimpl
     def buildr_task_finished(self, task: Task, outcome: TaskOutcome) -> None:

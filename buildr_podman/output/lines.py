@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import TextIO
 
-__all__ = ["PALETTE", "LineSplitter", "TaskLines", "colour_enabled", "is_terminal", "paint"]
+__all__ = ["PALETTE", "LineSplitter", "TaskLines", "colour_enabled", "is_terminal", "paint",
+           "shown_path"]
 
 MAX_LINE = 64 * 1024  # a line without an end is still shown, in pieces, past this size
 #: ANSI colours for task prefixes, in the order tasks appear in the plan (no red: failures)
@@ -73,3 +74,9 @@ def is_terminal(stream: object) -> bool:
 
 def paint(text: str, code: str, enabled: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if enabled else text
+
+
+def shown_path(path: str) -> str:
+    """A path as text: a name that is not UTF-8 is carried as surrogates (os.fsdecode), which
+    no UTF-8 stream or JSON document can hold; its odd bytes are shown as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

@@ -12,7 +12,14 @@ from typing import BinaryIO, TextIO
 
 from buildr_podman.hookspecs import hookimpl
 from buildr_podman.model import Project, RunReport, Task, TaskOutcome
-from buildr_podman.output.lines import PALETTE, TaskLines, colour_enabled, is_terminal, paint
+from buildr_podman.output.lines import (
+    PALETTE,
+    TaskLines,
+    colour_enabled,
+    is_terminal,
+    paint,
+    shown_path,
+)
 from buildr_podman.output.summary import counts_line, display_path, failures, files, rows, verdict
 
 __all__ = ["PlainReporter", "TerminalReporter"]
@@ -86,7 +93,7 @@ class PlainReporter:
         if self.verbose:
             self._say(f"buildr: {task.name}: changes found by {outcome.tracking or 'n/a'}")
             for path in outcome.deleted_paths:
-                self._say(f"buildr: {task.name}: deleted {path}")
+                self._say(f"buildr: {task.name}: deleted {shown_path(path)}")
 
     @hookimpl
     def buildr_task_skipped(self, task: Task, reason: str) -> None:

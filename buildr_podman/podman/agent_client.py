@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from buildr_podman.podman.deadline import AgentTimeout, HostDeadline
 
 __all__ = ["PROTOCOL_VERSION", "AgentClient", "AgentEvent", "LogLine", "OutputChunk", "RunSpec"]
 
-PROTOCOL_VERSION = common_pb2.PROTOCOL_VERSION_1
+PROTOCOL_VERSION = common_pb2.PROTOCOL_VERSION_2
 # Stored blocks first: on a local unix socket compression costs more time than it saves.
 ACCEPTED_COMPRESSIONS = (common_pb2.COMPRESSION_S2_STORED, common_pb2.COMPRESSION_S2)
 MAX_MESSAGE = 8 << 20
@@ -133,10 +134,14 @@ class AgentClient:
         stream = self._run(request)
         deadline = (HostDeadline(request.timeout_seconds, stream.cancel)
                     if request.timeout_seconds > 0 else None)
+        deleted: list[str] = []  # they come before the result, which carries them on
         try:
             got_result = False
             for event in stream:
-                converted = _converted(event)
+                if not isinstance(event, memoryview) and event.HasField("deleted"):
+                    deleted.extend(_paths(event.deleted))
+                    continue
+                converted = _converted(event, deleted)
                 got_result = isinstance(converted, TaskResult)
                 if deadline is not None and (got_result or isinstance(converted, memoryview)):
                     deadline.task_ended()
@@ -164,8 +169,9 @@ class AgentClient:
         self._channel.close()
 
 
-def _converted(event: agent_pb2.RunEvent | memoryview) -> AgentEvent | None:
-    """An event in the host's own terms (None for a kind this host does not know)."""
+def _converted(event: agent_pb2.RunEvent | memoryview, deleted: list[str]) -> AgentEvent | None:
+    """An event in the host's own terms (None for a kind this host does not know); a result
+    carries the `deleted` paths that came before it."""
     if isinstance(event, memoryview):
         return event
     kind = event.WhichOneof("event")
@@ -180,12 +186,18 @@ def _converted(event: agent_pb2.RunEvent | memoryview) -> AgentEvent | None:
         return TaskResult(exit_code=result.exit_code, error=result.error,
                           files_returned=result.files_returned,
                           bytes_returned=result.bytes_returned,
-                          deleted_paths=tuple(result.deleted_paths), tracking=result.tracking,
+                          deleted_paths=tuple(deleted), tracking=result.tracking,
                           timed_out=result.timed_out, duration_seconds=result.duration_seconds,
                           watched_directories=result.watched_directories,
                           tracking_setup_seconds=result.tracking_setup_seconds,
                           tracking_resolve_seconds=result.tracking_resolve_seconds)
     return None
+
+
+def _paths(deleted: agent_pb2.DeletedPaths) -> Iterator[str]:
+    """Paths as the host's os functions take them: bytes that are not UTF-8 are carried as
+    surrogates (os.fsdecode), and encode back to the same bytes."""
+    return map(os.fsdecode, deleted.paths)
 
 
 def _stopped(exc: grpc.RpcError) -> str:

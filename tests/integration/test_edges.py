@@ -88,3 +88,23 @@ def test_a_rewrite_keeping_size_and_mtime_comes_back_and_is_undone(
     assert written.returncode == 0, written.stderr
     assert (root / "a.txt").read_bytes() == new.encode()
     assert (root / "a.txt").stat().st_mtime_ns // 10**9 == 1_600_000_000  # the old mtime
+
+
+# -- 2. deleting a big tree ------------------------------------------------------------------
+
+def test_deleting_a_45000_file_tree_is_written_back(tmp_path: Path) -> None:
+    """45,000 paths of ~200 bytes: 9 MB of deletions, past gRPC's 8 MiB message limit, which
+    one result message once had to hold."""
+    need_image()
+    root = repo(tmp_path, {"keep.txt": b"keep\n"})
+    tree = root / "node_modules"
+    tree.mkdir()
+    for index in range(45_000):
+        os.close(os.open(tree / (f"{index:06d}-" + "m" * 190), os.O_CREAT | os.O_WRONLY))
+    (root / ".buildr" / "t.hcl").write_text(
+        task("prune", "rm -rf node_modules", extra="  write_back = true\n"))
+    result = buildr(root, "run", "prune", "--output", "json", timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    deleted = finished(result)["prune"]["deleted_paths"]
+    assert len(deleted) == 45_001 and "node_modules" in deleted
+    assert sorted(p.name for p in root.iterdir()) == [".buildr", "keep.txt"]

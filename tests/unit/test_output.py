@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from buildr_podman.model import ContainerSpec, Project, RunReport, Task, TaskOutcome
-from buildr_podman.output.lines import MAX_LINE, LineSplitter
+from buildr_podman.output.lines import MAX_LINE, LineSplitter, shown_path
 from buildr_podman.output.plain import PlainReporter
 from buildr_podman.output.summary import counts_line, rows, verdict
 from buildr_podman.output.tasklog import TaskLogs
@@ -70,6 +70,20 @@ def test_several_at_once_get_aligned_prefixes(tmp_path: Path) -> None:
     plain.buildr_task_output(task=task("a"), stream="stdout", data=b"x\n")
     plain.buildr_task_finished(task=task("long"), outcome=TaskOutcome(task="long", exit_code=0))
     assert out.getvalue() == b"long | 1\na    | x\nlong | 2\n"
+
+
+def test_a_deleted_name_that_is_not_utf8_is_shown_and_put_in_json_as_escapes() -> None:
+    import json
+
+    from buildr_podman.output.jsonl import outcome_fields
+
+    outcome = TaskOutcome(task="t", exit_code=0, deleted_paths=("caf\udce9.txt", "ok.txt"))
+    assert shown_path(outcome.deleted_paths[0]) == "caf\\xe9.txt"
+    assert json.loads(json.dumps(outcome_fields(outcome)))["deleted_paths"] == [
+        "caf\\xe9.txt", "ok.txt"]  # json.dumps refuses no surrogate, but a UTF-8 stream would
+    out, err = io.BytesIO(), Tty()
+    PlainReporter(out=out, err=err, verbose=True).buildr_task_finished(task("t"), outcome)
+    assert "deleted caf\\xe9.txt" in err.getvalue()
 
 
 def test_verdicts_and_the_summary() -> None:

@@ -223,3 +223,38 @@ def test_a_warm_agent_resets_after_the_host_left_mid_archive(agent, tmp_path: Pa
                              observer)
     assert outcome.exit_code == 0 and not outcome.error
     assert observer.text("stdout") == "kept.txt\n"
+
+
+def test_deleting_a_tree_bigger_than_a_message_streams_every_path(agent, tmp_path: Path) -> None:
+    """45,000 deleted paths of ~200 bytes are 9 MB: past the host's 8 MiB message limit had
+    they gone in the result, as they did."""
+    workspace = tmp_path / "ws"
+    tree = workspace / "node_modules"
+    tree.mkdir(parents=True)
+    names = [f"{index:06d}-" + "p" * 190 for index in range(45_000)]
+    for name in names:
+        os.close(os.open(tree / name, os.O_CREAT | os.O_WRONLY))
+    outcome, _ = run(agent, workspace, tmp_path / "out" / "t", "rm -rf node_modules")
+    assert outcome.exit_code == 0 and not outcome.error
+    assert sorted(outcome.deleted_paths) == ["node_modules"] + [
+        f"node_modules/{name}" for name in names]
+
+
+def test_a_deleted_name_that_is_not_utf8_comes_back_as_its_bytes(agent, tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    name = b"caf\xe9.txt"  # Latin-1, not UTF-8
+    os.close(os.open(os.fsencode(workspace) + b"/" + name, os.O_CREAT | os.O_WRONLY))
+    outcome, _ = run(agent, workspace, tmp_path / "out" / "t", "rm -f ./caf*")
+    assert outcome.exit_code == 0 and not outcome.error
+    assert [os.fsencode(path) for path in outcome.deleted_paths] == [name]
+
+
+def test_deletions_come_in_bounded_messages() -> None:
+    from buildr_podman.agent.service import DELETED_BATCH_BYTES, deletion_events
+
+    paths = [f"d/{index:06d}-" + "q" * 300 for index in range(10_000)] + ["caf\udce9"]
+    events = list(deletion_events(paths))
+    assert len(events) > 2
+    assert all(len(event.SerializeToString()) <= DELETED_BATCH_BYTES + 400 for event in events)
+    assert [p for event in events for p in event.deleted.paths] == [os.fsencode(p) for p in paths]

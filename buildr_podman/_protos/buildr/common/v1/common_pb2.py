@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62uildr/common/v1/common.proto\x12\x10\x62uildr.common.v1*K\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n\x12PROTOCOL_VERSION_1\x10\x01*Y\n\x0b\x43ompression\x12\x1b\n\x17\x43OMPRESSION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43OMPRESSION_S2\x10\x01\x12\x19\n\x15\x43OMPRESSION_S2_STORED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62uildr/common/v1/common.proto\x12\x10\x62uildr.common.v1*c\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n\x12PROTOCOL_VERSION_1\x10\x01\x12\x16\n\x12PROTOCOL_VERSION_2\x10\x02*Y\n\x0b\x43ompression\x12\x1b\n\x17\x43OMPRESSION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43OMPRESSION_S2\x10\x01\x12\x19\n\x15\x43OMPRESSION_S2_STORED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'buildr.common.v1.common_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PROTOCOLVERSION']._serialized_start=51
-  _globals['_PROTOCOLVERSION']._serialized_end=126
-  _globals['_COMPRESSION']._serialized_start=128
-  _globals['_COMPRESSION']._serialized_end=217
+  _globals['_PROTOCOLVERSION']._serialized_end=150
+  _globals['_COMPRESSION']._serialized_start=152
+  _globals['_COMPRESSION']._serialized_end=241
 # @@protoc_insertion_point(module_scope)

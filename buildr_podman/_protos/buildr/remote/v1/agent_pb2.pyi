@@ -60,16 +60,18 @@ class RunRequest(_message.Message):
     def __init__(self, task_name: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., workspace: _Optional[str] = ..., user: _Optional[str] = ..., compression: _Optional[_Union[_common_pb2.Compression, str]] = ..., timeout_seconds: _Optional[float] = ..., baseline: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RunEvent(_message.Message):
-    __slots__ = ("log", "output", "archive", "result")
+    __slots__ = ("log", "output", "archive", "result", "deleted")
     LOG_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     ARCHIVE_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
     log: LogLine
     output: OutputChunk
     archive: ArchiveChunk
     result: TaskResult
-    def __init__(self, log: _Optional[_Union[LogLine, _Mapping]] = ..., output: _Optional[_Union[OutputChunk, _Mapping]] = ..., archive: _Optional[_Union[ArchiveChunk, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ...) -> None: ...
+    deleted: DeletedPaths
+    def __init__(self, log: _Optional[_Union[LogLine, _Mapping]] = ..., output: _Optional[_Union[OutputChunk, _Mapping]] = ..., archive: _Optional[_Union[ArchiveChunk, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., deleted: _Optional[_Union[DeletedPaths, _Mapping]] = ...) -> None: ...
 
 class LogLine(_message.Message):
     __slots__ = ("level", "message")
@@ -113,13 +115,18 @@ class ArchiveChunk(_message.Message):
     data: bytes
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
+class DeletedPaths(_message.Message):
+    __slots__ = ("paths",)
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    paths: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, paths: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class TaskResult(_message.Message):
-    __slots__ = ("exit_code", "error", "files_returned", "bytes_returned", "deleted_paths", "tracking", "timed_out", "duration_seconds", "watched_directories", "tracking_setup_seconds", "tracking_resolve_seconds")
+    __slots__ = ("exit_code", "error", "files_returned", "bytes_returned", "tracking", "timed_out", "duration_seconds", "watched_directories", "tracking_setup_seconds", "tracking_resolve_seconds")
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     FILES_RETURNED_FIELD_NUMBER: _ClassVar[int]
     BYTES_RETURNED_FIELD_NUMBER: _ClassVar[int]
-    DELETED_PATHS_FIELD_NUMBER: _ClassVar[int]
     TRACKING_FIELD_NUMBER: _ClassVar[int]
     TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -130,14 +137,13 @@ class TaskResult(_message.Message):
     error: str
     files_returned: int
     bytes_returned: int
-    deleted_paths: _containers.RepeatedScalarFieldContainer[str]
     tracking: str
     timed_out: bool
     duration_seconds: float
     watched_directories: int
     tracking_setup_seconds: float
     tracking_resolve_seconds: float
-    def __init__(self, exit_code: _Optional[int] = ..., error: _Optional[str] = ..., files_returned: _Optional[int] = ..., bytes_returned: _Optional[int] = ..., deleted_paths: _Optional[_Iterable[str]] = ..., tracking: _Optional[str] = ..., timed_out: _Optional[bool] = ..., duration_seconds: _Optional[float] = ..., watched_directories: _Optional[int] = ..., tracking_setup_seconds: _Optional[float] = ..., tracking_resolve_seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, exit_code: _Optional[int] = ..., error: _Optional[str] = ..., files_returned: _Optional[int] = ..., bytes_returned: _Optional[int] = ..., tracking: _Optional[str] = ..., timed_out: _Optional[bool] = ..., duration_seconds: _Optional[float] = ..., watched_directories: _Optional[int] = ..., tracking_setup_seconds: _Optional[float] = ..., tracking_resolve_seconds: _Optional[float] = ...) -> None: ...
 
 class ShutdownRequest(_message.Message):
     __slots__ = ()

@@ -63,7 +63,7 @@ class AgentServicer:
 
     def Run(self, request, context):
         """Runs one task and streams its output, then the archive of what it changed,
-        then exactly one final result.
+        then the paths it deleted, then exactly one final result.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
