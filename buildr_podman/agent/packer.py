@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from buildr_podman.agent.access import ACCESS
 from buildr_podman.agent.tarwriter import FLUSH_SIZE, TarWriter
 from buildr_podman.s2 import STREAM_IDENTIFIER, Frame, S2Encoder
 
@@ -166,12 +167,15 @@ def _write_tar(entries: Iterable[tuple[str, str]], stats: PackStats,
 
 def _add(tar: TarWriter, path: str, rel: str, stats: PackStats) -> None:
     try:
-        st = os.lstat(path)
+        st = ACCESS.lstat(path)
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)
                 or stat.S_ISDIR(st.st_mode)):
             return  # devices, FIFOs, sockets never leave the container
         stats.bytes += tar.add(path, rel, st)
     except FileNotFoundError:
         return  # deleted after tracking ended; nothing to return
+    except PermissionError as exc:
+        ACCESS.problem(path, exc)  # that file's problem: the others still come back
+        return
     if not stat.S_ISDIR(st.st_mode):
         stats.files += 1

@@ -11,8 +11,10 @@ import shutil
 import stat
 from collections.abc import Iterable
 
+from buildr_podman.agent.access import ACCESS
 from buildr_podman.agent.snapshot import Baseline
 from buildr_podman.agent.watcher import ChangeSet
+from buildr_podman.archive.owned import remove_tree_or_fail
 
 __all__ = ["revert"]
 
@@ -55,13 +57,15 @@ def _new_directories(baseline: Baseline, returned: Iterable[str]) -> set[str]:
 
 
 def _remove(path: str) -> None:
+    # At any depth, and through directories the task closed (mode 000: without
+    # CAP_DAC_OVERRIDE even their owner, the agent, must open them up first), above the path
+    # as below it.
     try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
+        remove_tree_or_fail(path)
+    except PermissionError:
+        if not ACCESS.open_path(os.path.dirname(path), for_writing=True):
+            raise
+        remove_tree_or_fail(path)
 
 
 def _remove_empty_directory(path: str) -> None:

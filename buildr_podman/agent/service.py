@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from functools import partial
@@ -78,22 +79,26 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             self._lay_outputs(request, context)
             from buildr_podman.agent.task_run import TaskSummary, run_task
 
-            for event in run_task(_task_request(request), context.add_callback,
-                                  self._remember_changes(request), archive_event_prefix):
-                if isinstance(event, TaskSummary):
-                    # Free before the host has the result: it sends the next task at once,
-                    # while this generator is only resumed (and ended) later by gRPC.
-                    self._busy.release()
-                    busy = False
-                    yield from deletion_events(event.deleted_paths)
-                    result = asdict(event)
-                    del result["deleted_paths"]  # sent just before, in bounded messages
-                    yield agent_pb2.RunEvent(result=agent_pb2.TaskResult(**result))
-                elif isinstance(event, bytes):
-                    yield event  # an archive chunk, framed already (archive_wire.py)
-                else:
-                    yield agent_pb2.RunEvent(output=agent_pb2.OutputChunk(
-                        stream=STREAMS[event.stream], data=event.data))
+            try:
+                for event in run_task(_task_request(request), context.add_callback,
+                                      self._remember_changes(request), archive_event_prefix):
+                    if isinstance(event, TaskSummary):
+                        # Free before the host has the result: it sends the next task at
+                        # once, while this generator is only resumed (and ended) later.
+                        self._busy.release()
+                        busy = False
+                        yield from deletion_events(event.deleted_paths)
+                        result = asdict(event)
+                        del result["deleted_paths"]  # sent just before, in bounded messages
+                        yield agent_pb2.RunEvent(result=agent_pb2.TaskResult(**result))
+                    elif isinstance(event, bytes):
+                        yield event  # an archive chunk, framed already (archive_wire.py)
+                    else:
+                        yield agent_pb2.RunEvent(output=agent_pb2.OutputChunk(
+                            stream=STREAMS[event.stream], data=event.data))
+            except Exception as exc:  # noqa: BLE001 - the host would only see "UNKNOWN"
+                context.abort(grpc.StatusCode.INTERNAL,
+                              f"the agent failed: {describe_failure(exc)}")
         finally:
             if busy:
                 self._busy.release()
@@ -176,6 +181,17 @@ def deletion_events(deleted: Iterable[str]) -> Iterator[agent_pb2.RunEvent]:
         size += len(path) + PATH_OVERHEAD
     if batch:
         yield agent_pb2.RunEvent(deleted=agent_pb2.DeletedPaths(paths=batch))
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line with the cause: the exception's own words, the file it names, and where in
+    the agent it was raised (a bug's only trace: the agent's stderr is nowhere to be seen)."""
+    words = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        words = exc.strerror + (f": {exc.filename!r}" if exc.filename is not None else "")
+    frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" (in {os.path.basename(frame[0].filename)}:{frame[0].lineno})" if frame else ""
+    return f"{type(exc).__name__}: {words}{where}"
 
 
 def task_base_environment(agent_env: dict[str, str] | os._Environ[str]) -> dict[str, str]:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from buildr_podman.agent.access import ACCESS
+
 __all__ = ["Baseline", "BeforeState", "Entry", "Snapshot", "changed", "entry_of", "walk",
            "walk_directories", "walk_kinds"]
 
@@ -46,9 +48,10 @@ class BeforeState(Protocol):
 
 
 def entry_of(path: str, with_inode: bool = True) -> Entry | None:
-    """The entry for `path` now, or None when it does not exist."""
+    """The entry for `path` now, or None when it does not exist. PermissionError when a
+    directory above it stays closed to the agent (see access.py)."""
     try:
-        st = os.lstat(path)
+        st = ACCESS.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
     target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
@@ -62,9 +65,12 @@ def walk(root: str, relative: str = "") -> Iterator[tuple[str, Entry]]:
         for dirent in dirents:
             rel = f"{rel_dir}/{dirent.name}" if rel_dir else dirent.name
             try:
-                st = dirent.stat(follow_symlinks=False)
+                st = ACCESS.lstat(dirent.path)
             except FileNotFoundError:
                 continue  # removed while we looked: a later scan sees it gone
+            except PermissionError as exc:
+                ACCESS.problem(dirent.path, exc)
+                continue
             target = os.readlink(dirent.path) if stat.S_ISLNK(st.st_mode) else None
             yield rel, Entry(st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, target)
 
@@ -113,10 +119,13 @@ def _scan_tree(root: str, relative: str) -> Iterator[tuple[str, list[os.DirEntry
     stack = [relative]
     while stack:
         rel_dir = stack.pop()
+        path = os.path.join(root, rel_dir) if rel_dir else root
         try:
-            with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as scanner:
-                dirents = list(scanner)
+            dirents = ACCESS.list_directory(path)
         except (FileNotFoundError, NotADirectoryError):
+            continue
+        except PermissionError as exc:
+            ACCESS.problem(path, exc)  # below it, nothing is known: nothing is said
             continue
         yield rel_dir, dirents
         for dirent in dirents:
@@ -193,7 +202,7 @@ class Baseline:
             if state is None:
                 continue  # not in this layer: a lower one may have it
             # Inodes differ between the baseline and the workspace's copy-on-write layer.
-            entry = entry_of(os.path.join(self.roots[layer], rel), with_inode=False)
+            entry = _baseline_entry(os.path.join(self.roots[layer], rel))
             if entry is not None:
                 return layer, entry
         return None
@@ -204,13 +213,16 @@ class Baseline:
         would leave the tree), None when one is missing (memoised: lookups come grouped by
         directory)."""
         known = self._dirs[layer]
-        if rel_dir in known:
-            return known[rel_dir]
-        state = self._parent_state(layer, os.path.dirname(rel_dir))  # parents first
-        if state:
-            entry = entry_of(os.path.join(self.roots[layer], rel_dir), with_inode=False)
-            state = None if entry is None else entry.is_dir
-        known[rel_dir] = state
+        unknown = []  # rel_dir and its ancestors not looked at yet, deepest first
+        while rel_dir not in known:
+            unknown.append(rel_dir)
+            rel_dir = os.path.dirname(rel_dir)
+        state = known[rel_dir]
+        for rel_dir in reversed(unknown):  # parents first; a loop, whatever the depth
+            if state:
+                entry = _baseline_entry(os.path.join(self.roots[layer], rel_dir))
+                state = None if entry is None else entry.is_dir
+            known[rel_dir] = state
         return state
 
     def under(self, rel_dir: str) -> Iterator[str]:
@@ -256,6 +268,17 @@ def same_bytes(first: str, second: str) -> bool:
                 return False
             if not block:
                 return True
+
+
+def _baseline_entry(path: str) -> Entry | None:
+    """The baseline's entry; inodes differ between it and the workspace's copy-on-write layer.
+    Below a directory the repository has closed (mode 000), a read-only view the agent cannot
+    open up, nothing is known: that is said as the path's problem (access.py)."""
+    try:
+        return entry_of(path, with_inode=False)
+    except PermissionError as exc:
+        ACCESS.problem(path, exc)
+        return None
 
 
 def changed(before: Entry | None, after: Entry,

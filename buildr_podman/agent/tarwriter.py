@@ -17,6 +17,8 @@ import stat
 import sys
 from typing import Protocol
 
+from buildr_podman.agent.access import ACCESS
+
 __all__ = ["TarWriter"]
 
 BLOCK = 512
@@ -70,7 +72,7 @@ class TarWriter:
     def _add_file(self, path: str, name: str, st: os.stat_result) -> int:
         # os.open/os.read: open() adds a buffered reader and an fstat, a third more time for a
         # small file. The open comes first so that an unreadable file adds no header.
-        fd = os.open(path, os.O_RDONLY)
+        fd = ACCESS.open_file(path)
         try:
             size = st.st_size
             self._header(name, st, REGULAR, size, "")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from buildr_podman.agent.access import ACCESS
 from buildr_podman.agent.identity import give_to_user
 from buildr_podman.agent.limits import LimitWatch
 from buildr_podman.agent.packer import PackStats, pack_changes
@@ -65,6 +66,7 @@ def run_task(request: TaskRequest, on_cancel: Callable[[Callable[[], None]], obj
     `frame(length)`: the wire's own framing, so that no copy is made), then one summary.
     `on_cancel` registers what stops the task when the caller goes away."""
     started = time.monotonic()
+    ACCESS.begin(request.workspace)
     # The baseline's layers: the inputs, then the outputs laid over them (inputs_from).
     layers = [request.baseline, *request.layers] if request.baseline else None
     tracker = ChangeTracker(request.workspace, layers,
@@ -107,9 +109,12 @@ def run_task(request: TaskRequest, on_cancel: Callable[[Callable[[], None]], obj
         # Also when the host went away mid-archive: a warm container's next task is then
         # reset from the complete change set instead of being refused.
         changes = resolution.finish()
+        ACCESS.restore()  # the modes the task left, on what was opened up to be read
         on_changes(changes)
-    # A task that hit a limit failed as itself, whatever its shell made of the failed fork.
-    yield TaskSummary(exit_code=exit_code, error=limits.verdict(), files_returned=stats.files,
+    # A task that hit a limit failed as itself, whatever its shell made of the failed fork;
+    # paths the agent could not read are named (they did not come back).
+    error = "; ".join(filter(None, (limits.verdict(), ACCESS.problems_error())))
+    yield TaskSummary(exit_code=exit_code, error=error, files_returned=stats.files,
                       bytes_returned=stats.bytes, deleted_paths=tuple(changes.deleted),
                       tracking=changes.tracking, timed_out=process.timed_out,
                       duration_seconds=time.monotonic() - started,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import inotify_simple
 from inotify_simple import flags
 
+from buildr_podman.agent.access import ACCESS
 from buildr_podman.agent.snapshot import (
     Baseline,
     BeforeState,
@@ -147,6 +148,9 @@ class ChangeTracker:
         else:
             for rel in walk_directories(self.root):
                 self._watch(rel)
+        # Directories closed to the agent (see access.py) were opened up to be listed and
+        # watched: the task finds them as they were (a watch, once added, stays).
+        ACCESS.restore()
         # A dedicated reader drains the kernel queue so that bursts do not overflow it.
         self._reader.start()
         self._setup_seconds = time.monotonic() - started
@@ -179,8 +183,14 @@ class ChangeTracker:
         if self.limits.max_watches is not None and len(self._paths) >= self.limits.max_watches:
             self._mark_dirty(rel_dir, "the inotify watch limit was reached")
             return
+        path = os.path.join(self.root, rel_dir)
         try:
-            wd = self._inotify.add_watch(os.path.join(self.root, rel_dir), WATCH_MASK)
+            try:
+                wd = self._inotify.add_watch(path, WATCH_MASK)
+            except PermissionError:
+                if not ACCESS.open_path(path):
+                    raise
+                wd = self._inotify.add_watch(path, WATCH_MASK)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 self._mark_dirty(rel_dir, "the inotify watch limit was reached")
@@ -256,15 +266,23 @@ class ChangeTracker:
         dirty = set(_outermost(self._dirty))
         for rel in sorted(dirty):
             yield from self._classify(self._scan_dirty(rel), changes)
-        touched = {rel: entry_of(os.path.join(self.root, rel))
+        touched = {rel: self._entry_now(rel)
                    for rel in self._touched if not _inside_any(rel, dirty)}
         yield from self._classify(touched, changes)
+
+    def _entry_now(self, rel: str) -> Entry | None:
+        path = os.path.join(self.root, rel)
+        try:
+            return entry_of(path)
+        except PermissionError as exc:
+            ACCESS.problem(path, exc)
+            return None  # unknown: _classify says nothing about it
 
     def _classify(self, current: dict[str, Entry | None], changes: ChangeSet) -> Iterator[str]:
         for rel, now in sorted(current.items()):
             before = self._before.get(rel)
             if now is None:
-                if before is not None:
+                if before is not None and not ACCESS.unknown(rel):
                     changes.deleted.append(rel)
             elif self._returns(rel, before, now):
                 changes.returned.append(rel)

@@ -206,6 +206,9 @@ def _stopped(exc: grpc.RpcError) -> str:
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
         return (f"the agent stopped mid-task ({_describe(exc)}): its container was killed or "
                 "removed from outside, or ran out of memory; run the task again")
+    details = exc.details() if hasattr(exc, "details") else None
+    if code == grpc.StatusCode.INTERNAL and details and details.startswith("the agent failed"):
+        return str(details)  # the agent said what went wrong, and it was not killed
     return f"the agent stopped mid-task: {_describe(exc)}"
 
 

@@ -17,6 +17,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from test_faults import need_image
 
+from buildr_podman.archive.owned import remove_tree
+
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaks")]
 
 IMAGE = "localhost/buildr-busybox:latest"
@@ -108,3 +110,96 @@ def test_deleting_a_45000_file_tree_is_written_back(tmp_path: Path) -> None:
     deleted = finished(result)["prune"]["deleted_paths"]
     assert len(deleted) == 45_001 and "node_modules" in deleted
     assert sorted(p.name for p in root.iterdir()) == [".buildr", "keep.txt"]
+
+
+# -- 5. deep trees ---------------------------------------------------------------------------
+
+DEEP = ("i=0; while [ $i -lt 1500 ]; do mkdir d && cd d || exit 1; i=$((i + 1)); done; "
+        "echo deep > f; chmod 500 .")
+
+
+def test_a_1500_level_tree_comes_back_again_and_is_written_back(tmp_path: Path) -> None:
+    """Every step that walks or removes it: tracking, packing and extracting it, removing
+    the previous output on the second run, undoing it in the warm pod, writing it back."""
+    need_image()
+    root = repo(tmp_path, {"keep.txt": b"keep\n"})
+    (root / ".buildr" / "t.hcl").write_text(
+        task("deep", DEEP) + task("after", "ls") + task("back", DEEP, extra="  write_back = true\n"))
+    try:
+        check_deep_tree(root)
+    finally:  # pytest's own clean-up of old temporary directories recurses per level
+        remove_tree(root)
+
+
+def check_deep_tree(root: Path) -> None:
+    for _ in range(2):
+        result = buildr(root, "run", "deep", "after", "-j", "1", "--output", "plain")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.split() == ["keep.txt"], "the warm pod removed the tree"
+    deepest = "/".join(["d"] * 1500)
+    assert (root / ".buildr" / "out" / "deep" / deepest / "f").read_text() == "deep\n"
+    written = buildr(root, "run", "back", "--output", "plain")
+    assert written.returncode == 0, written.stderr[-3000:]
+    assert (root / deepest / "f").read_text() == "deep\n"
+    cleaned = buildr(root, "clean", "--all")
+    assert cleaned.returncode == 0, cleaned.stderr[-3000:]
+
+
+# -- 3. what the task leaves, whatever its modes and names --------------------------------
+
+CLOSED = st.lists(st.tuples(st.sampled_from(["f", "d/f", "d/e/f", "g"]),
+                            st.sampled_from(["000", "200", "400"]),
+                            st.sampled_from(["", "000", "100", "500"])),
+                  min_size=1, max_size=4)
+DROP_ALL = '    capabilities {\n      drop = ["ALL"]\n    }\n'
+
+
+@PROPERTY
+@given(closed=CLOSED)
+def test_what_a_task_closes_comes_back_under_drop_all(tmp_path_factory, closed) -> None:
+    """Without CAP_DAC_OVERRIDE the agent opens up what it owns, reads it, and puts the
+    task's modes back: the files, their modes and the warm pod's reset are all exact."""
+    need_image()
+    root = repo(tmp_path_factory.mktemp("closed"), {"keep.txt": b"keep\n"})
+    lines, expected = [], {}
+    for index, (rel, file_mode, dir_mode) in enumerate(closed):
+        path = f"c{index}/{rel}"
+        lines.append(f'mkdir -p "$(dirname {path})" && echo {index} > {path} && '
+                     f"chmod {file_mode} {path}")
+        expected[path] = (f"{index}\n".encode(), int(file_mode, 8))
+        if dir_mode and "/" in rel:
+            lines.append(f'chmod {dir_mode} "$(dirname {path})"')
+    (root / ".buildr" / "t.hcl").write_text(
+        task("closer", "\n".join(lines), container=DROP_ALL)
+        + task("after", "ls", container=DROP_ALL))
+    try:
+        result = buildr(root, "run", "closer", "after", "-j", "1", "--output", "plain")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.split() == ["keep.txt"], "the warm pod removed what was closed"
+        out = root / ".buildr" / "out" / "closer"
+        for path, (data, mode) in expected.items():
+            opened = out
+            for part in path.split("/")[:-1]:
+                opened = opened / part
+                opened.chmod(0o700)
+            assert (out / path).stat().st_mode & 0o777 == mode, path
+            (out / path).chmod(0o600)
+            assert (out / path).read_bytes() == data, path
+    finally:
+        remove_tree(root)
+
+
+def test_names_that_are_not_utf8_are_returned_deleted_and_written_back(tmp_path: Path) -> None:
+    """A Latin-1 name the task makes is written back as its bytes; one it deletes is listed
+    (as \\xNN in JSON) and deleted by write_back."""
+    need_image()
+    root = repo(tmp_path, {"keep.txt": b"keep\n"})
+    os.close(os.open(os.fsencode(root) + b"/old\xe9.txt", os.O_CREAT | os.O_WRONLY))
+    (root / ".buildr" / "t.hcl").write_text(task(
+        "latin", "rm ./old*.txt && echo new > \"$(printf 'new\\351.txt')\"",
+        extra="  write_back = true\n"))
+    result = buildr(root, "run", "latin", "--output", "json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert finished(result)["latin"]["deleted_paths"] == ["old\\xe9.txt"]
+    assert sorted(os.listdir(os.fsencode(root))) == [b".buildr", b"keep.txt", b"new\xe9.txt"]
+    assert (root / os.fsdecode(b"new\xe9.txt")).read_bytes() == b"new\n"

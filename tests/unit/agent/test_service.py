@@ -258,3 +258,61 @@ def test_deletions_come_in_bounded_messages() -> None:
     assert len(events) > 2
     assert all(len(event.SerializeToString()) <= DELETED_BATCH_BYTES + 400 for event in events)
     assert [p for event in events for p in event.deleted.paths] == [os.fsencode(p) for p in paths]
+
+
+def test_what_the_task_closed_to_its_owner_still_comes_back(agent, tmp_path: Path) -> None:
+    """Without CAP_DAC_OVERRIDE (drop = ["ALL"], or an agent that is no root, as here) the
+    agent must open up what it owns to read it, then give it back the task's modes."""
+    if os.geteuid() == 0:
+        pytest.skip("root reads files of any mode: run as an ordinary user (scripts/test)")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    out = tmp_path / "out" / "t"
+    outcome, _ = run(agent, workspace, out, """
+        mkdir -p closed/inner && echo in > closed/inner/f && chmod 000 closed/inner closed
+        echo w > write-only && chmod 200 write-only
+        echo n > none && chmod 000 none
+    """)
+    assert outcome.exit_code == 0 and not outcome.error, outcome.error
+    for rel, mode in {"closed": 0, "write-only": 0o200, "none": 0}.items():
+        assert (workspace / rel).lstat().st_mode & 0o777 == mode, rel
+    (workspace / "closed").chmod(0o700)  # to look inside, and so that pytest can remove it
+    assert (workspace / "closed" / "inner").lstat().st_mode & 0o777 == 0
+    (workspace / "closed" / "inner").chmod(0o700)
+    assert (out / "closed").lstat().st_mode & 0o777 == 0
+    (out / "closed").chmod(0o700)
+    assert (out / "closed" / "inner").lstat().st_mode & 0o777 == 0
+    (out / "closed" / "inner").chmod(0o700)
+    assert (out / "closed" / "inner" / "f").read_text() == "in\n"
+    assert (out / "none").lstat().st_mode & 0o777 == 0
+    (out / "none").chmod(0o600)
+    (out / "write-only").chmod(0o600)
+    assert (out / "none").read_text() == "n\n" and (out / "write-only").read_text() == "w\n"
+
+
+def test_an_agent_failure_says_so_with_its_cause(agent, tmp_path: Path, monkeypatch) -> None:
+    from buildr_podman.agent import task_run
+
+    def broken(*args, **kwargs):
+        raise OSError(5, "Input/output error", "/workspace/some/file")
+    monkeypatch.setattr(task_run, "pack_changes", broken)
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    with pytest.raises(AgentError) as raised:
+        run(agent, workspace, tmp_path / "out" / "t", "true")
+    message = str(raised.value)
+    assert message.startswith("the agent failed: OSError: Input/output error: "
+                              "'/workspace/some/file' (in test_service.py:"), message
+    assert "killed" not in message
+
+
+def test_names_that_are_not_utf8_come_back_as_their_bytes(agent, tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    out = tmp_path / "out" / "t"
+    outcome, _ = run(agent, workspace, out,
+                     "mkdir \"$(printf 'd\\351')\" && echo x > \"$(printf 'd\\351/f\\377')\"")
+    assert outcome.exit_code == 0 and not outcome.error, outcome.error
+    assert sorted(os.listdir(os.fsencode(out))) == [b"d\xe9"]
+    with open(os.fsencode(out) + b"/d\xe9/f\xff", "rb") as returned:
+        assert returned.read() == b"x\n"
