@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from buildr_podman.cache.remote_config import RemoteCacheSettings, parse_remote
 from buildr_podman.config_values import (
     check_names,
     describe,
@@ -46,7 +47,7 @@ DEFAULT_OUT_DIR = ".buildr/out"
 MODULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 BUILDR_ATTRS = ("out_dir", "max_return_size", "max_return_entries", "default")
 BUILDR_BLOCKS = ("cache",)
-CACHE_ATTRS = ("max_size",)
+CACHE_ATTRS = ("max_size", "remote", "upload", "instance_name")
 TOP_LEVEL_BLOCKS = ("buildr", "locals", *CATEGORIES)
 #: attributes every module has, whatever its type
 MODULE_ATTRS = ("environment", "secret_environment", "shell", "working_dir", "input_mapping",
@@ -164,7 +165,7 @@ class _Loader:
         self.out_dir_rel = self._read_out_dir()
         self.max_return_bytes = self._read_max_return()
         self.max_return_entries = self._read_max_entries()
-        cache_max_bytes = self._read_cache()
+        cache_max_bytes, cache_remote = self._read_cache()
         tasks, unavailable = {}, {}
         for name, declared in self.declared.items():
             try:
@@ -175,7 +176,7 @@ class _Loader:
         return Project(root=self.root,
                        out_dir=Path(os.path.normpath(self.root / self.out_dir_rel)), tasks=tasks,
                        unavailable=unavailable, default=self._read_default(),
-                       cache_max_bytes=cache_max_bytes)
+                       cache_max_bytes=cache_max_bytes, cache_remote=cache_remote)
 
     # -- first pass: what exists -------------------------------------------------------------
 
@@ -313,18 +314,22 @@ class _Loader:
                                 f"like 1000000, not {describe(value)}", attribute)
         return value
 
-    def _read_cache(self) -> int | None:
-        """`buildr { cache { max_size = "10g" } }`: the bound of the local task cache."""
+    def _read_cache(self) -> tuple[int | None, RemoteCacheSettings | None]:
+        """`buildr { cache { max_size = "10g"  remote = "..."  upload = false } }`: the bound
+        of the local task cache, and the remote one."""
         blocks = [(file, inner) for file in self.files for block in file.body.blocks_of("buildr")
                   for inner in block.blocks_of("cache")]
         if not blocks:
-            return None
+            return None, None
         file, block = blocks[0]
         if len(blocks) > 1:
             second_file, second = blocks[1]
             raise second_file.error(f"a second cache block (first at {file.display}:"
                                     f"{block.line}): keep one", second.line, second.column)
         check_names(file, block, CACHE_ATTRS, (), "cache block")
+        return self._read_cache_size(file, block), self._read_remote(file, block)
+
+    def _read_cache_size(self, file: HclFile, block: Block) -> int | None:
         attribute = block.attributes.get("max_size")
         if attribute is None:
             return None
@@ -334,6 +339,39 @@ class _Loader:
             raise file.error_at('max_size must be a size with an optional unit, like "10g" or '
                                 f'"512m", not {describe(value)}', attribute)
         return size
+
+    def _read_remote(self, file: HclFile, block: Block) -> RemoteCacheSettings | None:
+        values = {name: self._evaluate(file, attribute, set())
+                  for name, attribute in block.attributes.items() if name != "max_size"}
+        attribute = block.attributes.get("remote")
+        if attribute is None:
+            for name in ("upload", "instance_name"):
+                if name in block.attributes:
+                    raise file.error(f"{name} needs remote = \"grpc://HOST:PORT\" or "
+                                     "\"unix:PATH\" in the same cache block",
+                                     block.attributes[name].line, block.attributes[name].column)
+            return None
+        url = expect_string(file, attribute, values["remote"])
+        try:
+            target = parse_remote(url, self.root)
+        except ValueError as exc:
+            raise file.error_at(f"remote: {exc}", attribute) from exc
+        upload = (self._upload(file, block.attributes["upload"], values["upload"])
+                  if "upload" in values else False)
+        instance = (expect_string(file, block.attributes["instance_name"],
+                                  values["instance_name"]) if "instance_name" in values else "")
+        return RemoteCacheSettings(url, target, upload, instance)
+
+    def _upload(self, file: HclFile, attribute: Attribute, value: Any) -> bool:
+        """true or false, or the same as text: `upload = env("BUILDR_CACHE_UPLOAD", "false")`
+        lets CI upload with the configuration file every machine shares (it is an input of
+        the tasks: a per-machine edit would change their keys)."""
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise file.error_at(f'upload must be true or false (or "true"/"false", as from '
+                                f'env("NAME", "false")), not {describe(value)}', attribute)
+        return value
 
     def _read_default(self) -> tuple[str, ...]:
         """`buildr { default = [...] }`: what `run` with no names runs."""

@@ -6,7 +6,10 @@ import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from buildr_podman.cache.remote_config import RemoteCacheSettings
 
 __all__ = ["CATEGORIES", "BindMount", "ContainerSpec", "Project", "RunReport", "Task",
            "TaskOutcome", "TaskResult", "TmpfsMount"]
@@ -124,6 +127,8 @@ class Project:
     tasks: dict[str, Task] = field(default_factory=dict)  #: every module, by name
     #: the bound of the local task cache (`buildr { cache { max_size } }`); None: the default
     cache_max_bytes: int | None = None
+    #: the remote task cache (`buildr { cache { remote } }`); None: only the local one
+    cache_remote: RemoteCacheSettings | None = None
     #: modules that cannot run, with why (an environment variable they need is not set): an
     #: error only when one of them is to run
     unavailable: dict[str, str] = field(default_factory=dict)

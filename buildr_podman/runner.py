@@ -369,7 +369,8 @@ class _Run:
             result = session.run_task(task, recorder)
             if lookup.key is not None and result.succeeded:
                 try:
-                    self.cache.record(task, lookup.key, result, recorder)
+                    self.cache.record(task, lookup.key, result, recorder,
+                                      lambda message: self.observer.warn(task, message))
                 except OSError as exc:
                     self.observer.warn(task, f"not stored in the task cache: {exc}")
         finally:

@@ -1,8 +1,9 @@
 """Generates the Python protocol modules from protos/ (needs grpcio-tools).
 
-The generated modules import each other as `buildr.common.v1...`; they are rewritten to
-`buildr_podman._protos.buildr...` so that the generated code lives inside our package
-instead of claiming the top-level name `buildr`.
+The generated modules import each other as `buildr.common.v1...`, `google.rpc...`; they are
+rewritten to `buildr_podman._protos.buildr...` so that the generated code lives inside our
+package instead of claiming top-level names (`google.rpc` is googleapis-common-protos's).
+`google.protobuf` is protobuf's own and stays.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def generate(out_dir: Path) -> list[Path]:
 
 
 def _rewrite_imports(code: str) -> str:
-    return re.sub(r"^from buildr\.", f"from {IMPORT_PREFIX}buildr.", code, flags=re.M)
+    return re.sub(r"^from ((?:buildr|build)\.|google\.(?:rpc|bytestream)\b)",
+                  lambda match: f"from {IMPORT_PREFIX}{match.group(1)}", code, flags=re.M)
 
 
 def main() -> int:

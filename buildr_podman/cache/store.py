@@ -190,6 +190,14 @@ class Store:
         _touch(path)
         return entry
 
+    def has_blob(self, blob_hash: str) -> bool:
+        """Whether the blob is here (unverified: get() verifies it before a hit uses it)."""
+        return self._cas(blob_hash).exists()
+
+    def blob_path(self, blob_hash: str) -> Path:
+        """Where a blob is (to send it elsewhere); it may be gone, as eviction goes."""
+        return self._cas(blob_hash)
+
     def get_blob(self, blob_hash: str) -> bytes | None:
         """A blob's bytes if it is here and intact (for explaining a miss), else None."""
         try:

@@ -9,6 +9,11 @@ What is stored for a successful run, in REAPI's ActionResult shape: the exit cod
 stderr as blobs, and three output files: `buildr/changes.tar` (the out dir as it landed,
 tarred with the agent's writer), `buildr/deleted-paths` (NUL-separated) and
 `buildr/outcome.json` (the counts the summary shows). Failed runs are not stored.
+
+With a remote cache (remote.py), a local miss asks the server; what it has is copied into the
+local store and served from there like a local hit. With `upload = true` a stored success is
+sent to the server too. Whatever goes wrong with the server is one warning for the run, and
+the task runs (or hits) locally: the remote can cost time, never an outcome.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from buildr_podman._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from buildr_podman.agent.tarwriter import TarWriter
@@ -45,6 +50,9 @@ from buildr_podman.executor import RunObserver
 from buildr_podman.landing import OutputLanding
 from buildr_podman.model import Project, Task, TaskOutcome, TaskResult
 from buildr_podman.secrets import Redactor, secret_values
+
+if TYPE_CHECKING:
+    from buildr_podman.cache.remote import RemoteCache
 
 __all__ = ["Lookup", "OutputRecorder", "TaskCache", "default_store"]
 
@@ -73,6 +81,7 @@ class Lookup:
     key: ActionKey | None = None  #: None: not cacheable (see note)
     entry: Entry | None = None  #: a verified hit
     note: str = ""  #: why not cacheable, or on a miss what changed since the last entry
+    remote: bool = False  #: the hit came from the remote cache
 
 
 class TaskCache:
@@ -88,14 +97,23 @@ class TaskCache:
         self._image_id = image_id
         self._image_ids: dict[str, str] = {}
         self._lock = threading.Lock()  # the stat cache and image ids are shared
-        self.counts = {"hits": 0, "misses": 0, "uncacheable": 0}  #: lookups of this run
+        #: lookups of this run; remote_hits are among the hits
+        self.counts = {"hits": 0, "misses": 0, "uncacheable": 0, "remote_hits": 0}
         self.store.sweep_temporary()
+        self.remote: RemoteCache | None = None
+        if project.cache_remote is not None:
+            from buildr_podman.cache.remote import RemoteCache  # gRPC only where configured
+
+            self.remote = RemoteCache(project.cache_remote)
+        self._remote_warned = False
 
     def close(self) -> None:
         with self._lock:
             self.stat_cache.save()
             if any(self.counts.values()):
                 self.store.log_run(self.counts)
+        if self.remote is not None:
+            self.remote.close()
 
     # -- before a task runs ------------------------------------------------------------------
 
@@ -118,10 +136,49 @@ class TaskCache:
         if entry is not None:
             self._count("hits")
             return Lookup(key, entry)
+        if self.remote is not None:
+            entry = self._fetch(task, key, warn)
+            if entry is not None:
+                self._count("hits")
+                self._count("remote_hits")
+                url = self.remote.settings.url
+                return Lookup(key, entry, f"cache hit: from the remote cache {url}", remote=True)
         self._count("misses")
         with self._lock:
             changes = explain_miss(self.store, self._ref(task), key, TreeBuilder(self.stat_cache))
         return Lookup(key, None, "cache miss: " + changes)
+
+    def _fetch(self, task: Task, key: ActionKey, warn: Callable[[str], None]) -> Entry | None:
+        """The remote's entry of the key, copied into the local store and read back from it
+        as a local hit is; None (maybe after a warning) when the task must run."""
+        from buildr_podman.cache.remote import RemoteCorrupt, RemoteUnavailable
+
+        assert self.remote is not None
+        try:
+            if not self.remote.fetch(key.digest, self.store):
+                return None
+            entry = self.store.get(key.hash)
+        except RemoteUnavailable as exc:
+            self._remote_off(warn, f"the remote cache {self.remote.settings.url} is not used "
+                             f"in this run, tasks run locally: {exc}")
+            return None
+        except (RemoteCorrupt, CorruptEntry) as exc:
+            warn(f"the remote cache's entry was damaged, so the task runs ({exc})")
+            return None
+        except OSError as exc:
+            warn(f"the remote cache's entry could not be stored here, so the task runs ({exc})")
+            return None
+        if entry is not None:
+            self._remember(task, key)  # what a later miss of the task is explained against
+        return entry
+
+    def _remote_off(self, warn: Callable[[str], None], message: str) -> None:
+        """One warning per run, whichever task met the failure first."""
+        with self._lock:
+            if self._remote_warned:
+                return
+            self._remote_warned = True
+        warn(message)
 
     def _count(self, what: str) -> None:
         with self._lock:
@@ -148,8 +205,10 @@ class TaskCache:
         output; the entry is closed."""
         entry, key = lookup.entry, lookup.key
         assert entry is not None and key is not None
+        where = (f"the remote cache {self.remote.settings.url}"
+                 if lookup.remote and self.remote is not None else "the cache")
         try:
-            observer.log(task, f"cached (key {key.hash[:12]}): its changes come from the cache "
+            observer.log(task, f"cached (key {key.hash[:12]}): its changes come from {where} "
                          "and its output below is replayed from the run that stored it")
             for stream in ("stdout", "stderr"):
                 _replay_stream(task, stream, entry.blob(stream), observer)
@@ -175,9 +234,10 @@ class TaskCache:
     # -- after a miss ------------------------------------------------------------------------
 
     def record(self, task: Task, key: ActionKey, outcome: TaskResult | TaskOutcome,
-               output: OutputRecorder) -> None:
+               output: OutputRecorder, warn: Callable[[str], None] = lambda _: None) -> None:
         """Stores a successful run's result under its key (before write_back moves its files
-        out of the out dir). Blobs first, the ActionResult last: never a half entry."""
+        out of the out dir), and on the remote cache with `upload = true`. Blobs first, the
+        ActionResult last: never a half entry."""
         store = self.store
         files = []
         if outcome.output_dir is not None and outcome.output_dir.is_dir():
@@ -193,15 +253,35 @@ class TaskCache:
             path = output.path(stream)
             if path is not None:
                 field.CopyFrom(proto_digest(store.put_blob_file(path)))
-        # What a later miss is explained against: the Action, its Command, its input tree.
+        store.put_result(key.hash, result)
+        self._remember(task, key)
+        if self.remote is not None and self.remote.settings.upload:
+            self._upload(key, result, warn)
+
+    def _remember(self, task: Task, key: ActionKey) -> None:
+        """What a later miss of the task is explained against: the Action, its Command and its
+        input tree, and the task's last key."""
+        store = self.store
         store.put_blob(key.action)
         store.put_blob(key.command)
         with self._lock:
             directories = key.directories(TreeBuilder(self.stat_cache))
         for data in directories.values():
             store.put_blob(data)
-        store.put_result(key.hash, result)
         store.set_ref(self._project_id, task.name, key.hash)
+
+    def _upload(self, key: ActionKey, result: re_pb2.ActionResult,
+                warn: Callable[[str], None]) -> None:
+        from buildr_podman.cache.remote import RemoteUnavailable
+
+        assert self.remote is not None
+        try:
+            self.remote.upload(key.digest, result, self.store)
+        except RemoteUnavailable as exc:
+            self._remote_off(warn, f"not stored on the remote cache {self.remote.settings.url}, "
+                             f"which is not used for the rest of this run: {exc}")
+        except OSError as exc:  # a blob evicted meanwhile by another run
+            warn(f"not stored on the remote cache: {exc}")
 
 
 class OutputRecorder:

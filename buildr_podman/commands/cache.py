@@ -1,4 +1,4 @@
-"""`buildr-podman cache`: what the local task cache holds, where, and its bound."""
+"""`buildr-podman cache`: what the local task cache holds, where, its bound, and the remote."""
 
 from __future__ import annotations
 
@@ -28,8 +28,15 @@ def run(args: argparse.Namespace) -> int:
         looked = hits + sum(int(r.get("misses", 0)) for r in runs)
         rate = f"{100 * hits / looked:.0f}% of {looked} cacheable tasks" if looked else "n/a"
         uncacheable = sum(int(r.get("uncacheable", 0)) for r in runs)
+        remote = sum(int(r.get("remote_hits", 0)) for r in runs)
         print(f"  hit rate of the last {len(runs)} runs: {rate}"
+              + (f", {remote} of the hits from the remote cache" if remote else "")
               + (f" ({uncacheable} tasks not cacheable)" if uncacheable else ""))
+    if project is not None and project.cache_remote is not None:
+        settings = project.cache_remote
+        print(f"  remote:  {settings.url}" + (f" instance {settings.instance_name!r}"
+                                               if settings.instance_name else "")
+              + (", uploads successes" if settings.upload else ", read only (upload = false)"))
     print("  empty it with: buildr-podman clean --cache")
     return 0
 

@@ -130,6 +130,22 @@ def test_no_buildr_folder_says_what_to_do(tmp_path: Path) -> None:
     ('buildr {\n  cache {\n    max_sise = "1g"\n  }\n}\n',
      r'tasks\.hcl:3:\d+: unknown attribute "max_sise" in cache block \(did you mean "max_size"'),
     ('buildr {\n  cash {\n  }\n}\n', r'unknown block "cash" in buildr block'),
+    ('buildr {\n  cache {\n    remote = "http://cache:80"\n  }\n}\n',
+     r'tasks\.hcl:3:\d+: remote: the scheme \'http\' is not supported: write "grpc://HOST:PORT" '
+     r'or "unix:PATH"'),
+    ('buildr {\n  cache {\n    remote = "cache.example:80"\n  }\n}\n',
+     r'tasks\.hcl:3:\d+: remote: the scheme \'cache.example\' is not supported'),
+    ('buildr {\n  cache {\n    remote = "grpc://cache"\n  }\n}\n',
+     r'tasks\.hcl:3:\d+: remote: \'grpc://cache\' has no HOST:PORT after grpc://'),
+    ('buildr {\n  cache {\n    remote = "grpc://cache:99999"\n  }\n}\n',
+     r'tasks\.hcl:3:\d+: remote: .* has no HOST:PORT'),
+    ('buildr {\n  cache {\n    remote = "unix:"\n  }\n}\n',
+     r'tasks\.hcl:3:\d+: remote: unix: needs the socket\'s path'),
+    ('buildr {\n  cache {\n    remote = true\n  }\n}\n', r'tasks\.hcl:3:\d+: remote must be a'),
+    ('buildr {\n  cache {\n    remote = "unix:/s"\n    upload = "yes"\n  }\n}\n',
+     r'tasks\.hcl:4:\d+: upload must be true or false'),
+    ('buildr {\n  cache {\n    upload = true\n  }\n}\n',
+     r'tasks\.hcl:3:\d+: upload needs remote = "grpc://HOST:PORT" or "unix:PATH"'),
     ('buildr {\n  out_dir = ".."\n}\n', r'tasks\.hcl:2:\d+: out_dir "\.\." would hold the repository'),
     ('buildr {\n  out_dir = "/"\n}\n', r'tasks\.hcl:2:\d+: out_dir "/" would hold the repository'),
     ('buildr {\n  out_dir = ""\n}\n', r'tasks\.hcl:2:\d+: out_dir must be a directory'),
@@ -462,6 +478,30 @@ def test_the_cache_bound_is_read_from_the_buildr_block(tmp_path: Path) -> None:
     assert project.cache_max_bytes == 3 << 30
     (tmp_path / "other").mkdir()
     assert load_project(write(tmp_path / "other", "")).cache_max_bytes is None
+
+
+def test_the_remote_cache_is_read_from_the_cache_block(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUILDR_TEST_UPLOAD", "true")
+    project = load_project(write(tmp_path, """
+buildr {
+  cache {
+    remote = "grpc://127.0.0.1:8980"
+    upload = env("BUILDR_TEST_UPLOAD", "false")
+    instance_name = "main"
+  }
+}
+"""))
+    remote = project.cache_remote
+    assert remote is not None
+    assert (remote.url, remote.target, remote.upload, remote.instance_name) \
+        == ("grpc://127.0.0.1:8980", "127.0.0.1:8980", True, "main")
+    (tmp_path / "other").mkdir()
+    unix = load_project(write(tmp_path / "other", 'buildr {\n  cache {\n    remote = '
+                              '"unix:run/reapi.sock"\n  }\n}\n')).cache_remote
+    assert unix is not None and not unix.upload
+    assert unix.target == f"unix:{tmp_path / 'other' / 'run/reapi.sock'}"  # from the root
+    assert load_project(write(tmp_path / "other", "")).cache_remote is None
 
 
 def test_cache_and_cache_secrets_are_read_from_a_module(tmp_path: Path) -> None:
