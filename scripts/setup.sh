@@ -15,8 +15,12 @@
 # As an ordinary user (a workstation): changes nothing outside the repo and
 # never uses sudo; checks Podman, makes <repo>/.venv and builds the images.
 #
+# With BUILDR_SETUP_TESTS=1 (scripts/test sets it) it also makes a venv of its own for the
+# remote cache tests' REAPI server (BuildGrid): ~buildr/reapi-server-venv, or
+# <repo>/.venv-reapi-server as an ordinary user.
+#
 # Afterwards: BUILDR_MODE (root|user), BUILDR_USER, REPO (this checkout),
-# SRC (the sources the job runs from), VENV, BUILDR_XDG_RUNTIME_DIR; buildr_run CMD [ARG...] runs CMD in $SRC as the
+# SRC (the sources the job runs from), VENV, REAPI_SERVER_VENV, BUILDR_XDG_RUNTIME_DIR; buildr_run CMD [ARG...] runs CMD in $SRC as the
 # unprivileged user with $VENV/bin first on PATH and returns its exit code.
 
 _bs_setup="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/setup.sh"
@@ -39,7 +43,7 @@ _bs_forward_env() {
                 http_proxy | https_proxy | no_proxy | HTTP_PROXY | HTTPS_PROXY | NO_PROXY | \
                 PYTEST_ADDOPTS | TERM | BUILDR_*)
                 case "$name" in
-                    BUILDR_MODE | BUILDR_USER | BUILDR_XDG_RUNTIME_DIR | BUILDR_GCC_IMAGE | BUILDR_BUSYBOX_IMAGE) ;;
+                    BUILDR_MODE | BUILDR_USER | BUILDR_XDG_RUNTIME_DIR | BUILDR_GCC_IMAGE | BUILDR_BUSYBOX_IMAGE | BUILDR_SETUP_TESTS) ;;
                     *) printf '%s=%s\0' "$name" "${!name}" ;;
                 esac
                 ;;
@@ -58,6 +62,7 @@ _bs_vars() {
         _bs_home="$(printf '%s' "$ent" | cut -d: -f6)"
         SRC="$_bs_home/buildr-podman"
         VENV="$_bs_home/venv"
+        REAPI_SERVER_VENV="$_bs_home/reapi-server-venv"
         BUILDR_XDG_RUNTIME_DIR="/run/user/$_bs_uid"
     else
         BUILDR_MODE=user
@@ -67,6 +72,7 @@ _bs_vars() {
         _bs_home="$HOME"
         SRC="$REPO"
         VENV="$REPO/.venv"
+        REAPI_SERVER_VENV="$REPO/.venv-reapi-server"
         BUILDR_XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-}"
     fi
 }
@@ -277,7 +283,7 @@ _bs_step_sources() {
         _bs_say "running from $SRC already"
         return 0
     fi
-    local -a excl=(--exclude=/.git --exclude=.venv --exclude=/venv --exclude=__pycache__
+    local -a excl=(--exclude=/.git --exclude=.venv --exclude=.venv-reapi-server --exclude=/venv --exclude=__pycache__
         --exclude=.pytest_cache --exclude=.mypy_cache --exclude=.ruff_cache --exclude=.hypothesis
         --exclude='*.egg-info' --exclude=.buildr/out --exclude='*.so')
     # *.so: the S2 C extension is built in place by pip in $SRC; never copied in, never
@@ -340,6 +346,30 @@ _bs_step_venv() {
     _bs_say "venv $VENV ready: $(_bs_as_user "$VENV/bin/python" -c 'import buildr_podman; print("buildr_podman", buildr_podman.__version__)' 2>&1 | tail -n1)"
 }
 
+# BuildGrid, the REAPI server of the remote cache's tests, in a venv of its own: in
+# buildr-podman's venv its lark-parser would overwrite python-hcl2's lark (every HCL file then
+# fails to parse) and its many dependencies (pydantic, boto3, ...) would be the product's too.
+_bs_step_reapi_server() {
+    local py requirements="$SRC/tests/reapi-server-requirements.txt"
+    py="$(_bs_pick_python)"
+    if ! _bs_as_user "$REAPI_SERVER_VENV/bin/python" -c '' >/dev/null 2>&1; then
+        rm -rf "$REAPI_SERVER_VENV"
+        _bs_as_user "$py" -m venv "$REAPI_SERVER_VENV" ||
+            _bs_die "could not make a venv with $py: install python3-venv (apt-get install python3-venv)"
+    fi
+    local stamp="$REAPI_SERVER_VENV/.buildr-setup-stamp" want
+    want="$("$REAPI_SERVER_VENV/bin/python" -VV && sha256sum "$requirements")" || true
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        _bs_say "REAPI server venv $REAPI_SERVER_VENV up to date"
+        return 0
+    fi
+    _bs_say "pip installing the REAPI server for the tests (BuildGrid) into $REAPI_SERVER_VENV (first time: a few minutes)"
+    _bs_as_user "$REAPI_SERVER_VENV/bin/python" -m pip install -q -r "$requirements" ||
+        _bs_die "pip install -r $requirements into $REAPI_SERVER_VENV failed (see above): fix the network and re-run"
+    printf '%s\n' "$want" >"$stamp.tmp" && mv -f "$stamp.tmp" "$stamp"
+    if [ "$BUILDR_MODE" = root ]; then chown "$_bs_uid:$_bs_gid" "$stamp"; fi
+}
+
 _bs_step_images() {
     BUILDR_USER="$BUILDR_USER" "$REPO/containers/build-images.sh" ||
         _bs_die "building the images failed (see above); containers/build-images.sh retries alone"
@@ -362,6 +392,7 @@ _bs_steps_root() {
     _bs_step_podman_config
     _bs_step_sources
     _bs_step_venv
+    if [ "${BUILDR_SETUP_TESTS:-}" = 1 ]; then _bs_step_reapi_server; fi
     _bs_step_images
 }
 
@@ -373,6 +404,7 @@ _bs_steps_user() {
     [ -n "$BUILDR_XDG_RUNTIME_DIR" ] || _bs_warn "XDG_RUNTIME_DIR is not set: rootless podman may complain; log in through a normal session or export it"
     _bs_check_podman_info
     _bs_step_venv
+    if [ "${BUILDR_SETUP_TESTS:-}" = 1 ]; then _bs_step_reapi_server; fi
     _bs_step_images
 }
 
@@ -407,10 +439,10 @@ fi
 
 _bs_run_steps_locked || exit $?
 _bs_vars
-export BUILDR_MODE BUILDR_USER REPO SRC VENV BUILDR_XDG_RUNTIME_DIR BUILDR_GCC_IMAGE BUILDR_BUSYBOX_IMAGE
+export BUILDR_MODE BUILDR_USER REPO SRC VENV REAPI_SERVER_VENV BUILDR_XDG_RUNTIME_DIR BUILDR_GCC_IMAGE BUILDR_BUSYBOX_IMAGE
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-    for _bs_n in BUILDR_MODE BUILDR_USER REPO SRC VENV BUILDR_XDG_RUNTIME_DIR BUILDR_GCC_IMAGE BUILDR_BUSYBOX_IMAGE; do
+    for _bs_n in BUILDR_MODE BUILDR_USER REPO SRC VENV REAPI_SERVER_VENV BUILDR_XDG_RUNTIME_DIR BUILDR_GCC_IMAGE BUILDR_BUSYBOX_IMAGE; do
         printf 'export %s=%q\n' "$_bs_n" "${!_bs_n}"
     done
 fi

@@ -1,4 +1,4 @@
-"""A real REAPI server for the remote cache's tests: BuildGrid (`bgd`, from the [test] extra)
+"""A real REAPI server for the remote cache's tests: BuildGrid (`bgd`, in a venv of its own)
 on a unix socket, with an ActionCache in memory and a CAS in memory or, to tamper with a blob
 as a damaged server would serve it, on disk. No database, no network port.
 
@@ -11,6 +11,7 @@ Leaving the block stops the server (SIGTERM, then SIGKILL) and removes its direc
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -58,10 +59,14 @@ instances:
 
 
 def bgd() -> str:
-    found = Path(sys.executable).parent / "bgd"
+    """BuildGrid's server command: $BUILDR_BGD (scripts/test points it into the venv that
+    scripts/setup.sh makes for BuildGrid alone, tests/reapi-server-requirements.txt), else a
+    `bgd` beside this Python."""
+    found = Path(os.environ.get("BUILDR_BGD") or Path(sys.executable).parent / "bgd")
     if not found.exists():
-        pytest.fail("bgd (BuildGrid) is not installed: scripts/setup.sh installs the [test] "
-                    "extra, which has it")
+        pytest.fail(f"bgd (BuildGrid) is not at {found}: scripts/test installs it into a venv "
+                    "of its own; or set BUILDR_BGD to a bgd from "
+                    "`pip install -r tests/reapi-server-requirements.txt`")
     return str(found)
 
 
