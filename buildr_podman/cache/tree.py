@@ -7,11 +7,16 @@ two machines with the same files compute the same digest. Mtimes are left out: a
 `touch` changes no content, and tasks are judged by what they read.
 
 Hashing 20,000 files on every run would cost seconds; `StatCache` remembers each file's digest
-by its path and (size, mtime, inode, ctime), the way git's index does, and persists that between
-runs. A file modified within the last RACY_SECONDS is never remembered: its mtime could
-still be matched by a later write of the same size within the file system's time resolution.
-Building the Directory messages costs more than the walk itself for a big tree, so each
-directory's digest is remembered too, by a fingerprint of its listing (names, digests, modes).
+by its directory, name and (size, mtime, inode, ctime), the way git's index does, and persists
+that between runs. A file modified within the last RACY_SECONDS is never remembered: its mtime
+could still be matched by a later write of the same size within the file system's time
+resolution. Building the Directory messages costs more than the walk itself for a big tree, so
+each directory's digest is remembered too, by a fingerprint of its listing (names, digests,
+modes, symlink targets, subdirectories' digests).
+
+An unchanged repository costs one lstat per file and little else: the walk looks files up by
+name in their directory's table (no full path is built or hashed per file), and a fingerprint
+is one marshal and one BLAKE2b per directory, in C.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +36,8 @@ from buildr_podman._protos.build.bazel.remote.execution.v2 import remote_executi
 __all__ = ["Digest", "StatCache", "Tree", "TreeBuilder", "digest_of"]
 
 RACY_SECONDS = 2.0
-FORMAT = "buildr-stat-cache-1"
-PRUNE_SLACK = 1000
+FORMAT = "buildr-stat-cache-2"
+PRUNE_SLACK = 100  # directories
 READ_SIZE = 1 << 20
 PERMISSION_BITS = 0o7777
 
@@ -49,7 +54,8 @@ def proto_digest(digest: Digest) -> re_pb2.Digest:
 
 
 class StatCache:
-    """File digests by path and stat, kept in one file between runs (None: memory only).
+    """File digests by directory, name and stat, kept in one file between runs (None: memory
+    only).
 
     Shared by every task of a run; saved once at its end. Concurrent runs each save their own
     view whole (write to a temporary file, then rename): the last one wins, and the loser's
@@ -58,14 +64,17 @@ class StatCache:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        #: path -> (size, mtime_ns, inode, ctime_ns, hash); read by TreeBuilder's hot loop
-        self.files: dict[str, tuple[int, int, int, int, str]] = {}
+        #: directory -> name -> (size, mtime_ns, inode, ctime_ns, hash); read by TreeBuilder's
+        #: hot loop
+        self.files: dict[str, dict[str, tuple[int, int, int, int, str]]] = {}
         self._directories: dict[str, tuple[str, int]] = {}  # fingerprint -> digest
+        #: directory -> (mtime_ns, ctime_ns, inode, digest): an unchanged directory's digest
+        self._paths: dict[str, tuple[int, int, int, tuple[str, int]]] = {}
         self._dirty = False
         self.hashed = 0  #: files read this run (for tests and the benchmark)
         #: what this run looked up: beyond twice that (and PRUNE_SLACK), the rest is dropped
-        self.seen_files: set[str] = set()
-        self._seen_directories: set[str] = set()
+        self.seen_directories: set[str] = set()
+        self._seen_fingerprints: set[str] = set()
         if path is not None:
             self._load(path)
 
@@ -75,55 +84,93 @@ class StatCache:
         # only means starting afresh.
         try:
             data = marshal.loads(path.read_bytes())
-            if isinstance(data, tuple) and len(data) == 3 and data[0] == FORMAT:
-                files, directories = data[1], data[2]
-                if isinstance(files, dict) and isinstance(directories, dict):
-                    self.files, self._directories = files, directories
+            if isinstance(data, tuple) and len(data) == 4 and data[0] == FORMAT:
+                files, directories, paths = data[1], data[2], data[3]
+                if isinstance(files, dict) and isinstance(directories, dict) \
+                        and isinstance(paths, dict):
+                    self.files, self._directories, self._paths = files, directories, paths
         except (OSError, ValueError, EOFError, TypeError):
             pass
 
-    def file_digest(self, path: str, st: os.stat_result) -> Digest:
-        """The digest of the file at path, hashed only if its stat is not the remembered one."""
+    def listing(self, directory: str) -> dict[str, tuple[int, int, int, int, str]]:
+        """The remembered files of a directory, by name (marked as looked up this run)."""
+        self.seen_directories.add(directory)
+        return self.files.get(directory) or {}
+
+    def forget_missing(self, directory: str, present: Container[str]) -> None:
+        """Drops the remembered files of `directory` that are not among `present` (deleted
+        since, or no longer files)."""
+        listing = self.files.get(directory)
+        if listing is not None and any(name not in present for name in listing):
+            self.files[directory] = {n: v for n, v in listing.items() if n in present}
+            self._dirty = True
+
+    def file_paths(self) -> list[str]:
+        """Every remembered file's path (for tests)."""
+        return [os.path.join(d, n) for d, names in self.files.items() for n in names]
+
+    def file_digest(self, directory: str, name: str, st: os.stat_result) -> Digest:
+        """The digest of the file `name` in `directory`, hashed only if its stat is not the
+        remembered one."""
         signature = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-        self.seen_files.add(path)
-        known = self.files.get(path)
+        self.seen_directories.add(directory)
+        listing = self.files.get(directory)
+        known = listing.get(name) if listing is not None else None
         if known is not None and known[:4] == signature:
             return known[4], st.st_size
-        digest = _hash_file(path)
+        digest = _hash_file(os.path.join(directory, name))
         self.hashed += 1
         if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_SECONDS * 1e9:
-            self.files[path] = (*signature, digest[0])
+            self.files.setdefault(directory, {})[name] = (*signature, digest[0])
             self._dirty = True
-        elif known is not None:
-            del self.files[path]
+        elif known is not None and listing is not None:
+            del listing[name]
             self._dirty = True
         return digest
 
+    def directory_by_path(self, directory: str, signature: tuple[int, int, int],
+                          ) -> Digest | None:
+        """The remembered digest of an unchanged directory whose own stat is `signature`
+        (the caller checked its files and subdirectories)."""
+        known = self._paths.get(directory)
+        return known[3] if known is not None and known[:3] == signature else None
+
+    def remember_directory_path(self, directory: str, signature: tuple[int, int, int],
+                                digest: Digest) -> None:
+        known = self._paths.get(directory)
+        if known is None or known[:3] != signature or known[3] != digest:
+            self._paths[directory] = (*signature, digest)
+            self._dirty = True
+
     def directory_digest(self, fingerprint: str) -> Digest | None:
-        self._seen_directories.add(fingerprint)
+        self._seen_fingerprints.add(fingerprint)
         return self._directories.get(fingerprint)
 
     def remember_directory(self, fingerprint: str, digest: Digest) -> None:
-        self._seen_directories.add(fingerprint)
+        self._seen_fingerprints.add(fingerprint)
         if self._directories.get(fingerprint) != digest:
             self._directories[fingerprint] = digest
             self._dirty = True
 
     def save(self) -> None:
         """Writes the cache, first dropping what this run did not look up once the file holds
-        more than twice that: deleted files and directory listings of the past go, while the
-        entries of tasks that did not run this time mostly stay."""
-        if len(self.files) > 2 * len(self.seen_files) + PRUNE_SLACK:
-            self.files = {p: v for p, v in self.files.items() if p in self.seen_files}
+        more than twice that: removed directories and directory listings of the past go, while
+        the entries of tasks that did not run this time mostly stay."""
+        seen = self.seen_directories
+        if len(self.files) > 2 * len(seen) + PRUNE_SLACK:
+            self.files = {d: v for d, v in self.files.items() if d in seen}
             self._dirty = True
-        if len(self._directories) > 2 * len(self._seen_directories) + PRUNE_SLACK:
+        if len(self._paths) > 2 * len(seen) + PRUNE_SLACK:
+            self._paths = {d: v for d, v in self._paths.items() if d in seen}
+            self._dirty = True
+        if len(self._directories) > 2 * len(self._seen_fingerprints) + PRUNE_SLACK:
             self._directories = {f: d for f, d in self._directories.items()
-                                 if f in self._seen_directories}
+                                 if f in self._seen_fingerprints}
             self._dirty = True
         if self.path is None or not self._dirty:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = marshal.dumps((FORMAT, self.files, self._directories))
+        data = marshal.dumps((FORMAT, self.files, self._directories, self._paths))
         fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".stat-")
         try:
             with os.fdopen(fd, "wb") as file:
@@ -152,6 +199,13 @@ class Tree:
     files: dict[str, tuple[Digest, int]] = field(default_factory=dict)
     symlinks: dict[str, str] = field(default_factory=dict)
     directories: dict[str, Tree] = field(default_factory=dict)
+    #: the digest, known without building the message: the host directory it was walked
+    #: from is unchanged since that digest was computed (TreeBuilder)
+    known: Digest | None = field(default=None, compare=False, repr=False)
+    #: the host directory it was walked from and that directory's (mtime, ctime, inode), if
+    #: its digest may be remembered by them; None once anything is laid over it
+    source: tuple[str, tuple[int, int, int]] | None = field(default=None, compare=False,
+                                                            repr=False)
 
     def place(self, where: str, tree: Tree) -> None:
         """Lays `tree` over the directory at `where` ("" for this one), later wins per path."""
@@ -159,10 +213,15 @@ class Tree:
         for part in [p for p in where.split("/") if p]:
             node.files.pop(part, None)
             node.symlinks.pop(part, None)
+            node.known = node.source = None
             node = node.directories.setdefault(part, Tree())
         node.merge(tree)
 
     def merge(self, other: Tree) -> None:
+        if not (self.files or self.symlinks or self.directories):
+            self.known, self.source = other.known, other.source  # the same content
+        else:
+            self.known = self.source = None
         for name, entry in other.files.items():
             self.symlinks.pop(name, None)
             self.directories.pop(name, None)
@@ -190,53 +249,84 @@ class TreeBuilder:
         """The tree of a host directory, symlinks never followed; `skip` are absolute paths
         left out (the out dir inside a mapped repository). Sockets, FIFOs and devices are
         left out, as the input copy leaves them out."""
-        return self._walk(directory, frozenset(skip))
+        skipped: dict[str, set[str]] = {}  # directory -> names left out there
+        for path in skip:
+            skipped.setdefault(os.path.dirname(path), set()).add(os.path.basename(path))
+        return self._walk(directory, skipped, os.lstat(directory))
 
-    def _walk(self, directory: str, skip: frozenset[str]) -> Tree:
-        # The hot loop of an unchanged repository: one lstat a file (DirEntry.stat), one dict
-        # lookup, no hashing and no call that is not needed (20,000 files: ~3 µs each).
+    def _walk(self, directory: str, skip: dict[str, set[str]], own: os.stat_result) -> Tree:
+        # The hot loop of an unchanged repository: one lstat a file (DirEntry.stat), one
+        # lookup by name in the directory's table, no hashing, no path built, no call that is
+        # not needed (20,000 files: ~2 µs each beside the lstat).
         tree = Tree()
         files, symlinks, directories = tree.files, tree.symlinks, tree.directories
-        remembered = self.stat_cache.files
-        seen = self.stat_cache.seen_files.add
+        cache = self.stat_cache
+        remembered = cache.listing(directory)
+        skipped = skip.get(directory) if skip else None
+        matched = 0
         with os.scandir(directory) as entries:
             for entry in entries:
-                path = entry.path
-                if path in skip:
+                name = entry.name
+                if skipped and name in skipped:
                     continue
                 st = entry.stat(follow_symlinks=False)
                 mode = st.st_mode
                 kind = mode & 0o170000
                 if kind == stat.S_IFREG:
-                    seen(path)
-                    known = remembered.get(path)
+                    known = remembered.get(name)
                     if known is not None and known[0] == st.st_size \
                             and known[1] == st.st_mtime_ns and known[2] == st.st_ino \
                             and known[3] == st.st_ctime_ns:
-                        files[entry.name] = ((known[4], st.st_size), mode & PERMISSION_BITS)
+                        files[name] = ((known[4], st.st_size), mode & PERMISSION_BITS)
+                        matched += 1
                     else:
-                        files[entry.name] = (self.stat_cache.file_digest(path, st),
-                                             mode & PERMISSION_BITS)
+                        files[name] = (cache.file_digest(directory, name, st),
+                                       mode & PERMISSION_BITS)
                 elif kind == stat.S_IFDIR:
-                    directories[entry.name] = self._walk(path, skip)
+                    directories[name] = self._walk(entry.path, skip, st)
                 elif kind == stat.S_IFLNK:
-                    symlinks[entry.name] = os.readlink(path)
+                    symlinks[name] = os.readlink(entry.path)
+        if len(remembered) > matched:  # maybe files deleted since: forget them
+            cache.forget_missing(directory, files)
+        if not skipped:
+            self._know(tree, directory, own, matched == len(files))
         return tree
+
+    def _know(self, tree: Tree, directory: str, own: os.stat_result, all_matched: bool) -> None:
+        """Sets tree.known when nothing in the directory changed since its digest was
+        remembered: its own (mtime, ctime, inode) say no entry was added, removed, renamed or
+        re-pointed (a symlink), every file's stat matched, every subdirectory is known. Sets
+        tree.source when its digest may be remembered for a later run: all its files are
+        remembered (none modified within RACY_SECONDS), nor is the directory itself."""
+        signature = (own.st_mtime_ns, own.st_ctime_ns, own.st_ino)
+        children_known = all(sub.known is not None for sub in tree.directories.values())
+        if all_matched and children_known:
+            known = self.stat_cache.directory_by_path(directory, signature)
+            if known is not None:
+                tree.known = known
+                return
+        racy = time.time_ns() - max(own.st_mtime_ns, own.st_ctime_ns) <= RACY_SECONDS * 1e9
+        listing = self.stat_cache.files.get(directory) or {}
+        if not racy and (all_matched or all(name in listing for name in tree.files)):
+            tree.source = (directory, signature)
 
     def digest(self, tree: Tree, blobs: dict[str, bytes] | None = None) -> Digest:
         """The tree's REAPI Directory digest; with `blobs`, every Directory message of it is
         put there by its hash (what the store keeps to explain a later miss)."""
+        if blobs is None and tree.known is not None:
+            return tree.known  # an unchanged directory: nothing below is looked at again
         children = {name: self.digest(sub, blobs) for name, sub in tree.directories.items()}
         fingerprint = _fingerprint(tree, children)
         known = None if blobs is not None else self.stat_cache.directory_digest(fingerprint)
-        if known is not None:
-            return known
-        data = directory_message(tree, children).SerializeToString(deterministic=True)
-        digest = digest_of(data)
-        if blobs is not None:
-            blobs[digest[0]] = data
-        self.stat_cache.remember_directory(fingerprint, digest)
-        return digest
+        if known is None:
+            data = directory_message(tree, children).SerializeToString(deterministic=True)
+            known = digest_of(data)
+            if blobs is not None:
+                blobs[known[0]] = data
+            self.stat_cache.remember_directory(fingerprint, known)
+        if tree.source is not None:
+            self.stat_cache.remember_directory_path(*tree.source, known)
+        return known
 
 
 def directory_message(tree: Tree, children: dict[str, Digest]) -> re_pb2.Directory:
@@ -260,10 +350,8 @@ def _mode_property(mode: int) -> re_pb2.NodeProperties:
 
 
 def _fingerprint(tree: Tree, children: dict[str, Digest]) -> str:
-    """What the directory's message is made of, hashed: equal fingerprints, equal digests."""
-    parts = [f"f{name}\0{digest[0]}\0{digest[1]}\0{mode}" for name, (digest, mode)
-             in sorted(tree.files.items())]
-    parts += [f"l{name}\0{target}" for name, target in sorted(tree.symlinks.items())]
-    parts += [f"d{name}\0{digest[0]}\0{digest[1]}" for name, digest in sorted(children.items())]
-    return hashlib.blake2b("\n".join(parts).encode("utf-8", "surrogateescape"),
-                           digest_size=16).hexdigest()
+    """What the directory's message is made of, hashed: equal fingerprints, equal digests.
+    marshal version 2 has no back-references, so equal listings give equal bytes."""
+    listing = (sorted(tree.files.items()), sorted(tree.symlinks.items()),
+               sorted(children.items()))
+    return hashlib.blake2b(marshal.dumps(listing, 2), digest_size=16).hexdigest()

@@ -265,8 +265,27 @@ def test_the_stat_cache_forgets_what_is_long_gone(tmp_path: Path,
     for index in range(4):
         (project.root / f"gone{index}").unlink()
     again = StatCache(path)
-    assert len(again.files) == 7
+    assert len(again.file_paths()) == 7
     key(project, make_task(), cache=again)
     again.save()
-    assert sorted(Path(p).name for p in StatCache(path).files) == ["README", "main.c",
-                                                                    "tasks.hcl"]
+    assert sorted(Path(p).name for p in StatCache(path).file_paths()) == ["README", "main.c",
+                                                                          "tasks.hcl"]
+
+
+def test_an_unchanged_directory_is_known_by_its_stat_and_a_change_is_not_hidden(
+        tmp_path: Path) -> None:
+    project = make_project(tmp_path / "repo")
+    path = tmp_path / "stat.cache"
+    first = StatCache(path)
+    before = key(project, make_task(), cache=first)
+    first.save()
+    again = StatCache(path)  # the next run
+    found = key(project, make_task(), cache=again)
+    assert found.digest == before.digest
+    assert found.root.directories["workspace"].directories["src"].known is not None
+    for change in ("added file", "input byte", "deleted file", "symlink target"):
+        changes(project.root)[change]()  # type: ignore[operator]
+        changed = key(project, make_task(), cache=again)
+        assert changed.digest != found.digest, change
+        assert changed.digest == key(project, make_task()).digest, change  # a fresh cache's
+        found = changed
