@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from buildr_podman.executor import Executor
     from buildr_podman.model import Project, RunReport, Task, TaskOutcome
     from buildr_podman.moduletype import ModuleType
+    from buildr_podman.phases import PhaseUpdate
 
 __all__ = ["hookimpl", "hookspec"]
 
@@ -88,6 +89,20 @@ def buildr_task_log(task: Task, message: str) -> None:
 def buildr_task_warning(task: Task, message: str) -> None:
     """Something about the task the user must see even without -v: what the host refused to
     do for it (a write-back into .buildr/, say). One line; return value ignored."""
+
+
+@hookspec
+def buildr_task_phase(task: Task, phase: PhaseUpdate) -> None:
+    """A long phase of the task's run, outside its own process: copying its inputs in,
+    extracting its outputs, putting them in place, writing them back, removing its pod.
+
+    Only phases that last (a second, by default) are reported: ``phase.state`` "started" once
+    the phase has lasted that long, "progress" at most twice a second with its counts
+    (``done`` of ``total`` ``unit``, ``bytes``), "finished" once with its whole duration
+    (``elapsed_seconds``). The removal of a pod kept warm for later tasks comes at the end of
+    the run, after its last task has finished, before ``buildr_run_finished``. Return value
+    ignored.
+    """
 
 
 @hookspec

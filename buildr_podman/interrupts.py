@@ -3,7 +3,8 @@
 A KeyboardInterrupt can land in any bytecode, including the `finally` that removes a pod; so
 while tasks run, the signal only sets a flag, and the main thread stops the tasks and waits for
 their own clean-up. Further presses are counted (the scheduler says it is still stopping) and
-never cut a clean-up short.
+never cut a clean-up short; neither does a press while the run's warm pods are removed at its
+end (runner._Run._close_session says which pod is going, and how to stop at once anyway).
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ from buildr_podman.archive.extract import (
     stage_tar_stream,
 )
 from buildr_podman.archive.tarstream import Readable
+from buildr_podman.executor import RunObserver
 from buildr_podman.model import Project, Task
+from buildr_podman.phases import Phases
 
 __all__ = ["OutputLanding"]
 
@@ -30,20 +32,35 @@ class OutputLanding:
     def __init__(self, project: Project) -> None:
         self.project = project
 
-    def stage(self, task: Task, archive: Readable) -> StagedTree:
-        """The whole archive, extracted beside the out dir (nothing is replaced yet)."""
-        # Reached from the anchor without following a symlink: a task with write_back may
-        # have planted one on the way (the out dir itself, say).
-        # Outside .buildr/, only what this tool made (and marked) is ever replaced.
-        return stage_tar_stream(archive, self.project.output_dir(task.name),
-                                max_bytes=task.max_return_bytes or DEFAULT_MAX_BYTES,
-                                max_entries=task.max_return_entries or DEFAULT_MAX_ENTRIES,
-                                anchor=self.project.out_dir_anchor(),
-                                replace_unmarked=self.project.out_dir_is_ours)
+    def stage(self, task: Task, archive: Readable,
+              observer: RunObserver | None = None) -> StagedTree:
+        """The whole archive, extracted beside the out dir (nothing is replaced yet); a long
+        extraction is reported to the observer as phase "extract_outputs" (phases.py)."""
+        phase = Phases(observer, task).start("extract_outputs", "extracting outputs",
+                                             unit="files")
+        try:
+            # Reached from the anchor without following a symlink: a task with write_back may
+            # have planted one on the way (the out dir itself, say).
+            # Outside .buildr/, only what this tool made (and marked) is ever replaced.
+            return stage_tar_stream(archive, self.project.output_dir(task.name),
+                                    max_bytes=task.max_return_bytes or DEFAULT_MAX_BYTES,
+                                    max_entries=task.max_return_entries or DEFAULT_MAX_ENTRIES,
+                                    anchor=self.project.out_dir_anchor(),
+                                    replace_unmarked=self.project.out_dir_is_ours,
+                                    progress=phase)
+        finally:
+            phase.finish()
 
-    def land(self, task: Task, staged: StagedTree, succeeded: bool) -> Path:
+    def land(self, task: Task, staged: StagedTree, succeeded: bool,
+             observer: RunObserver | None = None) -> Path:
         """Puts the staged outputs in place and returns where: the task's out dir when it
-        succeeded (an earlier failure's files, now stale, go), its failed dir when not."""
+        succeeded (an earlier failure's files, now stale, go), its failed dir when not. The
+        renames are instant; removing what they replaced is not (a million files): a long
+        landing is reported as phase "land_outputs"."""
+        with Phases(observer, task).blocking("land_outputs", "putting outputs in place"):
+            return self._land(task, staged, succeeded)
+
+    def _land(self, task: Task, staged: StagedTree, succeeded: bool) -> Path:
         good, failed = self.project.output_dir(task.name), self.project.failed_dir(task.name)
         if not succeeded:
             staged.land(failed)

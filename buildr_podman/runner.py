@@ -14,8 +14,9 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from buildr_podman.graph import Plan
 from buildr_podman.interrupts import SignalGuard
 from buildr_podman.lazy_session import LazySession
 from buildr_podman.model import Project, RunReport, Task, TaskOutcome, TaskResult
+from buildr_podman.phases import Phases, PhaseUpdate
 from buildr_podman.plugins import executors
 from buildr_podman.secrets import Redactor, redact, run_secret_values
 
@@ -62,6 +64,7 @@ class HookObserver:
         self._lock = threading.Lock()
         self.cancelled = threading.Event()
         self._redactors: dict[tuple[str, str], Redactor] = {}
+        self._removing: dict[tuple[str, str], str] = {}
 
     def call(self, name: str, **kwargs: Any) -> None:
         with self._lock:
@@ -97,6 +100,22 @@ class HookObserver:
         may come after the task ended)."""
         self.call("buildr_task_log", task=task,
                   message=printable(redact(message, self.secrets), keep="\n"))
+
+    def phase(self, task: Task, update: PhaseUpdate) -> None:
+        """A long phase of the task (phases.py); no cancellation check: it may be the removal
+        of the task's pod, which must run to its end."""
+        key = (task.name, update.title)
+        with self._lock:
+            if update.name == "remove_pod" and update.state == "started":
+                self._removing[key] = f"{update.title} (of task {task.name})"
+            elif update.state == "finished":
+                self._removing.pop(key, None)
+        self.call("buildr_task_phase", task=task, phase=update)
+
+    def removing(self) -> list[str]:
+        """The pod removals under way that have been said (phase "remove_pod")."""
+        with self._lock:
+            return list(self._removing.values())
 
     def _check(self) -> None:
         if self.cancelled.is_set():
@@ -168,14 +187,14 @@ def run_tasks(pm: pluggy.PluginManager, project: Project, tasks: Sequence[Task],
     cache = _task_cache(project, executor_name, use_cache)
     try:
         with SignalGuard() as guard:
+            run = _Run(pm, project, plan, executor_name, max(1, jobs), guard, cache)
             if cache is None:
-                guard.raising = True  # opening cleans up by itself: let Ctrl-C interrupt it
-                with executor.open_session(project) as session:
+                with ExitStack() as opened:
+                    guard.raising = True  # opening cleans up by itself: let Ctrl-C interrupt it
+                    session = opened.enter_context(executor.open_session(project))
                     guard.raising = False
-                    run = _Run(pm, project, plan, executor_name, max(1, jobs), guard)
-                    return run.execute(session)
-            return _run_lazily(executor, _Run(pm, project, plan, executor_name, max(1, jobs),
-                                              guard, cache))
+                    return run.execute(session, opened.close)
+            return _run_lazily(executor, run)
     finally:
         if cache is not None:
             cache.close()
@@ -196,7 +215,7 @@ def _task_cache(project: Project, executor_name: str, use_cache: bool) -> TaskCa
 def _run_lazily(executor: Executor, run: _Run) -> RunReport:
     session = LazySession(executor, run.project)
     try:
-        report = run.execute(session)
+        report = run.execute(session, session.close)
     finally:
         session.close()
     if session.failure is not None:
@@ -227,7 +246,10 @@ class _Run:
         self.landed: dict[str, Path] = {}
         self._landed_lock = threading.Lock()
 
-    def execute(self, session: ExecutorSession) -> RunReport:
+    def execute(self, session: ExecutorSession, close: Callable[[], object]) -> RunReport:
+        """Runs the plan in `session`, then `close`s it (its pods go) before the report: the
+        run's duration is all the user waited. An error of closing is raised after the
+        report, as it was found after every task had ended."""
         started = time.monotonic()
         tasks = [self.project.tasks[name] for name in self.plan.order]
         self.observer.call("buildr_run_started", project=self.project, tasks=tasks,
@@ -240,9 +262,39 @@ class _Run:
                 self.plan.stop("cancelled: internal error")
                 self._cancel("internal error")
                 raise
+            failure = self._close_session(pool, close)
         report = self._report(time.monotonic() - started)
         self.observer.call("buildr_run_finished", report=report)
+        if failure is not None:
+            raise failure
         return report
+
+    def _close_session(self, pool: ThreadPoolExecutor,
+                       close: Callable[[], object]) -> Exception | None:
+        """Closes the session in a worker, and returns what it raised. Removing a pod kept
+        warm can take Podman minutes (a container layer of a million files): its phase says
+        so meanwhile, and this thread keeps answering Ctrl-C, to say what is going on."""
+        closing = pool.submit(close)
+        while True:
+            try:
+                closing.result(timeout=POLL_SECONDS)
+                return None
+            except TimeoutError:
+                self._signals_while_closing()
+            except Exception as exc:  # noqa: BLE001 - reported after the run's report
+                return exc
+
+    def _signals_while_closing(self) -> None:
+        """Ctrl-C while the pods go: the removal is never cut short (a pod half removed is
+        worse than one left whole), and the user is told how to stop at once anyway."""
+        if self.guard.presses == self._signals_seen:
+            return
+        self._signals_seen = self.guard.presses
+        what = ", ".join(self.observer.removing()) or "removing the run's pods"
+        self.observer.call("buildr_run_cancelling", running=[], reason=(
+            f"interrupted while {what}: the removal goes on to its end, so that nothing is "
+            "left behind; to stop at once, kill -9 this process, then run buildr-podman clean "
+            "to remove what is left"))
 
     def _schedule(self, pool: ThreadPoolExecutor, session: ExecutorSession) -> None:
         while True:
@@ -416,8 +468,12 @@ class _Run:
         out_dir = self.project.out_dir
         protected = (".buildr", *([out_dir.relative_to(self.project.root).as_posix()]
                                   if out_dir.is_relative_to(self.project.root) else []))
-        stats = write_back(self.project.root, task.input_mapping, result.output_dir,
-                           result.deleted_paths, protected, started_ns)
+        phase = Phases(self.observer, task).start("write_back", "writing back", unit="paths")
+        try:
+            stats = write_back(self.project.root, task.input_mapping, result.output_dir,
+                               result.deleted_paths, protected, started_ns, phase)
+        finally:
+            phase.finish()
         self._log_quietly(task, f"wrote back {stats.written} paths and deleted {stats.deleted} "
                           "in the repository")
         for rel in stats.skipped:

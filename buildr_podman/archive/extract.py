@@ -15,6 +15,7 @@ import stat
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from buildr_podman.archive.beneath import (
     DIRECTORY_FLAGS,
@@ -31,6 +32,9 @@ from buildr_podman.archive.owned import DISK_FULL, PERMISSION_BITS, process_umas
 from buildr_podman.archive.tarstream import Member, Readable, TarReader
 from buildr_podman.errors import ArchiveError, UnsafeArchiveMember, printable
 from buildr_podman.processes import own_process_running
+
+if TYPE_CHECKING:
+    from buildr_podman.phases import Phase
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_ENTRIES", "ExtractStats", "StagedTree",
            "check_member", "extract_tar_stream", "list_tar_stream", "stage_tar_stream"]
@@ -180,10 +184,10 @@ class StagedTree:
 
 def stage_tar_stream(fileobj: Readable, target: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
                      max_entries: int = DEFAULT_MAX_ENTRIES, anchor: Path | None = None,
-                     replace_unmarked: bool = True) -> StagedTree:
+                     replace_unmarked: bool = True, progress: Phase | None = None) -> StagedTree:
     """Extracts the tar read from fileobj into a new, marked directory beside `target`
     (reached and checked as extract_tar_stream does): all of it, or nothing and an error that
-    names the member and the reason."""
+    names the member and the reason. `progress` counts each file and symlink, and the bytes."""
     try:
         if anchor is None:  # a path the user gave (archive extract DEST): made as given
             anchor = target.parent
@@ -203,7 +207,7 @@ def stage_tar_stream(fileobj: Readable, target: Path, *, max_bytes: int = DEFAUL
             try:
                 mark(staging_fd)
                 stats = _extract_into(fileobj, staging_fd, (max_bytes, max_entries),
-                                      target.parent)
+                                      target.parent, progress)
             finally:
                 os.close(staging_fd)
         except OSError as exc:  # finishing; members' own errors name the member
@@ -276,12 +280,15 @@ def _write_error(what: str, exc: OSError, where: Path) -> ArchiveError:
 
 
 def _extract_into(fileobj: Readable, root: int, limits: tuple[int, int],
-                  where: Path) -> ExtractStats:
+                  where: Path, progress: Phase | None = None) -> ExtractStats:
     writer = _StagingWriter(root, limits, where)
     tar = TarReader(fileobj)
     try:
         for member in tar:
             writer.add(tar, member)
+            if progress is not None:
+                progress.advance(0 if member.isdir() else 1,
+                                 member.size if member.isreg() else 0)
     finally:
         writer.close()
     writer.finish()

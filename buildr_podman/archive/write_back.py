@@ -14,6 +14,7 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from buildr_podman.archive.beneath import (
     DIRECTORY_FLAGS,
@@ -26,6 +27,9 @@ from buildr_podman.archive.beneath import (
 )
 from buildr_podman.archive.owned import write_all
 from buildr_podman.errors import ArchiveError, printable
+
+if TYPE_CHECKING:
+    from buildr_podman.phases import Phase
 
 __all__ = ["WriteBackConflict", "WriteBackStats", "apply_changes", "is_protected",
            "repository_path", "write_back"]
@@ -61,7 +65,8 @@ def is_protected(target: str, protected: Sequence[str]) -> bool:
 
 def apply_changes(staged: Path | int, root: Path, mapping: Sequence[tuple[str, str]],
                   deleted: Iterable[str], protected: Sequence[str] = (),
-                  started_ns: int | None = None) -> WriteBackStats:
+                  started_ns: int | None = None,
+                  progress: Phase | None = None) -> WriteBackStats:
     """Moves every staged entry into the repository at `root`, then removes deleted paths:
     all of it or, on any failure, nothing (what was replaced is put back). `staged` is the
     extracted output, a path trusted as given or an open directory's fd (the caller's);
@@ -71,6 +76,7 @@ def apply_changes(staged: Path | int, root: Path, mapping: Sequence[tuple[str, s
     would be replaced or deleted is first compared with what the task started from: one
     changed since then (its ctime is later: an edit the user saved while the task ran, or
     another task's write-back) is a conflict, and nothing is applied (WriteBackConflict).
+    `progress` counts the paths written and deleted, of a total known once planned.
     """
     stats = WriteBackStats()
     deletions = sorted((_checked(rel) for rel in deleted), key=lambda p: -p.count("/"))
@@ -80,15 +86,21 @@ def apply_changes(staged: Path | int, root: Path, mapping: Sequence[tuple[str, s
         directories, entries = _staged_tree(staged_fd)
         plan = _plan(directories, entries, deletions, mapping, protected, stats)
         _check(root, plan, started_ns)
+        if progress is not None:
+            progress.total = len(plan.puts) + len(plan.deletions)
         with _Journal(root) as journal:
             made = _make_directories(plan.directories, root, journal)
             for rel, target in plan.puts:
                 _put(staged_fd, rel, root, target, journal)
                 stats.written += 1
+                if progress is not None:
+                    progress.advance()
             _finish_directories(root, made)
             for target in plan.deletions:  # deepest first: contents before their directory
                 if _remove(root, target, journal):
                     stats.deleted += 1
+                if progress is not None:
+                    progress.advance()
     finally:
         os.close(staged_fd)
     return stats
@@ -312,7 +324,7 @@ class _Journal:
 
 def write_back(root: Path, mapping: Sequence[tuple[str, str]], output_dir: Path,
                deleted: Iterable[str], protected: Sequence[str] = (),
-               started_ns: int | None = None) -> WriteBackStats:
+               started_ns: int | None = None, progress: Phase | None = None) -> WriteBackStats:
     """Applies a finished task's returned files (extracted in output_dir, below root) and
     deletions to the repository at root, all or nothing (apply_changes); output_dir is
     emptied and removed once applied, and kept when nothing was. The output is reached from
@@ -327,7 +339,8 @@ def write_back(root: Path, mapping: Sequence[tuple[str, str]], output_dir: Path,
         except OSError as exc:
             raise ArchiveError(f"cannot write back from {output_dir}: {exc.strerror}") from exc
         try:
-            stats = apply_changes(staged_fd, root, mapping, deleted, protected, started_ns)
+            stats = apply_changes(staged_fd, root, mapping, deleted, protected, started_ns,
+                                  progress)
         except ArchiveError as exc:
             exc.args = (f"{exc.args[0]}; the task's changes are in {output_dir}",)
             raise

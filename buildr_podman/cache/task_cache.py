@@ -49,6 +49,7 @@ from buildr_podman.cache_root import cache_root
 from buildr_podman.executor import RunObserver
 from buildr_podman.landing import OutputLanding
 from buildr_podman.model import Project, Task, TaskOutcome, TaskResult
+from buildr_podman.phases import PhaseUpdate
 from buildr_podman.secrets import Redactor, secret_values
 
 if TYPE_CHECKING:
@@ -217,9 +218,9 @@ class TaskCache:
             output_dir: Path | None = None
             if changes is not None:  # the very landing a successful run's archive goes through
                 landing = OutputLanding(self.project)
-                staged = landing.stage(task, changes)
+                staged = landing.stage(task, changes, observer)
                 stats = staged.stats
-                output_dir = landing.land(task, staged, succeeded=True)
+                output_dir = landing.land(task, staged, succeeded=True, observer=observer)
             counts = json.loads(entry.read(OUTCOME) or b"{}")
             deleted = tuple(p for p in entry.read(DELETED).decode("utf-8", "surrogateescape")
                             .split("\0") if p)
@@ -308,6 +309,11 @@ class OutputRecorder:
 
     def log(self, task: Task, message: str) -> None:
         self._observer.log(task, message)
+
+    def phase(self, task: Task, update: PhaseUpdate) -> None:
+        forward = getattr(self._observer, "phase", None)
+        if forward is not None:
+            forward(task, update)
 
     def path(self, stream: str) -> Path | None:
         """The finished file of one stream's output, or None if there was none."""

@@ -2,9 +2,10 @@
 
 Every event has "event" and "time" (seconds since the epoch). Task output comes as complete
 lines ("line", without its newline; bytes that are not UTF-8 become U+FFFD). Events:
-run_started, task_started, output, log (with -v), warning, files_returned, task_finished (with
-"cached" and "cache": why not cached, or what changed since the last entry), task_skipped,
-run_cancelling, run_finished.
+run_started, task_started, output, log (with -v), warning, phase_started, phase_progress,
+phase_finished (a long phase of a task: "phase", "title", "elapsed_seconds", "done" of "total"
+"unit", "bytes"; phases.py), files_returned, task_finished (with "cached" and "cache": why not
+cached, or what changed since the last entry), task_skipped, run_cancelling, run_finished.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, TextIO
 from buildr_podman.hookspecs import hookimpl
 from buildr_podman.model import Project, RunReport, Task, TaskOutcome
 from buildr_podman.output.lines import TaskLines, shown_path
+from buildr_podman.phases import PhaseUpdate
 
 __all__ = ["JsonReporter", "outcome_fields"]
 
@@ -78,6 +80,12 @@ class JsonReporter:
     @hookimpl
     def buildr_task_warning(self, task: Task, message: str) -> None:
         self._emit("warning", task=task.name, message=message)
+
+    @hookimpl
+    def buildr_task_phase(self, task: Task, phase: PhaseUpdate) -> None:
+        self._emit(f"phase_{phase.state}", task=task.name, phase=phase.name, title=phase.title,
+                   elapsed_seconds=round(phase.elapsed_seconds, 3), done=phase.done,
+                   total=phase.total, bytes=phase.bytes, unit=phase.unit or None)
 
     @hookimpl
     def buildr_task_files_returned(self, task: Task, outcome: TaskOutcome) -> None:

@@ -22,7 +22,17 @@ from buildr_podman.hookspecs import hookimpl
 from buildr_podman.model import Project, RunReport, Task, TaskOutcome
 from buildr_podman.output.lines import TaskLines
 from buildr_podman.output.sanitize import terminal_safe
-from buildr_podman.output.summary import counts_line, display_path, failures, files, rows, verdict
+from buildr_podman.output.summary import (
+    counts_line,
+    display_path,
+    duration,
+    failures,
+    files,
+    phase_counts,
+    rows,
+    verdict,
+)
+from buildr_podman.phases import PhaseUpdate
 
 __all__ = ["RichReporter"]
 
@@ -47,6 +57,9 @@ class RichReporter:
         self._done = 0
         self._failed = 0
         self._running: dict[str, tuple[float, Spinner]] = {}
+        #: long phases under way, by (task, title): when each began, its last update
+        self._phases: dict[tuple[str, str], tuple[float, PhaseUpdate, Spinner]] = {}
+        self._removal_said = False  # a long pod removal: then even one task gets a total line
         self._lines = TaskLines()
         self._tolerant: set[str] = set()
 
@@ -85,6 +98,24 @@ class RichReporter:
         self.console.print(Text(f"{task.name}: warning: {message}", style="yellow"))
 
     @hookimpl
+    def buildr_task_phase(self, task: Task, phase: PhaseUpdate) -> None:
+        key = (task.name, phase.title)
+        with self._lock:
+            if phase.state == "finished":
+                self._phases.pop(key, None)
+            else:
+                began = time.monotonic() - phase.elapsed_seconds
+                spinner = self._phases[key][2] if key in self._phases else Spinner(
+                    "dots", style=self._styles.get(task.name))
+                self._phases[key] = (began, phase, spinner)
+        if phase.state == "finished":
+            self._removal_said |= phase.name == "remove_pod"
+            counts = phase_counts(phase)
+            self.console.print(Text(f"{task.name}: {phase.title} took "
+                                    f"{duration(phase.elapsed_seconds)}"
+                                    + (f" ({counts})" if counts else ""), style="dim"))
+
+    @hookimpl
     def buildr_task_finished(self, task: Task, outcome: TaskOutcome) -> None:
         for _stream, rest in self._lines.finish(task.name):
             self._print_line(task, rest)
@@ -113,6 +144,8 @@ class RichReporter:
             self.console.print(self._table(report))
             for outcome in failures(report):
                 self.console.print(Text(f"error: {outcome.task}: {outcome.error}", style="red"))
+        elif self._removal_said:
+            self.console.print(Text(counts_line(report), style="dim"))
 
     def close(self) -> None:
         """Stops the live panel (also after an error that ended the run early)."""
@@ -125,6 +158,7 @@ class RichReporter:
     def _render(self) -> Any:
         with self._lock:
             running = list(self._running.items())
+            phases = list(self._phases.items())
             summary = f"{self._done}/{self._total} done"
             if self._failed:
                 summary += f", {self._failed} failed"
@@ -134,6 +168,11 @@ class RichReporter:
             style = self._styles.get(name, "")
             grid.add_row(spinner, Text(name.ljust(self._width), style=style),
                          Text(f"{now - started:5.1f} s", style="dim"))
+        for (name, title), (began, update, spinner) in phases:
+            counts = phase_counts(update)
+            grid.add_row(spinner, Text(name.ljust(self._width), style=self._styles.get(name, "")),
+                         Text(f"{now - began:5.1f} s", style="dim"),
+                         Text(title + (f": {counts}" if counts else "")))
         return Group(grid, Text(summary, style="dim"))
 
     def _print_line(self, task: Task, line: bytes) -> None:

@@ -20,7 +20,17 @@ from buildr_podman.output.lines import (
     paint,
     shown_path,
 )
-from buildr_podman.output.summary import counts_line, display_path, failures, files, rows, verdict
+from buildr_podman.output.summary import (
+    counts_line,
+    display_path,
+    duration,
+    failures,
+    files,
+    phase_counts,
+    rows,
+    verdict,
+)
+from buildr_podman.phases import PhaseUpdate
 
 __all__ = ["PlainReporter", "TerminalReporter"]
 
@@ -43,6 +53,7 @@ class PlainReporter:
         # The stream whose last output left a terminal line open (no final newline): our next
         # line must not be glued to it. Only on a terminal: piped output stays byte for byte.
         self._open_line: str | None = None
+        self._removal_said = False  # a long pod removal: then even one task gets a total line
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -78,6 +89,17 @@ class PlainReporter:
         self._say(f"buildr: {task.name}: warning: {message}")
 
     @hookimpl
+    def buildr_task_phase(self, task: Task, phase: PhaseUpdate) -> None:
+        # Two lines per long phase, none for a short one (phases.py): a log stays readable.
+        if phase.state == "started":
+            self._say(f"buildr: {task.name}: {phase.title}...")
+        elif phase.state == "finished":
+            self._removal_said |= phase.name == "remove_pod"
+            counts = phase_counts(phase)
+            self._say(f"buildr: {task.name}: {phase.title} took "
+                      f"{duration(phase.elapsed_seconds)}" + (f" ({counts})" if counts else ""))
+
+    @hookimpl
     def buildr_task_finished(self, task: Task, outcome: TaskOutcome) -> None:
         self._flush_lines(task)
         said = verdict(outcome, task.name in self._tolerant)
@@ -108,6 +130,8 @@ class PlainReporter:
     def buildr_run_finished(self, report: RunReport) -> None:
         if len(report.outcomes) > 1:
             self._table(report)
+        elif self._removal_said:
+            self._say(f"buildr: {counts_line(report)}")  # the task's time leaves the removal out
         # Errors last, so that the final lines of a failed run say what went wrong.
         if len(report.outcomes) > 1:
             for outcome in failures(report):

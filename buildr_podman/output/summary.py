@@ -7,12 +7,40 @@ from collections import Counter
 from dataclasses import dataclass
 
 from buildr_podman.model import RunReport, TaskOutcome
+from buildr_podman.phases import PhaseUpdate
 
-__all__ = ["Row", "counts_line", "display_path", "failures", "files", "rows", "verdict"]
+__all__ = ["Row", "counts_line", "display_path", "duration", "failures", "files",
+           "phase_counts", "rows", "verdict"]
 
 
 def files(count: int) -> str:
     return f"{count} file" if count == 1 else f"{count} files"
+
+
+def duration(seconds: float) -> str:
+    """'4.2 s', or '3 min 31 s' past a minute."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+def size(count: int) -> str:
+    """Bytes in the largest unit that keeps a digit before the point: '1.2 GB'."""
+    amount = float(count)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if amount < 1000:
+            return f"{count} bytes" if unit == "bytes" else f"{amount:.1f} {unit}"
+        amount /= 1000
+    return f"{amount:.1f} TB"
+
+
+def phase_counts(update: PhaseUpdate) -> str:
+    """What a phase has done, in words: '12,345 files, 1.2 GB', '40 of 120 paths', or ''."""
+    if not update.unit:
+        return ""
+    done = (f"{update.done:,} of {update.total:,}" if update.total is not None
+            else f"{update.done:,}")
+    return f"{done} {update.unit}" + (f", {size(update.bytes)}" if update.bytes else "")
 
 
 def verdict(outcome: TaskOutcome, tolerated: bool = False) -> str:

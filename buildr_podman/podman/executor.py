@@ -13,6 +13,7 @@ from buildr_podman.errors import AgentError
 from buildr_podman.executor import RunObserver
 from buildr_podman.landing import OutputLanding
 from buildr_podman.model import WORKSPACE, Project, Task, TaskResult
+from buildr_podman.phases import Phases
 from buildr_podman.podman.deadline import AgentTimeout
 from buildr_podman.podman.warm_pods import reusable
 
@@ -69,7 +70,7 @@ class PodmanSession:
     def run_task(self, task: Task, observer: RunObserver) -> TaskResult:
         from buildr_podman.podman.task_stream import receive_events
 
-        warm = self.pool.take(task, self._dependency_outputs(task))
+        warm = self.pool.take(task, self._dependency_outputs(task), Phases(observer, task))
         observer.log(task, f"pod {warm.pod.name} " +
                      (f"reused after {warm.tasks_run} tasks" if warm.tasks_run else "started"))
         try:
@@ -106,14 +107,16 @@ class PodmanSession:
         as what an earlier run left in the out dir."""
         return tuple((name, self._landed.get(name, self.empty)) for name in task.outputs_used)
 
-    def _start_pod(self, task: Task, outputs: DependencyOutputs) -> WarmPod:
-        """Creates and starts a pod for the task's settings and waits for its agent."""
+    def _start_pod(self, task: Task, outputs: DependencyOutputs,
+                   phases: Phases | None = None) -> WarmPod:
+        """Creates and starts a pod for the task's settings and waits for its agent (and for
+        its inputs, when they are copied in: a long copy is reported to `phases`)."""
         from buildr_podman.podman.pods import task_pod
         from buildr_podman.podman.warm_pods import WarmPod, pool_key
 
         with ExitStack() as stack:
             pod = stack.enter_context(task_pod(self.client, self.project, task, self.agent,
-                                               outputs, self.empty))
+                                               outputs, self.empty, phases))
             # Imported only now: loading grpc (~0.1 s) overlaps the agent's own start-up.
             from buildr_podman.podman.agent_client import AgentClient
 

@@ -27,12 +27,16 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from buildr_podman.archive.beneath import DIRECTORY_FLAGS, open_directory_beneath, same_directory
 from buildr_podman.archive.owned import DISK_FULL, PERMISSION_BITS, process_umask, write_all
 from buildr_podman.errors import BackendError
 from buildr_podman.model import Task
 from buildr_podman.podman.input_mapping import MappedDirectories
+
+if TYPE_CHECKING:
+    from buildr_podman.phases import Phase, Phases
 
 __all__ = ["CopyStats", "InputCopy", "copy_inputs"]
 
@@ -52,14 +56,16 @@ class CopyStats:
 
 def copy_inputs(directories: MappedDirectories, workspace: Path,
                 stop: threading.Event | None = None, root: Path | None = None, *,
-                keep_names: bool = False, skip: Path | None = None) -> CopyStats:
+                keep_names: bool = False, skip: Path | None = None,
+                progress: Phase | None = None) -> CopyStats:
     """Copies the inputs into the (new, empty) workspace directory; stops early, leaving
     a partial copy, once `stop` is set. Each mapped source is reached from `root` (the
     repository) without following a symlink; without a root, as given. An entry deleted or
     replaced since its directory was listed is left out (an out dir that another task of the
     run is replacing, say); any other failure raises its OSError, naming the host path.
-    Nothing of the directory `skip` (the out dir) is copied."""
-    copier = _Copier(stop, keep_names, _identity(skip))
+    Nothing of the directory `skip` (the out dir) is copied. `progress` counts each file and
+    symlink, and the bytes."""
+    copier = _Copier(stop, keep_names, _identity(skip), progress)
     workspace_fd = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY)
     try:
         for source, target in directories:
@@ -111,8 +117,9 @@ class _Copier:
     symlink swapped in on either side can never redirect a read or a write."""
 
     def __init__(self, stop: threading.Event | None, keep_names: bool,
-                 skip: tuple[int, int] | None = None) -> None:
+                 skip: tuple[int, int] | None = None, progress: Phase | None = None) -> None:
         self._stop = stop
+        self._progress = progress
         self._skip = skip
         self._umask = process_umask()
         self._keep_names = keep_names
@@ -245,6 +252,8 @@ class _Copier:
         os.symlink(link, name, dir_fd=level.target_fd)
         os.utime(name, ns=(st.st_mtime_ns, st.st_mtime_ns), dir_fd=level.target_fd,
                  follow_symlinks=False)
+        if self._progress is not None:
+            self._progress.advance()
 
     def _copy_file(self, level: _Level, name: str) -> None:
         """The bytes, the mode and the exact mtime (atime as mtime) of the file as opened."""
@@ -275,6 +284,8 @@ class _Copier:
             os.close(src)
         self.stats.files += 1
         self.stats.bytes += size
+        if self._progress is not None:
+            self._progress.advance(1, size)
 
 
 def _make_directory(name: str, parent_fd: int) -> None:
@@ -313,8 +324,12 @@ class InputCopy:
     """copy_inputs in a thread, started at once: the copy overlaps the container's start."""
 
     def __init__(self, task: Task, directories: MappedDirectories, workspace: Path,
-                 root: Path | None = None, skip: Path | None = None) -> None:
+                 root: Path | None = None, skip: Path | None = None,
+                 phases: Phases | None = None) -> None:
         self._task = task
+        # Begun here, not in the thread: its duration is the one the task waits through.
+        self._phase = phases.start("copy_inputs", "copying inputs in", unit="files") \
+            if phases is not None else None
         self._stop = threading.Event()
         self._error: Exception | None = None
         self._thread = threading.Thread(target=self._run,
@@ -325,14 +340,24 @@ class InputCopy:
     def _run(self, directories: MappedDirectories, workspace: Path, root: Path | None,
              skip: Path | None) -> None:
         try:
-            copy_inputs(directories, workspace, self._stop, root, skip=skip)
+            copy_inputs(directories, workspace, self._stop, root, skip=skip,
+                        progress=self._phase)
         except Exception as exc:  # noqa: BLE001 - handed to finish(), in the caller's thread
             self._error = exc
+        finally:
+            if self._phase is not None:
+                self._phase.finish()
 
     def wait(self, timeout: float) -> bool:
         """Whether the copy has ended, waiting up to `timeout` seconds for it."""
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    def poll(self) -> None:
+        """Reports the copy if it is due (its own thread counts files; a big one takes a
+        while): for the thread that waits for it."""
+        if self._phase is not None:
+            self._phase.poll()
 
     def finish(self) -> None:
         """Waits for the copy; raises a one-line BackendError if it failed."""

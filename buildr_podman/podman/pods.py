@@ -26,6 +26,7 @@ from buildr_podman.podman.limits import container_limits
 if TYPE_CHECKING:
     import podman
 
+    from buildr_podman.phases import Phases
     from buildr_podman.podman.warm_pods import DependencyOutputs
 
 __all__ = ["BASELINE_MOUNT", "LABEL", "SOCKET_MOUNT", "TaskPod", "may_remount", "task_pod"]
@@ -66,6 +67,7 @@ class TaskPod:
         if self.input_copy is None:
             return
         while not self.input_copy.wait(CONTAINER_CHECK_SECONDS):
+            self.input_copy.poll()
             if not self.is_running():
                 self.input_copy.stop()
                 raise BackendError("the container stopped while its inputs were being "
@@ -117,8 +119,8 @@ class TaskPod:
 
 @contextmanager
 def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: AgentBundle,
-             outputs: DependencyOutputs = (),
-             empty: Path | None = None) -> Iterator[TaskPod]:
+             outputs: DependencyOutputs = (), empty: Path | None = None,
+             phases: Phases | None = None) -> Iterator[TaskPod]:
     """Creates and starts the pod; removes it on exit whatever happened. Copied-in inputs
     (inputs = "copy") go into a volume of the pod's own, from a thread that starts before the
     container does (wait_for_inputs). The dependencies' `outputs` are mounted read-only; the
@@ -139,7 +141,7 @@ def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: A
         if task.container.inputs == "copy":
             volume = _workspace_volume(client, name, labels)
             copy = InputCopy(task, directories, Path(volume.attrs["Mountpoint"]), project.root,
-                             skip=project.out_dir)
+                             skip=project.out_dir, phases=phases)
         mounts = [*(_bind(path, task.output_mount(module), read_only=True)
                     for module, path in outputs),
                   *(_bind(empty, _under(root, rel), read_only=True)

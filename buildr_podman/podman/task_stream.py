@@ -28,7 +28,7 @@ def receive_events(task: Task, events: Iterator[AgentEvent], landing: OutputLand
     for event in events:
         if isinstance(event, memoryview):
             archive = _ArchiveChunks(event, events)
-            staged = landing.stage(task, S2Reader(archive))
+            staged = landing.stage(task, S2Reader(archive), observer)
             try:
                 archive.drain()  # tar stops reading at its end marker; the result follows
                 if archive.result is None:
@@ -39,7 +39,8 @@ def receive_events(task: Task, events: Iterator[AgentEvent], landing: OutputLand
             result = archive.result
             # What came back is counted by the host as it extracted, never taken from the
             # agent's result: a task that controls the agent could claim anything.
-            return replace(result, output_dir=landing.land(task, staged, result.succeeded),
+            return replace(result, output_dir=landing.land(task, staged, result.succeeded,
+                                                           observer),
                            files_returned=staged.stats.files + staged.stats.symlinks,
                            bytes_returned=staged.stats.bytes)
         if isinstance(event, OutputChunk):

@@ -13,7 +13,7 @@ import hmac
 import os
 import threading
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from buildr_podman.model import Task
 
 if TYPE_CHECKING:
+    from buildr_podman.phases import Phases
     from buildr_podman.podman.agent_client import AgentClient
     from buildr_podman.podman.pods import TaskPod
 
@@ -90,47 +91,62 @@ class WarmPod:
     client: AgentClient
     resources: ExitStack = field(repr=False)
     tasks_run: int = 0
+    #: where its removal is reported: the phases of the task that used it last. Removing a
+    #: container whose layer holds a million files takes Podman minutes (phase "remove_pod").
+    phases: Phases | None = field(default=None, repr=False)
 
     def close(self) -> None:
         """Asks the agent to exit, then removes the pod. The removal
         waits for the exit first: removing an exited container is the quick way (see
         TaskPod.wait_exited); an agent that does not exit is killed by the removal."""
-        try:
-            self.client.shutdown()
-            self.client.close()
-            self.pod.wait_exited(AGENT_EXIT_SECONDS)
-        finally:
-            self.resources.close()
+        with self._removal():
+            try:
+                self.client.shutdown()
+                self.client.close()
+                self.pod.wait_exited(AGENT_EXIT_SECONDS)
+            finally:
+                self.resources.close()
 
     def remove(self) -> None:
         """Removes the pod without asking its agent: for an agent that no longer answers."""
-        try:
-            self.client.close()
-        finally:
-            self.resources.close()
+        with self._removal():
+            try:
+                self.client.close()
+            finally:
+                self.resources.close()
+
+    def _removal(self) -> AbstractContextManager[object]:
+        if self.phases is None:
+            return nullcontext()
+        return self.phases.blocking("remove_pod", f"removing pod {self.pod.name}")
 
 
 class PodPool:
     """Idle warm pods by container key; safe to use from the runner's worker threads."""
 
-    def __init__(self, start: Callable[[Task, DependencyOutputs], WarmPod]) -> None:
+    def __init__(self, start: Callable[[Task, DependencyOutputs, Phases | None], WarmPod]) -> None:
         self._start = start
         self._idle: dict[str, list[WarmPod]] = {}
         self._order: list[WarmPod] = []  # idle pods, least recently used first
         self._lock = threading.Lock()
         self._closed = False
 
-    def take(self, task: Task, outputs: DependencyOutputs = ()) -> WarmPod:
+    def take(self, task: Task, outputs: DependencyOutputs = (),
+             phases: Phases | None = None) -> WarmPod:
         """An idle pod for this task's settings, dependency outputs and identity (pool_key), or
-        a newly started one."""
+        a newly started one; its long phases (copying the inputs in, its removal) are reported
+        to the task's `phases`."""
         key = pool_key(task, outputs)
         with self._lock:
             idle = self._idle.get(key)
             if idle:
                 pod = idle.pop()
                 self._order.remove(pod)
+                pod.phases = phases
                 return pod
-        return self._start(task, outputs)  # outside the lock: starting takes a few hundred ms
+        pod = self._start(task, outputs, phases)  # outside the lock: starting takes ~0.3 s
+        pod.phases = phases
+        return pod
 
     def give_back(self, pod: WarmPod) -> None:
         """Keeps the pod for the next task with the same settings (or closes it after close)."""

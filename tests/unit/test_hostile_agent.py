@@ -102,12 +102,13 @@ class Into:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def stage(self, task: Task, archive: object) -> StagedTree:
+    def stage(self, task: Task, archive: object, observer: object = None) -> StagedTree:
         return stage_tar_stream(archive, self.path,  # type: ignore[arg-type]
                                 max_bytes=task.max_return_bytes or DEFAULT_MAX_BYTES,
                                 max_entries=task.max_return_entries or DEFAULT_MAX_ENTRIES)
 
-    def land(self, task: Task, staged: StagedTree, succeeded: bool) -> Path:
+    def land(self, task: Task, staged: StagedTree, succeeded: bool,
+             observer: object = None) -> Path:
         staged.land(self.path)
         return self.path
 

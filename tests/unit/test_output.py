@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from buildr_podman.model import ContainerSpec, Project, RunReport, Task, TaskOutcome
+from buildr_podman.output.jsonl import JsonReporter
 from buildr_podman.output.lines import MAX_LINE, LineSplitter, shown_path
+from buildr_podman.output.live import RichReporter
 from buildr_podman.output.plain import PlainReporter
-from buildr_podman.output.summary import counts_line, rows, verdict
+from buildr_podman.output.summary import counts_line, phase_counts, rows, verdict
 from buildr_podman.output.tasklog import TaskLogs
+from buildr_podman.phases import PhaseUpdate
 
 
 def task(name: str) -> Task:
@@ -148,3 +153,78 @@ def test_a_task_log_is_never_written_through_a_planted_symlink(tmp_path: Path, p
         assert "task output" in (root / out / ".logs" / "a.log").read_text()
     elif planted == "log":
         assert (root / out / ".logs" / "a.log").is_symlink()
+
+
+def phase_update(state: str, elapsed: float, **counts: object) -> PhaseUpdate:
+    return PhaseUpdate(state=state, name="extract_outputs", title="extracting outputs",
+                       elapsed_seconds=elapsed, unit="files", **counts)  # type: ignore[arg-type]
+
+
+def test_plain_output_says_a_long_phase_twice_and_never_its_progress() -> None:
+    plain, _, err = reporter()
+    plain.buildr_task_phase(task=task("big"), phase=phase_update("started", 1.0, done=5))
+    for second in range(2, 200):
+        plain.buildr_task_phase(task=task("big"), phase=phase_update("progress", second))
+    plain.buildr_task_phase(task=task("big"), phase=phase_update(
+        "finished", 211.4, done=1_000_000, bytes=1_234_567_890))
+    remove = PhaseUpdate(state="finished", name="remove_pod", title="removing pod buildr-big-1",
+                         elapsed_seconds=3.25)
+    plain.buildr_task_phase(task=task("big"), phase=remove)
+    assert err.getvalue().splitlines() == [
+        "buildr: big: extracting outputs...",
+        "buildr: big: extracting outputs took 3 min 31 s (1,000,000 files, 1.2 GB)",
+        "buildr: big: removing pod buildr-big-1 took 3.2 s",
+    ]
+
+
+def test_phase_counts_in_words() -> None:
+    assert phase_counts(phase_update("progress", 1, done=3, total=10)) == "3 of 10 files"
+    assert phase_counts(phase_update("progress", 1, done=1234, bytes=999)) == \
+        "1,234 files, 999 bytes"
+    assert phase_counts(PhaseUpdate("started", "remove_pod", "removing pod p", 1.0)) == ""
+
+
+def test_json_phase_events_carry_the_counts() -> None:
+    out = io.StringIO()
+    reporter = JsonReporter(out=out)
+    for state in ("started", "progress", "finished"):
+        reporter.buildr_task_phase(task=task("big"), phase=phase_update(
+            state, 2.5, done=10, total=None, bytes=2048))
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["event"] for e in events] == ["phase_started", "phase_progress", "phase_finished"]
+    assert {k: v for k, v in events[-1].items() if k != "time"} == {
+        "event": "phase_finished", "task": "big", "phase": "extract_outputs",
+        "title": "extracting outputs", "elapsed_seconds": 2.5, "done": 10, "total": None,
+        "bytes": 2048, "unit": "files"}
+
+
+def test_the_rich_panel_shows_a_phase_while_it_lasts() -> None:
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=120)
+    rich = RichReporter(console=console)
+    rich.buildr_run_started(project=Project(root=Path("/r"), out_dir=Path("/r/out")),
+                            tasks=[task("big")], jobs=1)
+    rich.buildr_task_phase(task=task("big"), phase=phase_update("progress", 4.0, done=12_345,
+                                                                bytes=2_000_000))
+    panel = io.StringIO()
+    Console(file=panel, width=120).print(rich._render())
+    assert "extracting outputs: 12,345 files, 2.0 MB" in panel.getvalue()
+    assert "4." in panel.getvalue()  # its own elapsed time
+    rich.buildr_task_phase(task=task("big"), phase=phase_update("finished", 6.0, done=20_000))
+    panel = io.StringIO()
+    Console(file=panel, width=120).print(rich._render())
+    assert "extracting" not in panel.getvalue()
+    rich.close()
+    assert "big: extracting outputs took 6.0 s (20,000 files)" in buffer.getvalue()
+
+
+def test_after_a_long_pod_removal_even_one_task_gets_the_runs_total() -> None:
+    outcome = TaskOutcome(task="big", exit_code=0, duration_seconds=277.9)
+    report = RunReport(outcomes=[outcome], duration_seconds=489.0, exit_code=0)
+    plain, _, err = reporter()
+    plain.buildr_run_finished(report=report)
+    assert err.getvalue() == "", "a fast run ends with its task's line"
+    plain.buildr_task_phase(task=task("big"), phase=PhaseUpdate(
+        "finished", "remove_pod", "removing pod buildr-big-1", 211.0))
+    plain.buildr_run_finished(report=report)
+    assert err.getvalue().splitlines()[-1] == "buildr: 1 ok in 489.0 s"

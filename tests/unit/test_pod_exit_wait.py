@@ -75,6 +75,9 @@ class SlowCopy:
     def stop(self) -> None:
         self.stopped.set()
 
+    def poll(self) -> None:
+        pass
+
     def finish(self) -> None:
         assert self.stopped.wait(60)
 

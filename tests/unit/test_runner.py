@@ -17,6 +17,7 @@ import pytest
 from buildr_podman.errors import BuildrError
 from buildr_podman.hookspecs import hookimpl
 from buildr_podman.model import BindMount, ContainerSpec, Project, RunReport, Task, TaskOutcome
+from buildr_podman.phases import THRESHOLD_VARIABLE, Phases, PhaseUpdate
 from buildr_podman.plugins import make_plugin_manager
 from buildr_podman.runner import run_tasks
 
@@ -36,10 +37,15 @@ class FakeExecutor:
         self.running = 0
         self.most_at_once = 0
         self.events: list[str] = []
+        self.on_close: Callable[[], None] | None = None  #: what closing the session does
 
     @contextmanager
     def open_session(self, project: Project) -> Iterator[FakeExecutor]:
-        yield self
+        try:
+            yield self
+        finally:
+            if self.on_close is not None:
+                self.on_close()
 
     def run_task(self, task: Task, observer: Any) -> TaskOutcome:
         with self.lock:
@@ -133,7 +139,12 @@ class Recorder:
         self.events.append(f"cancelling: {reason}")
 
     @hookimpl
+    def buildr_task_phase(self, task: Task, phase: PhaseUpdate) -> None:
+        self.events.append(f"phase {task.name} {phase.name} {phase.state}")
+
+    @hookimpl
     def buildr_run_finished(self, report: RunReport) -> None:
+        self.events.append("run_finished")
         self.report = report
 
 
@@ -148,10 +159,13 @@ def project_of(tmp_path: Path, deps: dict[str, list[str]], tolerated: tuple[str,
 
 
 def run(project: Project, targets: list[str], behaviours: dict[str, Behaviour], *,
-        jobs: int = 4, keep_going: bool = False,
-        cancel_hook: bool = True) -> tuple[RunReport, Recorder]:
+        jobs: int = 4, keep_going: bool = False, cancel_hook: bool = True,
+        on_close: Callable[[FakeExecutor, Recorder], None] | None = None,
+        ) -> tuple[RunReport, Recorder]:
     executor = FakeExecutor(project, behaviours)
     recorder = Recorder(executor, cancel_hook)
+    if on_close is not None:
+        executor.on_close = lambda: on_close(executor, recorder)
     pm = make_plugin_manager()
     pm.register(recorder, name="recorder")
     report = run_tasks(pm, project, [project.tasks[t] for t in targets], "fake", jobs=jobs,
@@ -361,3 +375,65 @@ def test_a_write_back_that_reached_nothing_claims_no_files(tmp_path: Path) -> No
     assert (outcomes["fmt"].output_dir, outcomes["fmt"].files_returned) == (None, 0)
     assert (outcomes["gen"].output_dir, outcomes["gen"].files_returned) == (tmp_path, 1)
     assert (tmp_path / "src" / "g").read_text() == "x\n"
+
+
+def keeps_its_observer(task: Task, observer: Any, executor: FakeExecutor) -> TaskOutcome:
+    """Like a Podman session, which keeps a warm pod with its last task's observer."""
+    executor.kept = Phases(observer, task)  # type: ignore[attr-defined]
+    return ok(task, observer, executor)
+
+
+def test_removing_the_pods_at_the_end_is_part_of_the_run_and_said(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(THRESHOLD_VARIABLE, "0")
+
+    def remove_pod(executor: FakeExecutor, recorder: Recorder) -> None:
+        with executor.kept.blocking("remove_pod", "removing pod p"):  # type: ignore[attr-defined]
+            time.sleep(0.3)  # what Podman takes to remove a layer of a million files
+        recorder.events.append("session closed")
+
+    report, recorder = run(project_of(tmp_path, {"a": []}), ["a"], {"a": keeps_its_observer},
+                           on_close=remove_pod)
+    assert recorder.events[-5:] == [
+        "finished a ok", "phase a remove_pod started", "phase a remove_pod finished",
+        "session closed", "run_finished"]
+    assert report.duration_seconds >= 0.3, "the run's time covers the removal"
+    assert report.exit_code == 0
+
+
+def test_ctrl_c_while_the_pods_go_says_what_is_left_and_lets_the_removal_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(THRESHOLD_VARIABLE, "0")
+    removed = threading.Event()
+
+    def interrupted_removal(executor: FakeExecutor, recorder: Recorder) -> None:
+        with executor.kept.blocking("remove_pod", "removing pod p"):  # type: ignore[attr-defined]
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # until the main thread has answered the Ctrl-C
+                if any(e.startswith("cancelling") for e in recorder.events):
+                    break
+                time.sleep(0.01)
+        removed.set()
+
+    report, recorder = run(project_of(tmp_path, {"a": []}), ["a"], {"a": keeps_its_observer},
+                           on_close=interrupted_removal)
+    assert removed.is_set(), "the removal was not cut short"
+    said = [e for e in recorder.events if e.startswith("cancelling")]
+    assert len(said) == 1
+    assert "removing pod p (of task a)" in said[0] and "buildr-podman clean" in said[0]
+    assert report.exit_code == 130 and report.interrupted
+    assert report.outcomes[0].status == "ok"
+
+
+def test_an_error_removing_the_pods_comes_after_the_report(tmp_path: Path) -> None:
+    def fails(executor: FakeExecutor, recorder: Recorder) -> None:
+        raise BuildrError("cannot remove the pod: run buildr-podman clean")
+
+    executor = FakeExecutor(project_of(tmp_path, {"a": []}), {})
+    executor.on_close = lambda: fails(executor, recorder)
+    recorder = Recorder(executor)
+    pm = make_plugin_manager()
+    pm.register(recorder, name="recorder")
+    with pytest.raises(BuildrError, match="cannot remove the pod"):
+        run_tasks(pm, executor.project, [executor.project.tasks["a"]], "fake")
+    assert recorder.events[-1] == "run_finished"

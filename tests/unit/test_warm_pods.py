@@ -32,7 +32,7 @@ def test_tasks_differing_only_in_user_share_a_container() -> None:
 
 def test_a_pod_given_back_is_taken_again_for_the_same_settings() -> None:
     started = []
-    pool = PodPool(lambda t, outputs: started.append(FakePod(pool_key(t, outputs)))
+    pool = PodPool(lambda t, outputs, phases: started.append(FakePod(pool_key(t, outputs)))
                    or started[-1])
     first = pool.take(task())
     pool.give_back(first)
@@ -42,7 +42,7 @@ def test_a_pod_given_back_is_taken_again_for_the_same_settings() -> None:
 
 
 def test_idle_pods_beyond_the_limit_are_closed_oldest_first() -> None:
-    pool = PodPool(lambda t, outputs: FakePod(pool_key(t, outputs)))
+    pool = PodPool(lambda t, outputs, phases: FakePod(pool_key(t, outputs)))
     pods = [pool.take(task(image=f"i{n}")) for n in range(MAX_IDLE + 1)]
     for pod in pods:
         pool.give_back(pod)
@@ -52,7 +52,7 @@ def test_idle_pods_beyond_the_limit_are_closed_oldest_first() -> None:
 
 
 def test_a_pod_given_back_after_close_is_closed() -> None:
-    pool = PodPool(lambda t, outputs: FakePod(pool_key(t, outputs)))
+    pool = PodPool(lambda t, outputs, phases: FakePod(pool_key(t, outputs)))
     pod = pool.take(task())
     pool.close()
     pool.give_back(pod)
@@ -68,7 +68,7 @@ def test_a_pod_passes_only_to_a_task_of_the_same_identity() -> None:
     assert pool_key(task(secrets=(("T", "a"),))) != pool_key(task(secrets=(("T", "b"),)))
     assert pool_key(task(secrets=(("T", "a"),))) == pool_key(task(secrets=(("T", "a"),)))
     assert "hunter2-value" not in pool_key(task(secrets=(("T", "hunter2-value"),)))
-    pool = PodPool(lambda t, outputs: FakePod(pool_key(t, outputs)))
+    pool = PodPool(lambda t, outputs, phases: FakePod(pool_key(t, outputs)))
     planted = pool.take(task())
     pool.give_back(planted)
     assert pool.take(task(secrets=(("T", "a"),))) is not planted
