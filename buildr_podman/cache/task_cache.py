@@ -256,7 +256,9 @@ class TaskCache:
                 field.CopyFrom(proto_digest(store.put_blob_file(path)))
         store.put_result(key.hash, result)
         self._remember(task, key)
-        if self.remote is not None and self.remote.settings.upload:
+        # What a task with secrets wrote may hold them: its entry stays on this machine.
+        if self.remote is not None and self.remote.settings.upload \
+                and not task.secret_environment:
             self._upload(key, result, warn)
 
     def _remember(self, task: Task, key: ActionKey) -> None:

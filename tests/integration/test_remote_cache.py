@@ -157,6 +157,9 @@ def test_what_one_clone_uploads_another_lands_from_the_remote(server: BuildGrid,
                 == landed(ci / ".buildr" / "out" / task), (attempt, task)
         assert output(events, "make") == output(first_events, "make")
         assert output(events, "make", "stderr") == ["to stderr"]
+    shown = buildr(developer, "cache", env={"BUILDR_CACHE": "on", **developer_env})
+    assert f"remote:  {server.url}, read only" in shown.stdout, shown.stdout
+    assert "2 of the hits from the remote cache" in shown.stdout, shown.stdout
     big = developer / ".buildr" / "out" / "make" / "gen" / "big.bin"
     assert big.stat().st_size == BIG
     assert (developer / ".buildr" / "out" / "use" / "used.txt").read_text() == content
@@ -176,6 +179,33 @@ def test_upload_false_never_writes_to_the_server(server: BuildGrid, tmp_path: Pa
     assert not missed["make"]["cached"]
     assert pods_started(events, "make")
     assert not warnings(events)
+
+
+def test_a_task_with_secrets_is_never_uploaded(server: BuildGrid, tmp_path: Path) -> None:
+    need_image(IMAGE)
+    root = tmp_path / "repo"
+    (root / ".buildr").mkdir(parents=True)
+    (root / "unique.txt").write_text(f"{uuid.uuid4()}\n")
+    (root / ".buildr" / "tasks.hcl").write_text(f'''
+buildr {{
+  cache {{
+    remote = "{server.url}"
+    upload = true
+  }}
+}}
+
+task "script" "sign" {{
+  container {{ image = "{IMAGE}" }}
+  secret_environment = {{ TOKEN = env("REMOTE_TEST_TOKEN") }}
+  cache_secrets = true
+  script = "cat unique.txt > signed.txt; echo $TOKEN > token.txt"
+}}
+''')
+    env = {**empty_local_cache(tmp_path / "cache"), "REMOTE_TEST_TOKEN": "s3cret"}
+    ran, events = run(root, "sign", env=env)
+    assert not ran["sign"]["cached"] and not warnings(events)
+    assert run(root, "sign", env=env)[0]["sign"]["cached"]  # stored here, all the same
+    assert server.action_result(*stored_key(env, root, "sign")) is None
 
 
 @pytest.fixture
