@@ -24,13 +24,15 @@ _EXPORTS = {
     "RunReport": "buildr_podman.model",
     "ContainerSpec": "buildr_podman.model",
     "Project": "buildr_podman.model",
+    "PhaseUpdate": "buildr_podman.phases",
     "BuildrError": "buildr_podman.errors",
     "ConfigError": "buildr_podman.errors",
 }
 
 __all__ = [  # kept equal to _EXPORTS by tests/unit/test_public_api.py
-    "BuildrError", "ConfigError", "ContainerSpec", "ModuleSpecError", "ModuleType", "Project",
-    "RunReport", "Task", "TaskOutcome", "TaskResult", "__version__", "hookimpl",
+    "BuildrError", "ConfigError", "ContainerSpec", "ModuleSpecError", "ModuleType",
+    "PhaseUpdate", "Project", "RunReport", "Task", "TaskOutcome", "TaskResult", "__version__",
+    "hookimpl",
 ]
 
 

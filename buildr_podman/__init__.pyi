@@ -10,6 +10,7 @@ from buildr_podman.model import TaskOutcome as TaskOutcome
 from buildr_podman.model import TaskResult as TaskResult
 from buildr_podman.moduletype import ModuleSpecError as ModuleSpecError
 from buildr_podman.moduletype import ModuleType as ModuleType
+from buildr_podman.phases import PhaseUpdate as PhaseUpdate
 
 __version__: str
 __all__: list[str]
