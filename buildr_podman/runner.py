@@ -396,7 +396,11 @@ class _Run:
             return session.run_task(task, self.observer), ""
         with self._landed_lock:
             landed = dict(self.landed)
-        lookup = self.cache.lookup(task, landed, lambda message: self.observer.warn(task, message))
+        # Hashing the inputs of a big repository the first time (no stat cache yet), or asking
+        # a remote cache, can take a while: said like the other long phases.
+        with Phases(self.observer, task).blocking("cache_lookup", "looking up the task cache"):
+            lookup = self.cache.lookup(task, landed,
+                                       lambda message: self.observer.warn(task, message))
         result: TaskResult | TaskOutcome
         if lookup.entry is not None:
             result = self.cache.replay(task, lookup, self.observer)
@@ -421,8 +425,10 @@ class _Run:
             result = session.run_task(task, recorder)
             if lookup.key is not None and result.succeeded:
                 try:
-                    self.cache.record(task, lookup.key, result, recorder,
-                                      lambda message: self.observer.warn(task, message))
+                    with Phases(self.observer, task).blocking(
+                            "cache_store", "storing the outputs in the task cache"):
+                        self.cache.record(task, lookup.key, result, recorder,
+                                          lambda message: self.observer.warn(task, message))
                 except OSError as exc:
                     self.observer.warn(task, f"not stored in the task cache: {exc}")
         finally:

@@ -132,7 +132,10 @@ def test_a_cache_hit_lands_with_the_same_phase_counts(tmp_path: Path) -> None:
     first = events_of(root, "gen", cache="on")
     again = events_of(root, "gen", cache="on")
     assert one(again, "task_finished", "gen")["cached"] is True
+    assert "cache_store" in finished_phases(first, "gen")
+    assert "cache_store" not in finished_phases(again, "gen")
     for events in (first, again):
+        assert "cache_lookup" in finished_phases(events, "gen")
         extracted = finished_phases(events, "gen")["extract_outputs"]
         assert (extracted["done"], extracted["bytes"]) == (
             MADE_FILES, one(first, "task_finished", "gen")["bytes_returned"])
