@@ -2,14 +2,19 @@
 
 Podman is daemonless: when no API socket answers, a `podman system service` is started on a
 socket in a private directory for the length of the run and stopped afterwards, so that nothing
-keeps running once buildr-podman exits. If that service dies during the run (killed, or the OOM
+keeps running once buildr-podman exits, not even when buildr-podman is killed with SIGKILL: the
+kernel then sends the service SIGTERM (see _spawn_outliving_no_one). If that service dies
+during the run (killed, or the OOM
 killer), the next API call that cannot connect starts it again on the same socket and retries:
 containers run on without it (conmon keeps them), so the run can still remove its pods.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import queue
+import signal
 import shutil
 import socket
 import subprocess
@@ -17,10 +22,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from buildr_podman.errors import BackendError
 
@@ -29,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["podman_client", "runtime_dir", "socket_accepts", "user_socket"]
 
+T = TypeVar("T")
 SERVICE_START_TIMEOUT = 20.0
 MAX_RESTARTS = 3  # a service that keeps dying is a broken installation, not a fault to ride out
 API_TIMEOUT = 120  # seconds for one API call; pulls and removals can take a while
@@ -82,10 +90,8 @@ class _Service:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         # --time=0: no idle timeout (podman#5840: the default 5 s stops it under our feet).
-        process = subprocess.Popen(
-            [self._podman, "system", "service", "--time=0", f"unix://{self.sock}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True)
+        process = _spawn_outliving_no_one(
+            [self._podman, "system", "service", "--time=0", f"unix://{self.sock}"])
         try:
             import podman  # noqa: F401 - loads (~0.1 s) while the service starts in parallel
 
@@ -124,7 +130,9 @@ def _private_service() -> Iterator[_Service]:
     if podman_bin is None:
         raise BackendError("podman is not installed: install it (e.g. apt-get install podman), "
                            "then run buildr-podman doctor")
-    directory = Path(tempfile.mkdtemp(prefix="buildr-podman-api-", dir=runtime_dir()))
+    # The pid in the name: the next run removes the directory if this one dies unable to.
+    directory = Path(tempfile.mkdtemp(prefix=f"buildr-podman-api-{os.getpid()}-",
+                                      dir=runtime_dir()))
     try:
         service = _Service(podman_bin, directory / "podman.sock")
         try:
@@ -180,6 +188,55 @@ def socket_accepts(sock: Path | str) -> bool:
         return False
     finally:
         probe.close()
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _spawn_outliving_no_one(argv: list[str]) -> subprocess.Popen[bytes]:
+    """Starts argv so that it gets SIGTERM when this process dies, however it dies: with
+    --time=0 a service orphaned by a SIGKILL ran forever. The kernel's parent-death signal
+    fires when the *thread* that forked the child ends, and a service is also started again
+    from whichever worker thread finds it dead (revive), so every spawn happens in one thread
+    that lives as long as the process."""
+    # In the child, between fork and exec, only one foreign call: libc is loaded here, in the
+    # parent, so that nothing is imported there that a lock held at fork could block.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    die_with_parent = partial(prctl, PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    return _SPAWNER.run(lambda: subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True, preexec_fn=die_with_parent))  # noqa: PLW1509 - see above
+
+
+class _Spawner:
+    """One daemon thread, started on first use, that runs what it is given and waits for more
+    until the process ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def run(self, job: Callable[[], T]) -> T:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="service-spawner",
+                                                daemon=True)
+                self._thread.start()
+        done: Future[T] = Future()
+        self._jobs.put((job, done))
+        return done.result()
+
+    def _serve(self) -> None:
+        while True:
+            job, done = self._jobs.get()
+            try:
+                done.set_result(job())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                done.set_exception(exc)
+
+
+_SPAWNER = _Spawner()
 
 
 def _stop(service: subprocess.Popen[bytes]) -> None:

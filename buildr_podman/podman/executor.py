@@ -39,15 +39,18 @@ class PodmanExecutor:
     def open_session(self, project: Project) -> Iterator[PodmanSession]:
         from buildr_podman.podman.agent_build import StderrProgress, ensure_agent
         from buildr_podman.podman.connection import podman_client
+        from buildr_podman.podman.leftovers import sweep_dead_runs
 
         progress = StderrProgress()  # says something only if the agent must be built first
         agent = ensure_agent(log=progress.log, tick=progress.tick)
         with podman_client() as client:
+            sweeping = sweep_dead_runs(client)  # pods of runs killed with SIGKILL, meanwhile
             session = PodmanSession(client, project, agent)
             try:
                 yield session
             finally:
                 session.close()
+                sweeping.join()  # before the connection goes: a removal half-sent is lost
 
 
 class PodmanSession:

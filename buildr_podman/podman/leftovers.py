@@ -11,18 +11,23 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from buildr_podman.archive.owned import remove_tree
 from buildr_podman.podman.agent_build import CHECKED_SUFFIX, DIGEST_SUFFIX
 from buildr_podman.podman.connection import socket_accepts
 from buildr_podman.podman.podman_cli import PodmanCliError, podman, podman_json
 from buildr_podman.podman.pods import LABEL, SOCKET_NAME
 from buildr_podman.processes import own_process_running
 
-__all__ = ["clean", "kill_own_containers"]
+if TYPE_CHECKING:
+    from podman import PodmanClient
+
+__all__ = ["clean", "kill_own_containers", "sweep_dead_runs"]
 
 API_DIR_PREFIX = "buildr-podman-api-"
 SOCKET_DIR_PREFIX = "buildr-agent-"
@@ -64,6 +69,42 @@ def clean(everything: bool = False) -> Iterator[str]:
         yield from _clean_api_services(runtime, everything)
         yield from _clean_socket_dirs(runtime, everything, kept_mounts)
     yield from _clean_agent_builds(everything, kept_mounts)
+
+
+def sweep_dead_runs(client: PodmanClient) -> threading.Thread:
+    """Removes, in a background thread, the pods and workspace volumes of runs that are gone
+    (a host killed with SIGKILL cannot remove its own): the next run tidies up after it, with
+    no `clean` needed. Through the run's API connection, not the CLI: a listing costs
+    milliseconds there. Best effort: `clean` is the thorough tool, and reports."""
+    thread = threading.Thread(target=_sweep, args=(client,), name="sweep-dead-runs",
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+def _sweep(client: PodmanClient) -> None:
+    for kind in (client.pods, client.volumes):  # pods first: they hold the volumes
+        try:
+            found = kind.list(filters={"label": LABEL})
+        except Exception:  # noqa: BLE001 - best effort, off the run's path; clean reports
+            continue
+        for item in found:
+            if not _run_going(_owner(item.attrs.get("Labels") or {})):
+                try:
+                    item.remove(force=True)
+                except Exception:  # noqa: BLE001, S112 - the next one may still go
+                    continue
+    runtime = _runtime_dir()
+    if runtime is not None:
+        for directory in runtime.glob(API_DIR_PREFIX + "*"):
+            if _of_dead_run(directory, API_DIR_PREFIX):
+                remove_tree(directory)
+
+
+def _of_dead_run(directory: Path, prefix: str) -> bool:
+    """Whether the directory's name holds the pid of its run (PREFIX-PID-...), one gone."""
+    owner = directory.name[len(prefix):].split("-", 1)[0]
+    return owner.isdigit() and not _run_going(int(owner))
 
 
 # -- pods and containers ---------------------------------------------------------------------
@@ -175,7 +216,8 @@ def _clean_api_services(runtime: Path, everything: bool) -> Iterator[str]:
     for directory in sorted(runtime.glob(API_DIR_PREFIX + "*")):
         sock = directory / "podman.sock"
         if directory in served or (not everything and (socket_accepts(sock) or (
-                _young(directory) and not sock.exists()))):
+                _young(directory) and not sock.exists()
+                and not _of_dead_run(directory, API_DIR_PREFIX)))):
             continue
         shutil.rmtree(directory, ignore_errors=True)
         yield f"removed API socket directory {directory} (no service behind it)"

@@ -78,7 +78,8 @@ def test_clean_removes_what_a_killed_run_left(project: Path) -> None:
     pods = pods_of(run.pid)
     assert len(pods) == 1
     assert volumes_of(run.pid) == [f"{pods[0]}-workspace"]
-    run.send_signal(signal.SIGKILL)  # no clean-up at all: pod, socket dir, API service stay
+    # No clean-up: pod, volume and the API's socket directory stay (its service dies with it).
+    run.send_signal(signal.SIGKILL)
     run.wait()
     assert pods_of(run.pid) == pods
     stale = old_agent_build()
@@ -87,7 +88,7 @@ def test_clean_removes_what_a_killed_run_left(project: Path) -> None:
     said = result.stdout
     assert f"removed pod {pods[0]} (its run, pid {run.pid}, is gone)" in said
     assert f"removed volume {pods[0]}-workspace" in said
-    assert "removed agent socket directory " in said or "stopped podman API service" in said
+    assert "removed API socket directory " in said or "stopped podman API service" in said
     assert f"removed agent build {stale} (another agent version" in said
     assert not stale.exists()
     assert pods_of(run.pid) == [] and volumes_of(run.pid) == []

@@ -10,12 +10,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from test_faults import need_image
+from test_faults import Running, containers_of, need_image
 
 from buildr_podman.archive.owned import remove_tree
 
@@ -203,3 +204,38 @@ def test_names_that_are_not_utf8_are_returned_deleted_and_written_back(tmp_path:
     assert finished(result)["latin"]["deleted_paths"] == ["old\\xe9.txt"]
     assert sorted(os.listdir(os.fsencode(root))) == [b".buildr", b"keep.txt", b"new\xe9.txt"]
     assert (root / os.fsdecode(b"new\xe9.txt")).read_bytes() == b"new\n"
+
+
+# -- 7. a host killed with SIGKILL -----------------------------------------------------------
+
+def services_of(pid: int) -> list[str]:
+    found = subprocess.run(["pgrep", "-P", str(pid), "-f", "podman system service"],
+                           capture_output=True, text=True, check=False)
+    return found.stdout.split()
+
+
+def test_a_host_killed_with_sigkill_leaves_nothing_once_the_next_run_went(
+        tmp_path: Path) -> None:
+    """Its private API service goes within seconds (the kernel's parent-death signal), and
+    the next run removes its pod (nothing else could: its owner is gone)."""
+    need_image()
+    root = repo(tmp_path, {"keep.txt": b"keep\n"})
+    (root / ".buildr" / "t.hcl").write_text(task("sleeper", "echo up\nsleep 600")
+                                            + task("quick", "true"))
+    run = Running(root, "run", "sleeper")
+    run.wait_for_line("up")
+    services = services_of(run.pid)
+    assert services, "the run has no private API service (a user socket answered?)"
+    assert containers_of(run.pid)
+    run.process.kill()
+    run.finish(timeout=30)
+    deadline = time.monotonic() + 5
+    while any(os.path.exists(f"/proc/{pid}") for pid in services):
+        assert time.monotonic() < deadline, f"the API service {services} outlived its run"
+        time.sleep(0.1)
+    after = buildr(root, "run", "quick", "--output", "plain")
+    assert after.returncode == 0, after.stderr
+    deadline = time.monotonic() + 30
+    while containers_of(run.pid):
+        assert time.monotonic() < deadline, "the next run left the dead run's pod"
+        time.sleep(0.2)
