@@ -12,6 +12,7 @@ to pay.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -70,27 +71,55 @@ class TarWriter:
         self._buffer = bytearray()
 
     def _add_file(self, path: str, name: str, st: os.stat_result) -> int:
+        """Adds a regular file; returns the bytes stored for it (a sparse file's data only)."""
         # os.open/os.read: open() adds a buffered reader and an fstat, a third more time for a
         # small file. The open comes first so that an unreadable file adds no header.
         fd = ACCESS.open_file(path)
         try:
-            size = st.st_size
-            self._header(name, st, REGULAR, size, "")
-            written = 0
-            self._flush()  # the buffer is then shorter than a block
-            while written < size:
-                count = min(size - written, FLUSH_SIZE - len(self._buffer))
-                read = self._read_block(fd, count) if count == FLUSH_SIZE else self._read(fd, count)
-                if not read:
-                    break
-                written += read
+            segments = data_segments(fd, st)
+            if segments is None:
+                stored = st.st_size
+                self._header(name, st, REGULAR, stored, "")
+                self._copy(fd, stored)
+            else:
+                stored = self._add_sparse(fd, name, st, segments)
         finally:
             os.close(fd)
+        self._buffer += ZEROS[:-stored % BLOCK]
+        self._flush()
+        return stored
+
+    def _add_sparse(self, fd: int, name: str, st: os.stat_result,
+                    segments: list[tuple[int, int]]) -> int:
+        """A sparse file as a GNU sparse 1.0 member (what GNU tar and Python's tarfile read):
+        pax records give its real name and size; its body is the map of its data segments
+        (decimal lines, padded to a block), then those segments alone. A hole costs nothing
+        in the archive, nor on the host, which seeks over it."""
+        sparse_map = b"%d\n" % len(segments) + b"".join(
+            b"%d\n%d\n" % segment for segment in segments)
+        sparse_map += bytes(-len(sparse_map) % BLOCK)
+        stored = len(sparse_map) + sum(length for _, length in segments)
+        directory, _, base = name.rpartition("/")
+        stand_in = f"{directory}/GNUSparseFile.0/{base}" if directory else f"GNUSparseFile.0/{base}"
+        self._header(stand_in, st, REGULAR, stored, "", sparse=(name, st.st_size))
+        self._buffer += sparse_map
+        for offset, length in segments:
+            os.lseek(fd, offset, os.SEEK_SET)
+            self._copy(fd, length)
+        return stored
+
+    def _copy(self, fd: int, size: int) -> None:
+        """size bytes of fd from where it stands; zeros for what it no longer has."""
+        written = 0
+        self._flush()  # the buffer is then shorter than a block
+        while written < size:
+            count = min(size - written, FLUSH_SIZE - len(self._buffer))
+            read = self._read_block(fd, count) if count == FLUSH_SIZE else self._read(fd, count)
+            if not read:
+                break
+            written += read
         if written < size:  # the file shrank while we read it: keep the archive well-formed
             self._buffer += bytes(size - written)
-        self._buffer += ZEROS[:-size % BLOCK]
-        self._flush()
-        return size
 
     def _read(self, fd: int, count: int) -> int:
         """Appends up to `count` bytes of fd to the buffer and hands over any whole block."""
@@ -122,19 +151,27 @@ class TarWriter:
             self._buffer = self._buffer[whole:]
 
     def _header(self, name: str, st: os.stat_result, kind: bytes, size: int,
-                link: str) -> None:
+                link: str, sparse: tuple[str, int] | None = None) -> None:
+        """sparse: (real name, real size) of a sparse member, whose name is a stand-in."""
         name_b = name.encode(FS_ENCODING, FS_ERRORS)
         link_b = link.encode(FS_ENCODING, FS_ERRORS)
         seconds, nanos = divmod(st.st_mtime_ns, NS_PER_SECOND)
         pax_mtime = bool(nanos) or not 0 <= seconds <= MAX_OCTAL
-        if pax_mtime or len(name_b) > 100 or len(link_b) > 100 or size > MAX_OCTAL:
-            self._pax(name_b, link_b, size, st.st_mtime_ns if pax_mtime else None)
+        if (pax_mtime or len(name_b) > 100 or len(link_b) > 100 or size > MAX_OCTAL
+                or sparse is not None):
+            self._pax(name_b, link_b, size, st.st_mtime_ns if pax_mtime else None, sparse)
         self._buffer += _ustar(name_b[:100], stat.S_IMODE(st.st_mode), min(size, MAX_OCTAL),
                                seconds if 0 <= seconds <= MAX_OCTAL else 0, kind, link_b[:100])
 
-    def _pax(self, name: bytes, link: bytes, size: int, mtime_ns: int | None) -> None:
+    def _pax(self, name: bytes, link: bytes, size: int, mtime_ns: int | None,
+             sparse: tuple[str, int] | None = None) -> None:
         """The pax header and records for what the ustar header that follows cannot hold."""
         records = b""
+        if sparse is not None:
+            records += (_pax_record(b"GNU.sparse.major", b"1")
+                        + _pax_record(b"GNU.sparse.minor", b"0")
+                        + _pax_record(b"GNU.sparse.name", sparse[0].encode(FS_ENCODING, FS_ERRORS))
+                        + _pax_record(b"GNU.sparse.realsize", b"%d" % sparse[1]))
         if len(name) > 100:
             records += _pax_record(b"path", name)
         if len(link) > 100:
@@ -151,6 +188,33 @@ class TarWriter:
         self._buffer += header
         self._buffer += records
         self._buffer += ZEROS[:-len(records) % BLOCK]
+
+
+def data_segments(fd: int, st: os.stat_result) -> list[tuple[int, int]] | None:
+    """(offset, length) of each run of data of a sparse file, found with SEEK_DATA and
+    SEEK_HOLE; None for a file stored whole (most: it uses as many blocks as its size needs,
+    which costs no system call to know), or where the file system cannot say."""
+    blocks = getattr(st, "st_blocks", None)  # a stat made up by a caller may have none
+    if blocks is None or blocks * 512 >= st.st_size:
+        return None
+    segments = []
+    offset = 0
+    try:
+        while offset < st.st_size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    break  # only a hole up to the end
+                raise
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), st.st_size)
+            segments.append((start, end - start))
+            offset = end
+    except OSError:
+        return None
+    finally:
+        os.lseek(fd, 0, os.SEEK_SET)
+    return segments if segments != [(0, st.st_size)] else None
 
 
 def _pax_time(ns: int) -> bytes:

@@ -29,7 +29,13 @@ from buildr_podman.archive.beneath import (
     remove_tree_at,
 )
 from buildr_podman.archive.owned import DISK_FULL, PERMISSION_BITS, process_umask, write_all
-from buildr_podman.archive.tarstream import Member, Readable, TarReader
+from buildr_podman.archive.tarstream import (
+    MAX_SPARSE_MAP,
+    Member,
+    Readable,
+    TarReader,
+    sparse_map,
+)
 from buildr_podman.errors import ArchiveError, UnsafeArchiveMember, printable
 from buildr_podman.processes import own_process_running
 
@@ -245,6 +251,48 @@ def _sweep_abandoned(parent_fd: int, name: str) -> None:
                 remove_tree_at(entry, parent_fd)
 
 
+def _sparse_start(tar: TarReader, member: Member) -> tuple[list[tuple[int, int]], memoryview]:
+    """A sparse member's data segments, from the map its body starts with, and the data read
+    with the map. Refused with the reason before its file is made."""
+    try:
+        head = _read_exactly(tar, min(member.size, MAX_SPARSE_MAP))
+    except ArchiveError as exc:
+        raise _refuse(member.name, "the archive ends inside its body") from exc
+    segments, used = sparse_map(head, member)
+    return segments, memoryview(head)[used:]
+
+
+def _write_sparse(tar: TarReader, member: Member, fd: int, segments: list[tuple[int, int]],
+                  pending: memoryview) -> None:
+    """A sparse member: only its data segments are written, each where it belongs; the holes
+    between them are left as holes (the file is given its real size at the end), so a file
+    of 4 GiB of nothing costs nothing here either. `pending`: data already read."""
+    assert member.sparse_size is not None
+    for offset, length in segments:
+        os.lseek(fd, offset, os.SEEK_SET)
+        while length:
+            if not pending:
+                pending = memoryview(tar.read_body(min(length, COPY_SIZE)))
+                if not pending:
+                    raise ArchiveError("broken archive: it ends inside a member's body")
+            piece = pending[:length]
+            write_all(fd, piece)
+            pending = pending[len(piece):]
+            length -= len(piece)
+    os.ftruncate(fd, member.sparse_size)
+
+
+def _read_exactly(tar: TarReader, count: int) -> bytes:
+    parts = []
+    while count:
+        chunk = tar.read_body(count)
+        if not chunk:
+            raise ArchiveError("broken archive: it ends inside a member's body")
+        parts.append(bytes(chunk))
+        count -= len(chunk)
+    return b"".join(parts)
+
+
 def _refuse(name: str, reason: str) -> UnsafeArchiveMember:
     """The error for a refused member, its name shortened to keep the message one short line."""
     return UnsafeArchiveMember(_cut(name), reason)  # its message shows it with repr()
@@ -385,13 +433,17 @@ class _StagingWriter:
                     name: str, mode: int) -> None:
         if self.stats.bytes + tar.header_bytes + member.size > self.max_bytes:
             raise self._too_big(member)
+        sparse = None if member.sparse_size is None else _sparse_start(tar, member)
         # Created with its final mode (the staging directory is private until the end), so
         # that fchmod is needed only when the umask takes bits away: one system call less.
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode,
                      dir_fd=parent_fd)
         try:
-            while chunk := tar.read_body(COPY_SIZE):
-                write_all(fd, chunk)
+            if sparse is None:
+                while chunk := tar.read_body(COPY_SIZE):
+                    write_all(fd, chunk)
+            else:
+                _write_sparse(tar, member, fd, *sparse)
             if self._umask is None or mode & self._umask:
                 os.fchmod(fd, mode)
             # On the fd: no second path lookup. Exact nanoseconds; atime as mtime.

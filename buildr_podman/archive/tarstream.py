@@ -17,7 +17,7 @@ from typing import Protocol
 
 from buildr_podman.errors import ArchiveError
 
-__all__ = ["Member", "Readable", "TarReader"]
+__all__ = ["MAX_SPARSE_MAP", "Member", "Readable", "TarReader", "sparse_map"]
 
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
@@ -29,7 +29,11 @@ MAX_META_SIZE = 1 << 20  # a pax or GNU long-name record larger than this is hos
 # All the extended headers before one member, together: ours hold a name, a link and two
 # numbers (under 9 KiB); back-to-back headers beyond this are hostile.
 MAX_META_PER_MEMBER = 1 << 20
-USED_PAX_KEYS = frozenset(("path", "linkpath", "size", "mtime"))  # the rest is never kept
+# GNU sparse 1.0 (the agent's sparse files): the real name and size, the map in the body.
+SPARSE_KEYS = ("GNU.sparse.major", "GNU.sparse.minor", "GNU.sparse.name", "GNU.sparse.realsize")
+USED_PAX_KEYS = frozenset(("path", "linkpath", "size", "mtime", *SPARSE_KEYS))  # no others
+MAX_SPARSE_MAP = 1 << 20  # bytes of a sparse file's map at most: ~50,000 segments
+MAX_SPARSE_SIZE = 1 << 62  # the real size of a sparse file; beyond it, hostile
 READ_SIZE = 1 << 20  # one S2 block: fewer, larger reads from the source
 NS_PER_SECOND = 1_000_000_000
 MAX_MTIME_NS = (1 << 63) - 1  # what os.utime accepts; beyond it a time is hostile
@@ -52,6 +56,9 @@ class Member:
     size: int
     mtime_ns: int  #: nanoseconds since the epoch
     linkname: str
+    #: a GNU sparse 1.0 file's real size: its body (`size` bytes) is then the map of its data
+    #: segments, padded to a block, followed by those segments (see sparse_map)
+    sparse_size: int | None = None
 
     def isreg(self) -> bool:
         return self.kind in REGULAR
@@ -283,6 +290,8 @@ def _parse_pax(data: bytes) -> dict[str, str]:
 def _apply(member: Member, overrides: dict[str, str]) -> None:
     if "path" in overrides:
         member.name = overrides["path"]
+    if "GNU.sparse.major" in overrides:
+        _apply_sparse(member, overrides)
     if "linkpath" in overrides:
         member.linkname = overrides["linkpath"]
     try:
@@ -292,6 +301,47 @@ def _apply(member: Member, overrides: dict[str, str]) -> None:
             member.mtime_ns = _pax_time(overrides["mtime"])
     except ValueError:
         raise ArchiveError(f"broken archive: bad pax size or mtime for {member.name!r}") from None
+
+
+def _apply_sparse(member: Member, overrides: dict[str, str]) -> None:
+    version = (overrides.get("GNU.sparse.major"), overrides.get("GNU.sparse.minor"))
+    realsize = overrides.get("GNU.sparse.realsize", "")
+    if version != ("1", "0") or "GNU.sparse.name" not in overrides or not realsize.isdigit():
+        raise ArchiveError(f"broken archive: {member.name!r} is a sparse file of a format "
+                           f"other than GNU 1.0 with a name and a size")
+    member.name = overrides["GNU.sparse.name"]
+    member.sparse_size = int(realsize)
+    if member.sparse_size > MAX_SPARSE_SIZE:
+        raise ArchiveError(f"broken archive: sparse file {member.name!r} claims "
+                           f"{member.sparse_size} bytes")
+
+
+def sparse_map(head: bytes, member: Member) -> tuple[list[tuple[int, int]], int]:
+    """The data segments (offset, length) of a sparse member from the start of its body, and
+    the bytes the map takes there (whole blocks). `head` holds at least min(size, MAX_MAP)
+    bytes of the body. Refused unless the segments are in order, apart, inside the real size,
+    and together exactly what the body holds after the map."""
+    assert member.sparse_size is not None
+    count_text, _, rest = head.partition(b"\n")
+    if (not count_text.isdigit() or len(count_text) > 20
+            or int(count_text) > (len(head) - len(count_text)) // 4):
+        raise ArchiveError(f"broken archive: sparse file {member.name!r} has a bad map")
+    numbers = rest.split(b"\n", 2 * int(count_text))
+    values = numbers[:2 * int(count_text)]
+    if len(values) < 2 * int(count_text) or not all(v.isdigit() for v in values):
+        raise ArchiveError(f"broken archive: sparse file {member.name!r} has a bad map")
+    used = len(head) - len(numbers[-1]) if len(numbers) > len(values) else len(head)
+    used += -used % BLOCK
+    segments = [(int(values[i]), int(values[i + 1])) for i in range(0, len(values), 2)]
+    end = 0
+    for offset, length in segments:
+        if offset < end or offset + length > member.sparse_size:
+            raise ArchiveError(f"broken archive: sparse file {member.name!r} has a bad map")
+        end = offset + length
+    if used + sum(length for _, length in segments) != member.size:
+        raise ArchiveError(f"broken archive: sparse file {member.name!r} holds other than "
+                           "its map says")
+    return segments, used
 
 
 def _pax_time(text: str) -> int:

@@ -239,3 +239,39 @@ def test_a_host_killed_with_sigkill_leaves_nothing_once_the_next_run_went(
     while containers_of(run.pid):
         assert time.monotonic() < deadline, "the next run left the dead run's pod"
         time.sleep(0.2)
+
+
+# -- 4. sparse files -------------------------------------------------------------------------
+
+SPARSE = st.lists(st.tuples(st.integers(0, 4 << 30), st.binary(min_size=1, max_size=9000)),
+                  max_size=4)
+
+
+@PROPERTY
+@given(size=st.integers(1, 64 << 30), writes=SPARSE)
+def test_sparse_files_come_back_sparse_under_a_small_limit(tmp_path_factory, size: int,
+                                                           writes) -> None:
+    """Up to 64 GiB of nothing with a few writes in it comes back with its holes, under a
+    1 MiB max_return_size: what the archive stores is what counts."""
+    need_image()
+    root = repo(tmp_path_factory.mktemp("sparse"), {"keep.txt": b"keep\n"})
+    lines = [f"truncate -s {size} big"]
+    for index, (offset, data) in enumerate(writes):
+        (root / f"w{index}").write_bytes(data)
+        lines.append(f"dd if=w{index} of=big bs=1 seek={offset} conv=notrunc 2>/dev/null")
+    (root / ".buildr" / "t.hcl").write_text(
+        'buildr {\n  max_return_size = "1m"\n}\n' + task("sparse", "\n".join(lines)))
+    result = buildr(root, "run", "sparse", "--output", "plain")
+    assert result.returncode == 0, result.stderr[-3000:]
+    big = root / ".buildr" / "out" / "sparse" / "big"
+    final_size = max([size] + [offset + len(data) for offset, data in writes])
+    assert big.stat().st_size == final_size
+    assert big.stat().st_blocks * 512 <= 64 * 1024 * (len(writes) + 1), "holes came back dense"
+    written: dict[int, int] = {}  # position -> byte, later writes over earlier ones
+    for offset, data in writes:
+        written.update(zip(range(offset, offset + len(data)), data, strict=True))
+    with open(big, "rb") as back:
+        for offset, data in writes:
+            back.seek(offset)
+            assert back.read(len(data)) == bytes(written[p] for p in range(
+                offset, offset + len(data))), offset

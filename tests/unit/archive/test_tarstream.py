@@ -351,3 +351,46 @@ def with_field(data: bytes, start: int, field: bytes) -> bytes:
     block[148:156] = b" " * 8
     block[148:156] = b"%06o\0 " % sum(block)
     return bytes(block) + data[BLOCK:]
+
+
+# --- sparse files (GNU 1.0) -----------------------------------------------------------------
+
+def sparse_member(sparse_map: bytes, data: bytes, realsize: int = 1 << 20,
+                  version: tuple[str, str] = ("1", "0")) -> bytes:
+    """One sparse member as a hostile agent could write it: any map, any data after it."""
+    body = sparse_map + bytes(-len(sparse_map) % BLOCK) + data
+    sink = io.BytesIO()
+    with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("GNUSparseFile.0/s")
+        info.size = len(body)
+        info.pax_headers = {"GNU.sparse.major": version[0], "GNU.sparse.minor": version[1],
+                            "GNU.sparse.name": "s", "GNU.sparse.realsize": str(realsize)}
+        tar.addfile(info, io.BytesIO(body))
+    return sink.getvalue()
+
+
+def test_a_sparse_member_is_extracted_with_its_holes(tmp_path: Path) -> None:
+    extract_tar_stream(io.BytesIO(sparse_member(b"2\n0\n3\n4096\n2\n", b"abcde")),
+                       tmp_path / "out")
+    written = tmp_path / "out" / "s"
+    assert written.stat().st_size == 1 << 20
+    assert written.read_bytes() == b"abc" + bytes(4093) + b"de" + bytes((1 << 20) - 4098)
+
+
+@pytest.mark.parametrize(("sparse_map", "data", "realsize", "version"), [
+    (b"2\n0\n3\n2\n2\n", b"abcde", 1 << 20, ("1", "0")),  # overlapping segments
+    (b"1\n0\n3\n", b"abcde", 1 << 20, ("1", "0")),  # more data than the map says
+    (b"1\n0\n9\n", b"abc", 1 << 20, ("1", "0")),  # less
+    (b"1\n10\n5\n", b"abcde", 12, ("1", "0")),  # past the real size
+    (b"999999999999\n", b"", 1 << 20, ("1", "0")),  # more segments than bytes
+    (b"9" * 5000 + b"\n", b"", 1 << 20, ("1", "0")),  # a count no int should parse
+    (b"1\n0\nx\n", b"a", 1 << 20, ("1", "0")),  # not a number
+    (b"0\n", b"", 1 << 70, ("1", "0")),  # a size no file system holds
+    (b"0\n", b"", 10, ("0", "1")),  # another sparse format
+])
+def test_a_bad_sparse_member_is_refused(tmp_path: Path, sparse_map: bytes, data: bytes,
+                                        realsize: int, version: tuple[str, str]) -> None:
+    with pytest.raises(ArchiveError, match="sparse"):
+        extract_tar_stream(io.BytesIO(sparse_member(sparse_map, data, realsize, version)),
+                           tmp_path / "out")
+    assert not (tmp_path / "out").exists()
