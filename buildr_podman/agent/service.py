@@ -163,7 +163,8 @@ def _task_request(request: agent_pb2.RunRequest) -> TaskRequest:
                        workspace=request.workspace, environment=dict(request.environment),
                        baseline=request.baseline, layers=list(request.layers),
                        user=request.user, timeout_seconds=request.timeout_seconds,
-                       compress=request.compression != common_pb2.COMPRESSION_S2_STORED)
+                       compress=request.compression != common_pb2.COMPRESSION_S2_STORED,
+                       workspace_inode=request.workspace_inode)
 
 
 def deletion_events(deleted: Iterable[str]) -> Iterator[agent_pb2.RunEvent]:

@@ -25,6 +25,10 @@ from buildr_podman.agent.watcher import ChangeSet, ChangeTracker, TrackerLimits
 __all__ = ["TaskRequest", "TaskSummary", "run_task"]
 
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NOT_THE_COPIED_WORKSPACE = (
+    "is not the volume the host copied the inputs into: Podman mounts another one (it "
+    "runs in another mount namespace than buildr-podman, as under some sandboxes or "
+    'systemd services): use container { inputs = "mount" }, or run where Podman runs')
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class TaskRequest:
     user: str = ""  #: "uid:gid", or empty for the agent's own
     timeout_seconds: float = 0.0  #: 0: no limit
     compress: bool = True  #: S2-compressed blocks, or stored ones
+    #: inputs = "copy": the inode of the directory the host copied into (0: not checked)
+    workspace_inode: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,10 @@ def run_task(request: TaskRequest, on_cancel: Callable[[Callable[[], None]], obj
     `frame(length)`: the wire's own framing, so that no copy is made), then one summary.
     `on_cancel` registers what stops the task when the caller goes away."""
     started = time.monotonic()
+    if request.workspace_inode and os.stat(request.workspace).st_ino != request.workspace_inode:
+        on_changes(ChangeSet())  # nothing ran: the workspace is as it was
+        yield TaskSummary(exit_code=1, error=f"{request.workspace} {NOT_THE_COPIED_WORKSPACE}")
+        return
     ACCESS.begin(request.workspace)
     # The baseline's layers: the inputs, then the outputs laid over them (inputs_from).
     layers = [request.baseline, *request.layers] if request.baseline else None

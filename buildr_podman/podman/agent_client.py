@@ -41,6 +41,7 @@ class RunSpec:
     user: str = ""
     timeout_seconds: float = 0.0
     layers: list[str] = field(default_factory=list)
+    workspace_inode: int = 0  #: of the volume the inputs were copied into; 0: not checked
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ class AgentClient:
             task_name=spec.task_name, argv=spec.argv, environment=spec.environment,
             working_dir=spec.working_dir, workspace=spec.workspace, baseline=spec.baseline,
             user=spec.user, timeout_seconds=spec.timeout_seconds, layers=spec.layers,
-            compression=self.compression)
+            workspace_inode=spec.workspace_inode, compression=self.compression)
         stream = self._run(request)
         deadline = (HostDeadline(request.timeout_seconds, stream.cancel)
                     if request.timeout_seconds > 0 else None)

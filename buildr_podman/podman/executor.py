@@ -77,7 +77,7 @@ class PodmanSession:
         observer.log(task, f"pod {warm.pod.name} " +
                      (f"reused after {warm.tasks_run} tasks" if warm.tasks_run else "started"))
         try:
-            events = warm.client.run(_run_spec(task))
+            events = warm.client.run(_run_spec(task, warm.pod.workspace_inode))
             result = receive_events(task, events, self.landing, observer)
         except AgentTimeout:
             warm.remove()  # the agent is frozen or taken over: asking it to exit only waits
@@ -141,7 +141,7 @@ def _wait_for_agent(task: Task, pod: TaskPod, client: AgentClient) -> None:
                          f"{': ' + logs if logs else ''}") from exc
 
 
-def _run_spec(task: Task) -> RunSpec:
+def _run_spec(task: Task, workspace_inode: int = 0) -> RunSpec:
     from buildr_podman.podman.agent_client import RunSpec
     from buildr_podman.podman.pods import BASELINE_MOUNT
 
@@ -154,4 +154,5 @@ def _run_spec(task: Task) -> RunSpec:
                    working_dir=task.container_working_dir(), workspace=WORKSPACE,
                    baseline=BASELINE_MOUNT, user=task.container.user or "",
                    timeout_seconds=task.timeout_seconds or 0.0,
-                   layers=[task.output_mount(name) for name in task.inputs_from])
+                   layers=[task.output_mount(name) for name in task.inputs_from],
+                   workspace_inode=workspace_inode)

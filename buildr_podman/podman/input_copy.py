@@ -330,6 +330,9 @@ class InputCopy:
         # Begun here, not in the thread: its duration is the one the task waits through.
         self._phase = phases.start("copy_inputs", "copying inputs in", unit="files") \
             if phases is not None else None
+        #: what the agent checks the mounted workspace against (RunSpec.workspace_inode); the
+        #: copy never creates the workspace: a missing one fails the copy, naming it
+        self.workspace_inode = _inode(workspace)
         self._stop = threading.Event()
         self._error: Exception | None = None
         self._thread = threading.Thread(target=self._run,
@@ -371,6 +374,13 @@ class InputCopy:
         """Stops the copy and waits for it (the workspace is about to be removed)."""
         self._stop.set()
         self._thread.join()
+
+
+def _inode(directory: Path) -> int:
+    try:
+        return os.stat(directory).st_ino
+    except OSError:
+        return 0
 
 
 def _copy_error(task: Task, exc: OSError) -> BackendError:

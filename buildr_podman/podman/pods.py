@@ -75,6 +75,11 @@ class TaskPod:
                                    self.name)
         self.input_copy.finish()
 
+    @property
+    def workspace_inode(self) -> int:
+        """The copied-in workspace's inode, 0 when the inputs are mounted."""
+        return self.input_copy.workspace_inode if self.input_copy is not None else 0
+
     def still_running(self) -> bool:
         """is_running, asked of Podman at most every CONTAINER_CHECK_SECONDS and assumed in
         between: cheap enough for a wait that polls every few milliseconds."""

@@ -317,3 +317,22 @@ def test_names_that_are_not_utf8_come_back_as_their_bytes(agent, tmp_path: Path)
     assert sorted(os.listdir(os.fsencode(out))) == [b"d\xe9"]
     with open(os.fsencode(out) + b"/d\xe9/f\xff", "rb") as returned:
         assert returned.read() == b"x\n"
+
+
+def test_a_workspace_that_is_not_the_copied_one_is_refused(agent, tmp_path: Path) -> None:
+    """inputs = "copy" where Podman mounts another directory than the one the host filled
+    (another mount namespace): the task must not run on an empty workspace and say ok."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    task = make_task("echo ran")
+    answers = []
+    for inode in (workspace.stat().st_ino, workspace.stat().st_ino + 1, 0):
+        spec = RunSpec(task_name="t", argv=task.argv(), workspace=str(workspace),
+                       working_dir=str(workspace), workspace_inode=inode)
+        observer = Observer()
+        outcome = receive_events(task, agent.run(spec), Into(tmp_path / "out" / "t"), observer)
+        answers.append((outcome.exit_code, observer.text("stdout"), outcome.error))
+    assert answers[0] == answers[2] == (0, "ran\n", "")
+    assert answers[1][:2] == (1, "")
+    assert answers[1][2].startswith(f"{workspace} is not the volume the host copied the inputs "
+                                    "into: Podman mounts another one"), answers[1][2]

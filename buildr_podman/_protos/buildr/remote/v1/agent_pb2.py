@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from buildr_podman._protos.buildr.common.v1 import common_pb2 as buildr_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62uildr/remote/v1/agent.proto\x12\x10\x62uildr.remote.v1\x1a\x1d\x62uildr/common/v1/common.proto\"\x9f\x01\n\x0cHelloRequest\x12;\n\x10protocol_version\x18\x01 \x01(\x0e\x32!.buildr.common.v1.ProtocolVersion\x12\x14\n\x0chost_version\x18\x02 \x01(\t\x12<\n\x15\x61\x63\x63\x65pted_compressions\x18\x03 \x03(\x0e\x32\x1d.buildr.common.v1.Compression\"\x97\x01\n\rHelloResponse\x12;\n\x10protocol_version\x18\x01 \x01(\x0e\x32!.buildr.common.v1.ProtocolVersion\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12\x32\n\x0b\x63ompression\x18\x03 \x01(\x0e\x32\x1d.buildr.common.v1.Compression\"\xca\x02\n\nRunRequest\x12\x11\n\ttask_name\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x02 \x03(\t\x12\x42\n\x0b\x65nvironment\x18\x03 \x03(\x0b\x32-.buildr.remote.v1.RunRequest.EnvironmentEntry\x12\x13\n\x0bworking_dir\x18\x04 \x01(\t\x12\x11\n\tworkspace\x18\x05 \x01(\t\x12\x0c\n\x04user\x18\x06 \x01(\t\x12\x32\n\x0b\x63ompression\x18\x07 \x01(\x0e\x32\x1d.buildr.common.v1.Compression\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x12\x10\n\x08\x62\x61seline\x18\t \x01(\t\x12\x0e\n\x06layers\x18\n \x03(\t\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x84\x02\n\x08RunEvent\x12(\n\x03log\x18\x01 \x01(\x0b\x32\x19.buildr.remote.v1.LogLineH\x00\x12/\n\x06output\x18\x02 \x01(\x0b\x32\x1d.buildr.remote.v1.OutputChunkH\x00\x12\x31\n\x07\x61rchive\x18\x03 \x01(\x0b\x32\x1e.buildr.remote.v1.ArchiveChunkH\x00\x12.\n\x06result\x18\x04 \x01(\x0b\x32\x1c.buildr.remote.v1.TaskResultH\x00\x12\x31\n\x07\x64\x65leted\x18\x05 \x01(\x0b\x32\x1e.buildr.remote.v1.DeletedPathsH\x00\x42\x07\n\x05\x65vent\"\xaf\x01\n\x07LogLine\x12.\n\x05level\x18\x01 \x01(\x0e\x32\x1f.buildr.remote.v1.LogLine.Level\x12\x0f\n\x07message\x18\x02 \x01(\t\"c\n\x05Level\x12\x15\n\x11LEVEL_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLEVEL_DEBUG\x10\x01\x12\x0e\n\nLEVEL_INFO\x10\x02\x12\x11\n\rLEVEL_WARNING\x10\x03\x12\x0f\n\x0bLEVEL_ERROR\x10\x04\"\x99\x01\n\x0bOutputChunk\x12\x34\n\x06stream\x18\x01 \x01(\x0e\x32$.buildr.remote.v1.OutputChunk.Stream\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"F\n\x06Stream\x12\x16\n\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n\rSTREAM_STDOUT\x10\x01\x12\x11\n\rSTREAM_STDERR\x10\x02\"\x1c\n\x0c\x41rchiveChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x1d\n\x0c\x44\x65letedPaths\x12\r\n\x05paths\x18\x01 \x03(\x0c\"\x82\x02\n\nTaskResult\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x16\n\x0e\x66iles_returned\x18\x03 \x01(\x04\x12\x16\n\x0e\x62ytes_returned\x18\x04 \x01(\x04\x12\x10\n\x08tracking\x18\x06 \x01(\t\x12\x11\n\ttimed_out\x18\x07 \x01(\x08\x12\x18\n\x10\x64uration_seconds\x18\x08 \x01(\x01\x12\x1b\n\x13watched_directories\x18\t \x01(\x04\x12\x1e\n\x16tracking_setup_seconds\x18\n \x01(\x01\x12 \n\x18tracking_resolve_seconds\x18\x0b \x01(\x01J\x04\x08\x05\x10\x06\"\x11\n\x0fShutdownRequest\"\x12\n\x10ShutdownResponse2\xe7\x01\n\x05\x41gent\x12H\n\x05Hello\x12\x1e.buildr.remote.v1.HelloRequest\x1a\x1f.buildr.remote.v1.HelloResponse\x12\x41\n\x03Run\x12\x1c.buildr.remote.v1.RunRequest\x1a\x1a.buildr.remote.v1.RunEvent0\x01\x12Q\n\x08Shutdown\x12!.buildr.remote.v1.ShutdownRequest\x1a\".buildr.remote.v1.ShutdownResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62uildr/remote/v1/agent.proto\x12\x10\x62uildr.remote.v1\x1a\x1d\x62uildr/common/v1/common.proto\"\x9f\x01\n\x0cHelloRequest\x12;\n\x10protocol_version\x18\x01 \x01(\x0e\x32!.buildr.common.v1.ProtocolVersion\x12\x14\n\x0chost_version\x18\x02 \x01(\t\x12<\n\x15\x61\x63\x63\x65pted_compressions\x18\x03 \x03(\x0e\x32\x1d.buildr.common.v1.Compression\"\x97\x01\n\rHelloResponse\x12;\n\x10protocol_version\x18\x01 \x01(\x0e\x32!.buildr.common.v1.ProtocolVersion\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12\x32\n\x0b\x63ompression\x18\x03 \x01(\x0e\x32\x1d.buildr.common.v1.Compression\"\xe3\x02\n\nRunRequest\x12\x11\n\ttask_name\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x02 \x03(\t\x12\x42\n\x0b\x65nvironment\x18\x03 \x03(\x0b\x32-.buildr.remote.v1.RunRequest.EnvironmentEntry\x12\x13\n\x0bworking_dir\x18\x04 \x01(\t\x12\x11\n\tworkspace\x18\x05 \x01(\t\x12\x0c\n\x04user\x18\x06 \x01(\t\x12\x32\n\x0b\x63ompression\x18\x07 \x01(\x0e\x32\x1d.buildr.common.v1.Compression\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x12\x10\n\x08\x62\x61seline\x18\t \x01(\t\x12\x0e\n\x06layers\x18\n \x03(\t\x12\x17\n\x0fworkspace_inode\x18\x0b \x01(\x04\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x84\x02\n\x08RunEvent\x12(\n\x03log\x18\x01 \x01(\x0b\x32\x19.buildr.remote.v1.LogLineH\x00\x12/\n\x06output\x18\x02 \x01(\x0b\x32\x1d.buildr.remote.v1.OutputChunkH\x00\x12\x31\n\x07\x61rchive\x18\x03 \x01(\x0b\x32\x1e.buildr.remote.v1.ArchiveChunkH\x00\x12.\n\x06result\x18\x04 \x01(\x0b\x32\x1c.buildr.remote.v1.TaskResultH\x00\x12\x31\n\x07\x64\x65leted\x18\x05 \x01(\x0b\x32\x1e.buildr.remote.v1.DeletedPathsH\x00\x42\x07\n\x05\x65vent\"\xaf\x01\n\x07LogLine\x12.\n\x05level\x18\x01 \x01(\x0e\x32\x1f.buildr.remote.v1.LogLine.Level\x12\x0f\n\x07message\x18\x02 \x01(\t\"c\n\x05Level\x12\x15\n\x11LEVEL_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLEVEL_DEBUG\x10\x01\x12\x0e\n\nLEVEL_INFO\x10\x02\x12\x11\n\rLEVEL_WARNING\x10\x03\x12\x0f\n\x0bLEVEL_ERROR\x10\x04\"\x99\x01\n\x0bOutputChunk\x12\x34\n\x06stream\x18\x01 \x01(\x0e\x32$.buildr.remote.v1.OutputChunk.Stream\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"F\n\x06Stream\x12\x16\n\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n\rSTREAM_STDOUT\x10\x01\x12\x11\n\rSTREAM_STDERR\x10\x02\"\x1c\n\x0c\x41rchiveChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x1d\n\x0c\x44\x65letedPaths\x12\r\n\x05paths\x18\x01 \x03(\x0c\"\x82\x02\n\nTaskResult\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x16\n\x0e\x66iles_returned\x18\x03 \x01(\x04\x12\x16\n\x0e\x62ytes_returned\x18\x04 \x01(\x04\x12\x10\n\x08tracking\x18\x06 \x01(\t\x12\x11\n\ttimed_out\x18\x07 \x01(\x08\x12\x18\n\x10\x64uration_seconds\x18\x08 \x01(\x01\x12\x1b\n\x13watched_directories\x18\t \x01(\x04\x12\x1e\n\x16tracking_setup_seconds\x18\n \x01(\x01\x12 \n\x18tracking_resolve_seconds\x18\x0b \x01(\x01J\x04\x08\x05\x10\x06\"\x11\n\x0fShutdownRequest\"\x12\n\x10ShutdownResponse2\xe7\x01\n\x05\x41gent\x12H\n\x05Hello\x12\x1e.buildr.remote.v1.HelloRequest\x1a\x1f.buildr.remote.v1.HelloResponse\x12\x41\n\x03Run\x12\x1c.buildr.remote.v1.RunRequest\x1a\x1a.buildr.remote.v1.RunEvent0\x01\x12Q\n\x08Shutdown\x12!.buildr.remote.v1.ShutdownRequest\x1a\".buildr.remote.v1.ShutdownResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,29 +39,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLORESPONSE']._serialized_start=244
   _globals['_HELLORESPONSE']._serialized_end=395
   _globals['_RUNREQUEST']._serialized_start=398
-  _globals['_RUNREQUEST']._serialized_end=728
-  _globals['_RUNREQUEST_ENVIRONMENTENTRY']._serialized_start=678
-  _globals['_RUNREQUEST_ENVIRONMENTENTRY']._serialized_end=728
-  _globals['_RUNEVENT']._serialized_start=731
-  _globals['_RUNEVENT']._serialized_end=991
-  _globals['_LOGLINE']._serialized_start=994
-  _globals['_LOGLINE']._serialized_end=1169
-  _globals['_LOGLINE_LEVEL']._serialized_start=1070
-  _globals['_LOGLINE_LEVEL']._serialized_end=1169
-  _globals['_OUTPUTCHUNK']._serialized_start=1172
-  _globals['_OUTPUTCHUNK']._serialized_end=1325
-  _globals['_OUTPUTCHUNK_STREAM']._serialized_start=1255
-  _globals['_OUTPUTCHUNK_STREAM']._serialized_end=1325
-  _globals['_ARCHIVECHUNK']._serialized_start=1327
-  _globals['_ARCHIVECHUNK']._serialized_end=1355
-  _globals['_DELETEDPATHS']._serialized_start=1357
-  _globals['_DELETEDPATHS']._serialized_end=1386
-  _globals['_TASKRESULT']._serialized_start=1389
-  _globals['_TASKRESULT']._serialized_end=1647
-  _globals['_SHUTDOWNREQUEST']._serialized_start=1649
-  _globals['_SHUTDOWNREQUEST']._serialized_end=1666
-  _globals['_SHUTDOWNRESPONSE']._serialized_start=1668
-  _globals['_SHUTDOWNRESPONSE']._serialized_end=1686
-  _globals['_AGENT']._serialized_start=1689
-  _globals['_AGENT']._serialized_end=1920
+  _globals['_RUNREQUEST']._serialized_end=753
+  _globals['_RUNREQUEST_ENVIRONMENTENTRY']._serialized_start=703
+  _globals['_RUNREQUEST_ENVIRONMENTENTRY']._serialized_end=753
+  _globals['_RUNEVENT']._serialized_start=756
+  _globals['_RUNEVENT']._serialized_end=1016
+  _globals['_LOGLINE']._serialized_start=1019
+  _globals['_LOGLINE']._serialized_end=1194
+  _globals['_LOGLINE_LEVEL']._serialized_start=1095
+  _globals['_LOGLINE_LEVEL']._serialized_end=1194
+  _globals['_OUTPUTCHUNK']._serialized_start=1197
+  _globals['_OUTPUTCHUNK']._serialized_end=1350
+  _globals['_OUTPUTCHUNK_STREAM']._serialized_start=1280
+  _globals['_OUTPUTCHUNK_STREAM']._serialized_end=1350
+  _globals['_ARCHIVECHUNK']._serialized_start=1352
+  _globals['_ARCHIVECHUNK']._serialized_end=1380
+  _globals['_DELETEDPATHS']._serialized_start=1382
+  _globals['_DELETEDPATHS']._serialized_end=1411
+  _globals['_TASKRESULT']._serialized_start=1414
+  _globals['_TASKRESULT']._serialized_end=1672
+  _globals['_SHUTDOWNREQUEST']._serialized_start=1674
+  _globals['_SHUTDOWNREQUEST']._serialized_end=1691
+  _globals['_SHUTDOWNRESPONSE']._serialized_start=1693
+  _globals['_SHUTDOWNRESPONSE']._serialized_end=1711
+  _globals['_AGENT']._serialized_start=1714
+  _globals['_AGENT']._serialized_end=1945
 # @@protoc_insertion_point(module_scope)

@@ -29,7 +29,7 @@ class HelloResponse(_message.Message):
     def __init__(self, protocol_version: _Optional[_Union[_common_pb2.ProtocolVersion, str]] = ..., agent_version: _Optional[str] = ..., compression: _Optional[_Union[_common_pb2.Compression, str]] = ...) -> None: ...
 
 class RunRequest(_message.Message):
-    __slots__ = ("task_name", "argv", "environment", "working_dir", "workspace", "user", "compression", "timeout_seconds", "baseline", "layers")
+    __slots__ = ("task_name", "argv", "environment", "working_dir", "workspace", "user", "compression", "timeout_seconds", "baseline", "layers", "workspace_inode")
     class EnvironmentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class RunRequest(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BASELINE_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_INODE_FIELD_NUMBER: _ClassVar[int]
     task_name: str
     argv: _containers.RepeatedScalarFieldContainer[str]
     environment: _containers.ScalarMap[str, str]
@@ -57,7 +58,8 @@ class RunRequest(_message.Message):
     timeout_seconds: float
     baseline: str
     layers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, task_name: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., workspace: _Optional[str] = ..., user: _Optional[str] = ..., compression: _Optional[_Union[_common_pb2.Compression, str]] = ..., timeout_seconds: _Optional[float] = ..., baseline: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ...) -> None: ...
+    workspace_inode: int
+    def __init__(self, task_name: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., workspace: _Optional[str] = ..., user: _Optional[str] = ..., compression: _Optional[_Union[_common_pb2.Compression, str]] = ..., timeout_seconds: _Optional[float] = ..., baseline: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., workspace_inode: _Optional[int] = ...) -> None: ...
 
 class RunEvent(_message.Message):
     __slots__ = ("log", "output", "archive", "result", "deleted")
