@@ -50,6 +50,7 @@ def run_checks(project: Project | None, image: str | None) -> Iterator[Finding]:
     yield _storage(info)
     yield _network(project)
     yield _inotify(project)
+    yield _owners(project)
     if info is None:
         for check in ("API socket", "images", "agent build", "container round trip"):
             yield Finding(check, "skip", "needs a working podman (see above)")
@@ -292,6 +293,20 @@ def _inotify(project: Project | None) -> Finding:
                        "slower rescan", f"sudo sysctl fs.inotify.max_user_watches="
                        f"{max(524288, needed * 2)} (and in /etc/sysctl.d/ to keep it)")
     return Finding("inotify watches", "ok", detail)
+
+
+def _owners(project: Project | None) -> Finding:
+    from buildr_podman.podman.id_mapping import explain_unmapped, unmapped_files
+
+    if project is None:
+        return Finding("file owners", "ok", "no repository here to look at")
+    found, total = unmapped_files(project.root)
+    if not total:
+        return Finding("file owners", "ok", "every file of the repository has an owner and "
+                       "group the container can map")
+    detail, _, fix = explain_unmapped(found, total).rpartition(": give them to yourself")
+    return Finding("file owners", "warn", detail + ' (with inputs = "mount")',
+                   "give them to yourself" + fix)
 
 
 def _count_directories(root: Path) -> int:

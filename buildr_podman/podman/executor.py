@@ -6,6 +6,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,6 +67,7 @@ class PodmanSession:
         self.landing = OutputLanding(project)
         #: where each module's outputs of this run are (a module runs once a run)
         self._landed: dict[str, Path] = {}
+        self._unmapped: str | None = None  # files no task can write, once looked for
         #: an empty directory, mounted read-only over the out dir where the inputs hold it,
         #: and shown for a dependency that brought back no archive
         self.empty = Path(tempfile.mkdtemp(prefix="buildr-podman-empty-"))
@@ -89,6 +91,11 @@ class PodmanSession:
             warm.close()
         else:
             self.pool.give_back(warm)
+        if result.exit_code and not result.error and task.container.inputs == "mount":
+            unmapped = self._unmapped_inputs()
+            if unmapped:
+                result = replace(result, error=f"exit {result.exit_code}; perhaps because "
+                                 f"{unmapped}")
         if result.output_dir is not None:
             self._landed[task.name] = result.output_dir
         return result
@@ -97,6 +104,17 @@ class PodmanSession:
         """Where a task's outputs of this run landed without this session (a task cache hit):
         what the tasks that use them are shown."""
         self._landed[task.name] = output_dir
+
+    def _unmapped_inputs(self) -> str:
+        """Why a task with mounted inputs may have failed: files it could not write (only
+        looked for once a task failed, and once a run: a walk of the repository costs too much
+        to make on every run)."""
+        from buildr_podman.podman.id_mapping import explain_unmapped, unmapped_files
+
+        if self._unmapped is None:
+            found, total = unmapped_files(self.project.root)
+            self._unmapped = explain_unmapped(found, total) if total else ""
+        return self._unmapped
 
     def close(self) -> None:
         try:

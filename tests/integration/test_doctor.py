@@ -45,7 +45,8 @@ def test_all_works_here(project: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     checks = lines(result)
     for check in ("podman", "rootless", "subordinate ids", "XDG_RUNTIME_DIR", "OCI runtime",
-                  "storage driver", "/dev/net/tun", "inotify watches", "API socket", "images",
+                  "storage driver", "/dev/net/tun", "inotify watches", "file owners",
+                  "API socket", "images",
                   "agent build", "container round trip"):
         assert checks.get(check) in ("ok", "WARN"), f"{check}: {result.stdout}"
     assert "container round trip: a task ran in " in result.stdout
