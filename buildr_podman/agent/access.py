@@ -20,6 +20,8 @@ import os
 import stat
 import threading
 
+from buildr_podman.agent import long_paths
+
 __all__ = ["ACCESS", "Access"]
 
 OWNER_READ_DIR = stat.S_IRUSR | stat.S_IXUSR
@@ -63,11 +65,11 @@ class Access:
         """os.lstat, through directories the task closed, when the agent owns them; a
         directory opened up is given the mode the task left (what the archive must say)."""
         try:
-            st = os.lstat(path)
+            st = long_paths.lstat(path)
         except PermissionError:
             if not self.open_path(os.path.dirname(path)):
                 raise
-            st = os.lstat(path)
+            st = long_paths.lstat(path)
         mode = self._opened.get(path)
         if mode is None:
             return st
@@ -78,29 +80,27 @@ class Access:
     def list_directory(self, path: str) -> list[os.DirEntry[str]]:
         """The entries of a directory, opened up first when it is closed and the agent's."""
         try:
-            with os.scandir(path) as scanner:
-                return list(scanner)
+            return long_paths.scan(path)
         except PermissionError:
             if not self.open_path(path):
                 raise
-            with os.scandir(path) as scanner:
-                return list(scanner)
+            return long_paths.scan(path)
 
     def open_file(self, path: str) -> int:
         """os.open(path, O_RDONLY); a file the agent owns but may not read is made readable
         for the time of the open (the fd reads on once its mode is back)."""
         try:
-            return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            return long_paths.open_fd(path, os.O_RDONLY | os.O_NOFOLLOW)
         except PermissionError:
             if not self.open_path(os.path.dirname(path)):
-                st = os.lstat(path)
+                st = long_paths.lstat(path)
                 if st.st_uid != os.geteuid():
                     raise
-                os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IRUSR)
+                long_paths.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IRUSR)
                 try:
-                    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                    return long_paths.open_fd(path, os.O_RDONLY | os.O_NOFOLLOW)
                 finally:
-                    os.chmod(path, stat.S_IMODE(st.st_mode))
+                    long_paths.chmod(path, stat.S_IMODE(st.st_mode))
             return self.open_file(path)
 
     def problem(self, path: str, exc: OSError) -> None:
@@ -129,13 +129,13 @@ class Access:
             opened, self._opened = self._opened, {}
         for path, mode in reversed(opened.items()):
             try:
-                os.chmod(path, mode)
+                long_paths.chmod(path, mode)
             except FileNotFoundError:
                 pass
 
     def _open_directory(self, path: str, for_writing: bool) -> bool:
         try:
-            st = os.lstat(path)
+            st = long_paths.lstat(path)
         except OSError:
             return False
         mode = stat.S_IMODE(st.st_mode)
@@ -144,7 +144,7 @@ class Access:
                 or st.st_uid != os.geteuid()):
             return False
         try:
-            os.chmod(path, mode | needed)
+            long_paths.chmod(path, mode | needed)
         except OSError as exc:
             if exc.errno in (errno.EPERM, errno.EACCES, errno.EROFS):
                 return False

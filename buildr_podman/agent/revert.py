@@ -2,6 +2,7 @@
 
 A warm container runs many tasks; each must start from a clean workspace. The change set is
 exact, so undoing it costs time proportional to what the task changed, not to the repository.
+Every path goes through long_paths: one past PATH_MAX is undone like any other.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import shutil
 import stat
 from collections.abc import Iterable
 
+from buildr_podman.agent import long_paths
 from buildr_podman.agent.access import ACCESS
 from buildr_podman.agent.snapshot import Baseline
 from buildr_podman.agent.watcher import ChangeSet
@@ -36,7 +38,7 @@ def revert(workspace: str, baseline: Baseline, changes: ChangeSet) -> None:
 
 
 def _is_directory(path: str) -> bool:
-    return os.path.isdir(path) and not os.path.islink(path)
+    return long_paths.is_directory(path)
 
 
 def _depth(rel: str) -> int:
@@ -61,16 +63,16 @@ def _remove(path: str) -> None:
     # CAP_DAC_OVERRIDE even their owner, the agent, must open them up first), above the path
     # as below it.
     try:
-        remove_tree_or_fail(path)
+        long_paths.retry_long(remove_tree_or_fail, path)
     except PermissionError:
         if not ACCESS.open_path(os.path.dirname(path), for_writing=True):
             raise
-        remove_tree_or_fail(path)
+        long_paths.retry_long(remove_tree_or_fail, path)
 
 
 def _remove_empty_directory(path: str) -> None:
     try:
-        os.rmdir(path)
+        long_paths.retry_long(os.rmdir, path)
     except OSError:
         pass  # gone already, or it still holds something the task did not change
 
@@ -79,11 +81,11 @@ def _restore(baseline: Baseline, rel: str, target: str) -> None:
     before = baseline.get(rel)
     if before is None:
         return  # the task created it; removing it was the whole undo
-    if os.path.lexists(target):
+    if _exists(target):
         if before.is_dir and _is_directory(target):
-            os.chmod(target, stat.S_IMODE(before.mode))  # a directory the task kept, chmod-ed
+            long_paths.chmod(target, stat.S_IMODE(before.mode))  # kept by the task, chmod-ed
         return  # otherwise a parent's restore brought it back already
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    long_paths.retry_long(os.makedirs, os.path.dirname(target), exist_ok=True)
     if before.is_dir:
         _restore_tree(baseline, rel, target)
     else:
@@ -93,26 +95,36 @@ def _restore(baseline: Baseline, rel: str, target: str) -> None:
 def _restore_tree(baseline: Baseline, rel_dir: str, target: str) -> None:
     """A directory as the baseline's layers hold it together (one layer's copy would miss what
     the others add to it), modes last, deepest first."""
-    os.mkdir(target, 0o700)
+    long_paths.retry_long(os.mkdir, target, 0o700)
     directories = [(target, baseline.get(rel_dir))]
     for rel in sorted(baseline.under(rel_dir)):  # parents sort before what they hold
         path = os.path.join(target, os.path.relpath(rel, rel_dir))
         entry = baseline.get(rel)
         if entry is not None and entry.is_dir:
-            os.mkdir(path, 0o700)
+            long_paths.retry_long(os.mkdir, path, 0o700)
             directories.append((path, entry))
         elif entry is not None:
             _copy(baseline, rel, path)
     for path, entry in reversed(directories):
         if entry is not None:
-            os.chmod(path, stat.S_IMODE(entry.mode))
+            long_paths.chmod(path, stat.S_IMODE(entry.mode))
 
 
 def _copy(baseline: Baseline, rel: str, target: str) -> None:
     source = baseline.path_of(rel)
     if source is None:
         return
-    if os.path.islink(source):
-        os.symlink(os.readlink(source), target)
-    else:
-        shutil.copy2(source, target, follow_symlinks=False)
+    with long_paths.short_path(source) as short_source, \
+            long_paths.short_path(target) as short_target:
+        if os.path.islink(short_source):
+            os.symlink(os.readlink(short_source), short_target)
+        else:
+            shutil.copy2(short_source, short_target, follow_symlinks=False)
+
+
+def _exists(path: str) -> bool:
+    try:
+        long_paths.lstat(path)
+    except OSError:
+        return False  # as os.path.lexists says
+    return True

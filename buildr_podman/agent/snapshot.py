@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from buildr_podman.agent import long_paths
 from buildr_podman.agent.access import ACCESS
 
 __all__ = ["Baseline", "BeforeState", "Entry", "Snapshot", "changed", "entry_of", "walk",
@@ -54,7 +55,7 @@ def entry_of(path: str, with_inode: bool = True) -> Entry | None:
         st = ACCESS.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+    target = long_paths.readlink(path) if stat.S_ISLNK(st.st_mode) else None
     return Entry(st.st_mode, st.st_size, st.st_mtime_ns,
                  st.st_ino if with_inode else UNKNOWN_INODE, target)
 
@@ -64,14 +65,15 @@ def walk(root: str, relative: str = "") -> Iterator[tuple[str, Entry]]:
     for rel_dir, dirents in _scan_tree(root, relative):
         for dirent in dirents:
             rel = f"{rel_dir}/{dirent.name}" if rel_dir else dirent.name
+            path = f"{root}/{rel}"  # not dirent.path: see long_paths.scan
             try:
-                st = ACCESS.lstat(dirent.path)
+                st = ACCESS.lstat(path)
             except FileNotFoundError:
                 continue  # removed while we looked: a later scan sees it gone
             except PermissionError as exc:
-                ACCESS.problem(dirent.path, exc)
+                ACCESS.problem(path, exc)
                 continue
-            target = os.readlink(dirent.path) if stat.S_ISLNK(st.st_mode) else None
+            target = long_paths.readlink(path) if stat.S_ISLNK(st.st_mode) else None
             yield rel, Entry(st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, target)
 
 
@@ -134,9 +136,14 @@ def _scan_tree(root: str, relative: str) -> Iterator[tuple[str, list[os.DirEntry
 
 
 def _real_directory(root: str, relative: str) -> bool:
-    path = os.path.join(root, relative)
-    return (os.path.isdir(path)
-            and os.path.realpath(path) == os.path.join(os.path.realpath(root), relative))
+    """Whether root/relative and each directory on the way there below root is a directory,
+    never a symlink (lstat by lstat: realpath gives up silently past PATH_MAX)."""
+    path = root
+    for part in relative.split("/"):
+        path = f"{path}/{part}"
+        if not long_paths.is_directory(path):
+            return False
+    return True
 
 
 class Snapshot:
@@ -259,7 +266,8 @@ def same_bytes(first: str, second: str) -> bool:
     """Whether two files hold the same bytes. Not filecmp.cmp: it caches its answer by both
     files' size and mtime, and a warm container's next task may write other bytes under the
     same size and mtime."""
-    with open(first, "rb", buffering=0) as a, open(second, "rb", buffering=0) as b:
+    with open(long_paths.open_fd(first, os.O_RDONLY), "rb", buffering=0) as a, \
+            open(long_paths.open_fd(second, os.O_RDONLY), "rb", buffering=0) as b:
         if os.fstat(a.fileno()).st_size != os.fstat(b.fileno()).st_size:
             return False
         while True:

@@ -18,6 +18,7 @@ import stat
 import sys
 from typing import Protocol
 
+from buildr_podman.agent import long_paths
 from buildr_podman.agent.access import ACCESS
 
 __all__ = ["TarWriter"]
@@ -60,7 +61,7 @@ class TarWriter:
         if stat.S_ISREG(mode):
             return self._add_file(path, name, st)
         if stat.S_ISLNK(mode):
-            self._header(name, st, SYMLINK, 0, os.readlink(path))
+            self._header(name, st, SYMLINK, 0, long_paths.readlink(path))
         elif stat.S_ISDIR(mode):
             self._header(name, st, DIRECTORY, 0, "")
         return 0

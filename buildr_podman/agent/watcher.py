@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import inotify_simple
 from inotify_simple import flags
 
+from buildr_podman.agent import long_paths
 from buildr_podman.agent.access import ACCESS
 from buildr_podman.agent.snapshot import (
     Baseline,
@@ -186,11 +187,11 @@ class ChangeTracker:
         path = os.path.join(self.root, rel_dir)
         try:
             try:
-                wd = self._inotify.add_watch(path, WATCH_MASK)
+                wd = long_paths.retry_long(self._inotify.add_watch, path, WATCH_MASK)
             except PermissionError:
                 if not ACCESS.open_path(path):
                     raise
-                wd = self._inotify.add_watch(path, WATCH_MASK)
+                wd = long_paths.retry_long(self._inotify.add_watch, path, WATCH_MASK)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 self._mark_dirty(rel_dir, "the inotify watch limit was reached")
@@ -248,7 +249,8 @@ class ChangeTracker:
 
     def _on_watch_lost(self, wd: int, rel_dir: str) -> None:
         del self._paths[wd]
-        if os.path.isdir(os.path.join(self.root, rel_dir)) and not self._stopping.is_set():
+        if long_paths.is_directory(os.path.join(self.root, rel_dir)) \
+                and not self._stopping.is_set():
             # The directory still exists but its watch is gone: events may be missing.
             self._mark_dirty(rel_dir, "a watch was lost")
 

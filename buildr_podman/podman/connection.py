@@ -14,8 +14,8 @@ from __future__ import annotations
 import ctypes
 import os
 import queue
-import signal
 import shutil
+import signal
 import socket
 import subprocess
 import sys

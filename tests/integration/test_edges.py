@@ -275,3 +275,53 @@ def test_sparse_files_come_back_sparse_under_a_small_limit(tmp_path_factory, siz
             back.seek(offset)
             assert back.read(len(data)) == bytes(written[p] for p in range(
                 offset, offset + len(data))), offset
+
+
+# -- 3. paths near PATH_MAX ------------------------------------------------------------------
+
+# 4,090 bytes relative to the workspace: past PATH_MAX as /workspace/...
+LONG_PARTS = [f"p{index:03d}" + "q" * 196 for index in range(20)]
+LONG_REL = "/".join([*LONG_PARTS, "f" * 70])
+
+
+def long_file(root: Path, data: bytes | None = None) -> bytes:
+    """Writes (data given) or reads LONG_REL under root, a directory at a time."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in LONG_PARTS:
+            if data is not None:
+                os.mkdir(part, dir_fd=fd)
+            deeper = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+        flags = os.O_RDONLY if data is None else os.O_WRONLY | os.O_CREAT
+        file_fd = os.open(LONG_REL.rsplit("/", 1)[1], flags, 0o644, dir_fd=fd)
+    finally:
+        os.close(fd)
+    with open(file_fd, "rb" if data is None else "wb") as opened:
+        if data is None:
+            return opened.read()
+        opened.write(data)
+        return data
+
+
+@pytest.mark.parametrize("inputs", ["mount", "copy"])
+def test_a_repository_holding_a_path_past_path_max_works(tmp_path: Path, inputs: str) -> None:
+    """A repository that merely holds such a path once failed every task with mounted inputs;
+    a task that rewrites it gets it back, and the warm pod's next task reads the original."""
+    need_image()
+    root = repo(tmp_path, {"keep.txt": b"keep\n"})
+    long_file(root, b"original\n")
+    (root / ".buildr" / "t.hcl").write_text(
+        task("other", "echo new > new.txt", inputs=inputs)
+        + task("rewrite", f"echo changed > {LONG_REL}", inputs=inputs)
+        + task("reader", f"cat {LONG_REL}", inputs=inputs))
+    result = buildr(root, "-v", "run", "other", "rewrite", "reader", "-j", "1",
+                    "--output", "plain")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reused after 2 tasks" in result.stderr
+    assert result.stdout.splitlines() == ["original"]
+    out = root / ".buildr" / "out"
+    assert sorted(p.name for p in (out / "other").iterdir()) == ["new.txt"]
+    assert long_file(out / "rewrite") == b"changed\n"
+    assert long_file(root) == b"original\n"

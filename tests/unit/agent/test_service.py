@@ -336,3 +336,81 @@ def test_a_workspace_that_is_not_the_copied_one_is_refused(agent, tmp_path: Path
     assert answers[1][:2] == (1, "")
     assert answers[1][2].startswith(f"{workspace} is not the volume the host copied the inputs "
                                     "into: Podman mounts another one"), answers[1][2]
+
+
+# A workspace-relative path of 4,090 bytes: fine to the file system and to a task (relative to
+# its working directory), past PATH_MAX as an absolute path.
+LONG_PARTS = [f"p{index:03d}" + "q" * 196 for index in range(20)]
+LONG_NAME = "f" * 70
+LONG_REL = "/".join([*LONG_PARTS, LONG_NAME])
+
+
+def make_long(root: Path, data: bytes) -> None:
+    """LONG_REL under root, made a directory at a time (no path string could reach it)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in LONG_PARTS:
+            os.mkdir(part, dir_fd=fd)
+            deeper = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+        file_fd = os.open(LONG_NAME, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(file_fd, data)
+        os.close(file_fd)
+    finally:
+        os.close(fd)
+
+
+def read_long(root: Path) -> bytes | None:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in LONG_PARTS:
+            deeper = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+        file_fd = os.open(LONG_NAME, os.O_RDONLY, dir_fd=fd)
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(fd)
+    with open(file_fd, "rb") as opened:
+        return opened.read()
+
+
+def test_a_path_past_path_max_is_tracked_returned_and_undone(agent, tmp_path: Path) -> None:
+    """Past PATH_MAX once /workspace/ is in front: a workspace that merely holds one failed
+    every task (the agent's walks built absolute strings); one the task writes comes back,
+    and a warm agent puts it back as it was."""
+    assert len(LONG_REL.encode()) == 4_090
+    baseline, workspace = tmp_path / "base", tmp_path / "ws"
+    for root in (baseline, workspace):
+        root.mkdir()
+        make_long(root, b"original\n")
+    outcomes = []
+    for index, script in enumerate(("echo new > new.txt", f"echo changed > {LONG_REL}",
+                                    f"cat {LONG_REL}", f"rm {LONG_REL}", f"cat {LONG_REL}")):
+        task = make_task(script)
+        spec = RunSpec(task_name="t", argv=task.argv(), workspace=str(workspace),
+                       working_dir=str(workspace), baseline=str(baseline))
+        observer = Observer()
+        out = tmp_path / f"o{index}"
+        outcome = receive_events(task, agent.run(spec), Into(out), observer)
+        assert outcome.exit_code == 0 and not outcome.error, (script, outcome.error)
+        outcomes.append((outcome, observer, out))
+    assert [p.name for p in outcomes[0][2].iterdir()] == ["new.txt"]
+    assert read_long(outcomes[1][2]) == b"changed\n"
+    assert outcomes[2][1].text("stdout") == "original\n"  # the warm agent undid the change
+    assert outcomes[3][0].deleted_paths == (LONG_REL,)
+    assert outcomes[4][1].text("stdout") == "original\n"
+    assert read_long(workspace) == b"original\n"
+
+
+def test_a_path_past_path_max_is_tracked_without_a_baseline(agent, tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    make_long(workspace, b"original\n")
+    outcome, _ = run(agent, workspace, tmp_path / "out" / "t",
+                     f"echo changed > {LONG_REL}; echo new > new.txt")
+    assert outcome.exit_code == 0 and not outcome.error, outcome.error
+    assert read_long(tmp_path / "out" / "t") == b"changed\n"
+    assert (tmp_path / "out" / "t" / "new.txt").read_text() == "new\n"
