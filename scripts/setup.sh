@@ -336,11 +336,13 @@ _bs_step_venv() {
     )" || true
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         _bs_say "venv $VENV up to date"
+        _bs_keep_lark
         return 0
     fi
     _bs_say "pip installing buildr-podman[test] rich and $(((${#reqs[@]} - 3) / 2)) plugin(s) into $VENV (first time: a few minutes)"
     _bs_as_user "$VENV/bin/python" -m pip install -q "${reqs[@]}" ||
         _bs_die "pip install into $VENV failed (see above): fix the packaging metadata or network and re-run"
+    _bs_keep_lark
     printf '%s\n' "$want" >"$stamp.tmp" && mv -f "$stamp.tmp" "$stamp"
     if [ "$BUILDR_MODE" = root ]; then chown "$_bs_uid:$_bs_gid" "$stamp"; fi
     _bs_say "venv $VENV ready: $(_bs_as_user "$VENV/bin/python" -c 'import buildr_podman; print("buildr_podman", buildr_podman.__version__)' 2>&1 | tail -n1)"
@@ -368,6 +370,20 @@ _bs_step_reapi_server() {
         _bs_die "pip install -r $requirements into $REAPI_SERVER_VENV failed (see above): fix the network and re-run"
     printf '%s\n' "$want" >"$stamp.tmp" && mv -f "$stamp.tmp" "$stamp"
     if [ "$BUILDR_MODE" = root ]; then chown "$_bs_uid:$_bs_gid" "$stamp"; fi
+}
+
+# A venv made while BuildGrid was in the [test] extra may still hold lark-parser 0.12's files in
+# python-hcl2's lark/ directory (whichever pip installed last won), and then every HCL file fails
+# to parse ("Error trying to process rule ..."): lark 1.x's own files go back.
+_bs_keep_lark() {
+    local check='import importlib.metadata as m, lark, sys; sys.exit(lark.__version__ != m.version("lark"))'
+    _bs_as_user "$VENV/bin/python" -c "$check" 2>/dev/null && return 0
+    local version
+    version="$(_bs_as_user "$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("lark"))')" ||
+        _bs_die "lark is missing from $VENV: re-run after rm -rf $VENV"
+    _bs_say "lark-parser overwrote lark $version in $VENV: putting lark's files back"
+    _bs_as_user "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "lark==$version" ||
+        _bs_die "could not reinstall lark $version into $VENV (see above)"
 }
 
 _bs_step_images() {
