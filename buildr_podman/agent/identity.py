@@ -16,6 +16,8 @@ import errno
 import os
 import shutil
 
+from buildr_podman.agent import long_paths
+
 __all__ = ["HOME", "give_to_user"]
 
 #: the HOME of a task that runs as another user, made anew for each task
@@ -24,18 +26,28 @@ HOME = "/.buildr/home"
 
 def give_to_user(workspace: str, uid: int, gid: int) -> str:
     """Hands the workspace tree to uid:gid and makes a fresh, empty HOME of theirs; returns
-    HOME. Raises OSError (EPERM when the container lacks the CHOWN capability)."""
+    HOME. Raises OSError (EPERM when the container lacks the CHOWN capability). A stack, not
+    os.walk (which recurses per level in Python 3.11: a deep tree raised RecursionError), and
+    through long_paths (a path past PATH_MAX is handed over too)."""
     os.lchown(workspace, uid, gid)
-    for directory, subdirectories, files in os.walk(workspace):
-        for name in files:
-            os.lchown(os.path.join(directory, name), uid, gid)
-        for name in list(subdirectories):
+    stack = [workspace]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = long_paths.scan(directory)
+        except OSError:
+            continue  # gone, or closed to the agent too: as os.walk, say nothing
+        for entry in entries:
+            path = f"{directory}/{entry.name}"  # not entry.path: see long_paths.scan
+            is_dir = entry.is_dir(follow_symlinks=False)
             try:
-                os.lchown(os.path.join(directory, name), uid, gid)
+                long_paths.retry_long(os.lchown, path, uid, gid)
             except OSError as exc:
-                if exc.errno != errno.EROFS:
+                if exc.errno != errno.EROFS or not is_dir:
                     raise
-                subdirectories.remove(name)  # a read-only mount: the hidden out dir
+                continue  # a read-only mount: the hidden out dir
+            if is_dir:
+                stack.append(path)
     shutil.rmtree(HOME, ignore_errors=True)
     os.makedirs(HOME, 0o700)
     os.chown(HOME, uid, gid)

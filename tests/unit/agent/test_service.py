@@ -19,6 +19,7 @@ import pytest
 from buildr_podman._protos.buildr.remote.v1 import agent_pb2, agent_pb2_grpc
 from buildr_podman.agent.service import AgentService, add_agent_service
 from buildr_podman.archive.extract import StagedTree, extract_tar_stream, stage_tar_stream
+from buildr_podman.archive.owned import remove_tree
 from buildr_podman.errors import AgentError
 from buildr_podman.model import ContainerSpec, Task
 from buildr_podman.podman.agent_client import AgentClient, RunSpec
@@ -414,3 +415,33 @@ def test_a_path_past_path_max_is_tracked_without_a_baseline(agent, tmp_path: Pat
     assert outcome.exit_code == 0 and not outcome.error, outcome.error
     assert read_long(tmp_path / "out" / "t") == b"changed\n"
     assert (tmp_path / "out" / "t" / "new.txt").read_text() == "new\n"
+
+
+def test_a_workspace_of_any_depth_and_path_length_is_given_to_the_tasks_user(
+        tmp_path: Path, monkeypatch) -> None:
+    """`user = "UID:GID"` hands every path over first: os.walk recursed per level (a 1,500-level
+    tree raised RecursionError) and skipped what lay past PATH_MAX."""
+    from buildr_podman.agent import identity
+
+    monkeypatch.setattr(identity, "HOME", str(tmp_path / "home"))
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    make_long(workspace, b"long\n")
+    fd = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(1_500):
+        os.mkdir("d", dir_fd=fd)
+        deeper = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = deeper
+    os.close(fd)
+    seen: list[str] = []
+    real_lchown = os.lchown
+
+    def lchown(path: str, uid: int, gid: int) -> None:
+        real_lchown(path, uid, gid)  # to oneself: allowed, and it must reach the path
+        seen.append(path)
+    monkeypatch.setattr(identity.os, "lchown", lchown)
+    assert identity.give_to_user(str(workspace), os.getuid(), os.getgid()) == str(tmp_path / "home")
+    assert len(seen) == 1 + 1_500 + len(LONG_PARTS) + 1
+    assert any(path.endswith(LONG_NAME) for path in seen)
+    remove_tree(workspace)  # pytest's own clean-up recurses per level
