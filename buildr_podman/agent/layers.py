@@ -14,7 +14,8 @@ import os
 import shutil
 import stat
 
-from buildr_podman.archive.owned import remove_tree_or_fail, walk_tree
+from buildr_podman.agent import long_paths
+from buildr_podman.archive.owned import remove_tree_or_fail
 
 __all__ = ["lay_outputs"]
 
@@ -22,45 +23,49 @@ __all__ = ["lay_outputs"]
 def lay_outputs(workspace: str, layers: list[str]) -> int:
     """Copies every layer's tree into the workspace, the first layer first; returns how many
     paths were laid. A file or symlink replaces whatever the workspace held at its path; a
-    directory merges with one that is there and takes the layer's mode."""
+    directory merges with one that is there and takes the layer's mode. A stack, not a
+    recursion, and every path through long_paths: any depth, any length."""
     laid = 0
     for layer in layers:
         modes: list[tuple[str, int]] = []  # directories, given their mode once filled
-        for directory, subdirectories, files in walk_tree(layer):
-            subdirectories.sort()
-            rel_dir = os.path.relpath(directory, layer)
-            target_dir = workspace if rel_dir == "." else os.path.join(workspace, rel_dir)
-            for name in subdirectories:
-                source, target = os.path.join(directory, name), os.path.join(target_dir, name)
-                if os.path.islink(source):
-                    _copy_entry(source, target)  # walk_tree lists a link to a directory here
-                else:
+        stack = [""]
+        while stack:
+            rel_dir = stack.pop()
+            subdirectories = []
+            for entry in sorted(long_paths.scan(f"{layer}/{rel_dir}" if rel_dir else layer),
+                                key=lambda entry: entry.name):
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                source, target = f"{layer}/{rel}", f"{workspace}/{rel}"
+                if entry.is_dir(follow_symlinks=False):
                     _make_directory(target)
-                    modes.append((target, stat.S_IMODE(os.lstat(source).st_mode)))
+                    modes.append((target, stat.S_IMODE(long_paths.lstat(source).st_mode)))
+                    subdirectories.append(rel)
+                else:
+                    _copy_entry(source, target)  # a symlink to a directory too, as a link
                 laid += 1
-            for name in sorted(files):
-                _copy_entry(os.path.join(directory, name), os.path.join(target_dir, name))
-                laid += 1
+            stack.extend(reversed(subdirectories))  # walked in name order
         for target, mode in reversed(modes):  # deepest first: after writing into them
-            os.chmod(target, mode)
+            long_paths.chmod(target, mode)
     return laid
 
 
 def _make_directory(target: str) -> None:
-    if os.path.isdir(target) and not os.path.islink(target):
+    if long_paths.is_directory(target):
         return  # merged: its entries stay unless the layer has the same names
     _remove(target)
-    os.mkdir(target, 0o700)
+    long_paths.retry_long(os.mkdir, target, 0o700)
 
 
 def _copy_entry(source: str, target: str) -> None:
     """A file with its bytes, mode and exact mtime, or a symlink as a link."""
     _remove(target)
-    if os.path.islink(source):
-        os.symlink(os.readlink(source), target)
-    else:
-        shutil.copy2(source, target, follow_symlinks=False)
+    with long_paths.short_path(source) as short_source, \
+            long_paths.short_path(target) as short_target:
+        if os.path.islink(short_source):
+            os.symlink(os.readlink(short_source), short_target)
+        else:
+            shutil.copy2(short_source, short_target, follow_symlinks=False)
 
 
 def _remove(path: str) -> None:
-    remove_tree_or_fail(path)
+    long_paths.retry_long(remove_tree_or_fail, path)

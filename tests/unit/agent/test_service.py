@@ -445,3 +445,24 @@ def test_a_workspace_of_any_depth_and_path_length_is_given_to_the_tasks_user(
     assert len(seen) == 1 + 1_500 + len(LONG_PARTS) + 1
     assert any(path.endswith(LONG_NAME) for path in seen)
     remove_tree(workspace)  # pytest's own clean-up recurses per level
+
+
+def test_an_output_holding_a_path_past_path_max_is_laid_and_undone(tmp_path: Path) -> None:
+    """inputs_from: the layer's long path comes into the workspace, and a task's rewrite of it
+    is undone from that layer."""
+    from buildr_podman.agent.layers import lay_outputs
+    from buildr_podman.agent.revert import revert
+    from buildr_podman.agent.snapshot import Baseline
+    from buildr_podman.agent.watcher import ChangeSet
+
+    base, layer, workspace = tmp_path / "base", tmp_path / "layer", tmp_path / "ws"
+    for root in (base, layer, workspace):
+        root.mkdir()
+    make_long(layer, b"from the layer\n")
+    assert lay_outputs(str(workspace), [str(layer)]) == len(LONG_PARTS) + 1
+    assert read_long(workspace) == b"from the layer\n"
+    remove_tree(workspace / LONG_PARTS[0])  # what a task's rewrite left: another file there
+    make_long(workspace, b"the task's\n")
+    revert(str(workspace), Baseline([str(base), str(layer)]),
+           ChangeSet(returned=[LONG_REL], deleted=[]))
+    assert read_long(workspace) == b"from the layer\n"
