@@ -13,7 +13,8 @@ from typing import BinaryIO
 from buildr_podman.archive.beneath import create_file_at
 from buildr_podman.hookspecs import hookimpl
 from buildr_podman.model import Project, Task, TaskOutcome
-from buildr_podman.output.summary import verdict
+from buildr_podman.output.summary import duration, phase_counts, verdict
+from buildr_podman.phases import PhaseUpdate
 
 __all__ = ["TaskLogs"]
 
@@ -59,6 +60,13 @@ class TaskLogs:
     @hookimpl
     def buildr_task_warning(self, task: Task, message: str) -> None:
         self._note(task, f"warning: {message}")
+
+    @hookimpl
+    def buildr_task_phase(self, task: Task, phase: PhaseUpdate) -> None:
+        if phase.state == "finished":  # the time it took: why the task took as long as it did
+            counts = phase_counts(phase)
+            self._note(task, f"{phase.title} took {duration(phase.elapsed_seconds)}"
+                             + (f" ({counts})" if counts else ""))
 
     @hookimpl
     def buildr_task_finished(self, task: Task, outcome: TaskOutcome) -> None:

@@ -121,9 +121,13 @@ def test_task_logs_put_notes_on_their_own_lines(tmp_path: Path) -> None:
     logs.buildr_task_output(task=task("a"), stream="stdout", data=b"partial")
     logs.buildr_task_log(task=task("a"), message="pod started")
     logs.buildr_task_output(task=task("a"), stream="stderr", data=b"rest\n")
+    logs.buildr_task_phase(task=task("a"), phase=PhaseUpdate(
+        "finished", "extract_outputs", "extracting outputs", 75.5, done=3, unit="files"))
     logs.buildr_task_finished(task=task("a"), outcome=TaskOutcome(task="a", exit_code=0))
     lines = (tmp_path / "out" / ".logs" / "a.log").read_text().splitlines()
-    assert lines[1:] == ["partial", "# buildr: pod started", "rest", "# buildr: a ok in 0.0 s"]
+    assert lines[1:] == ["partial", "# buildr: pod started", "rest",
+                         "# buildr: extracting outputs took 1 min 15 s (3 files)",
+                         "# buildr: a ok in 0.0 s"]
 
 
 @pytest.mark.parametrize(("planted", "out"), [("log", ".buildr/out"), ("log", "build"),
