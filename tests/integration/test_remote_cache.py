@@ -262,3 +262,17 @@ def test_a_damaged_blob_on_the_server_is_a_miss_with_a_warning(tmp_path: Path) -
     assert pods_started(events, "make")
     copy = developer / ".buildr" / "out" / "make" / "gen" / "copy.txt"
     assert copy.read_text() == content
+
+
+def test_a_read_only_server_costs_one_warning_and_the_run_succeeds(tmp_path: Path) -> None:
+    need_image(IMAGE)
+    with BuildGrid(allow_updates=False) as read_only:
+        root = clone(tmp_path / "repo", f'remote = "{read_only.url}"\n    upload = true',
+                     f"read only {uuid.uuid4()}\n")
+        env = empty_local_cache(tmp_path / "cache")
+        finished, events = run(root, "use", env=env)
+        assert read_only.action_result(*stored_key(env, root, "make")) is None
+    assert not finished["make"]["cached"] and not finished["use"]["cached"]
+    said = warnings(events)
+    assert len(said) == 1 and "does not take uploads" in said[0], said
+    assert (root / ".buildr" / "out" / "use" / "used.txt").read_text().startswith("read only")
