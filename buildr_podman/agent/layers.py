@@ -11,7 +11,6 @@ for a task that needs other ones (podman/warm_pods.container_key).
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 
 from buildr_podman.agent import long_paths
@@ -57,14 +56,8 @@ def _make_directory(target: str) -> None:
 
 
 def _copy_entry(source: str, target: str) -> None:
-    """A file with its bytes, mode and exact mtime, or a symlink as a link."""
     _remove(target)
-    with long_paths.short_path(source) as short_source, \
-            long_paths.short_path(target) as short_target:
-        if os.path.islink(short_source):
-            os.symlink(os.readlink(short_source), short_target)
-        else:
-            shutil.copy2(short_source, short_target, follow_symlinks=False)
+    long_paths.copy_entry(source, target)
 
 
 def _remove(path: str) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -102,3 +103,13 @@ def is_directory(path: str) -> bool:
         return stat.S_ISDIR(lstat(path).st_mode)
     except OSError:
         return False
+
+
+def copy_entry(source: str, target: str) -> None:
+    """A file with its bytes, mode and exact mtime, or a symlink as a link (one to a directory
+    too), at any path length; `target` must not exist."""
+    with short_path(source) as short_source, short_path(target) as short_target:
+        if os.path.islink(short_source):
+            os.symlink(os.readlink(short_source), short_target)
+        else:
+            shutil.copy2(short_source, short_target, follow_symlinks=False)

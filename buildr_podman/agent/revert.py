@@ -8,7 +8,6 @@ Every path goes through long_paths: one past PATH_MAX is undone like any other.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from collections.abc import Iterable
 
@@ -114,12 +113,7 @@ def _copy(baseline: Baseline, rel: str, target: str) -> None:
     source = baseline.path_of(rel)
     if source is None:
         return
-    with long_paths.short_path(source) as short_source, \
-            long_paths.short_path(target) as short_target:
-        if os.path.islink(short_source):
-            os.symlink(os.readlink(short_source), short_target)
-        else:
-            shutil.copy2(short_source, short_target, follow_symlinks=False)
+    long_paths.copy_entry(source, target)
 
 
 def _exists(path: str) -> bool:
