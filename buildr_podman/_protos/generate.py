@@ -2,7 +2,9 @@
 
 The generated modules import each other as `buildr.common.v1...`, `google.rpc...`; they are
 rewritten to `buildr_podman._protos.buildr...` so that the generated code lives inside our
-package instead of claiming top-level names (`google.rpc` is googleapis-common-protos's).
+package instead of claiming top-level names (`google.rpc` and `google.longrunning` are
+googleapis-common-protos's, and BuildGrid has its own copies of them all: they must never be
+the modules our process loads). Every `google.*` package under protos/ is rewritten;
 `google.protobuf` is protobuf's own and stays.
 """
 
@@ -46,8 +48,13 @@ def generate(out_dir: Path) -> list[Path]:
     return written
 
 
+#: the google.* packages protos/ holds (google.protobuf is not among them)
+OWN_GOOGLE_PACKAGES = ("rpc", "bytestream", "longrunning", "devtools")
+
+
 def _rewrite_imports(code: str) -> str:
-    return re.sub(r"^from ((?:buildr|build)\.|google\.(?:rpc|bytestream)\b)",
+    google = "|".join(OWN_GOOGLE_PACKAGES)
+    return re.sub(rf"^from ((?:buildr|build)\.|google\.(?:{google})\b)",
                   lambda match: f"from {IMPORT_PREFIX}{match.group(1)}", code, flags=re.M)
 
 

@@ -13,7 +13,7 @@ from typing import TypeVar
 from google.protobuf.message import DecodeError
 
 from buildr_podman._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
-from buildr_podman.cache.key import ActionKey
+from buildr_podman.cache.key import PROPERTY_SETTINGS, ActionKey
 from buildr_podman.cache.store import Store
 from buildr_podman.cache.tree import TreeBuilder
 
@@ -63,8 +63,7 @@ def _parse(kind: type[M], data: bytes | None) -> M | None:
 def _platform_changes(old: re_pb2.Action, new: re_pb2.Action) -> list[str]:
     before = {p.name: p.value for p in old.platform.properties}
     after = {p.name: p.value for p in new.platform.properties}
-    names = {"container-image": "the image content (same tag, new image)"}
-    return [f"{names.get(name, 'container setting ' + name)} changed"
+    return [f"{PROPERTY_SETTINGS.get(name, 'platform property ' + name)} changed"
             for name in sorted(set(before) | set(after)) if before.get(name) != after.get(name)]
 
 

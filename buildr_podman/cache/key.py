@@ -16,6 +16,31 @@ backend computes for the same task is this one:
   version (the agent's behaviour is part of the result);
 - the timeout.
 
+The platform properties, named as REAPI clients and workers conventionally name them where a
+name exists (the same Action digest is the cache key and what remote execution runs):
+  OSFamily               `linux`
+  ISA                    this machine's, `x86-64` or `aarch64` (host_isa)
+  container-image        `podman-image-id:<the image's content id>`: a worker runs the local
+                         image with that id (`podman image inspect <id>`), never a tag
+  dockerUser             the container's `user`, "uid[:gid]", or "" for the image's
+  dockerNetwork          `none` or `private` (the `network` setting)
+  dockerAddCapabilities  `cap_add`, sorted, comma-separated
+  dockerDropCapabilities `cap_drop`, likewise
+  dockerPrivileged       `true` or `false`
+  buildr.agent-protocol, buildr.version, buildr.module-type, buildr.layers (inputs_from, in
+  order), buildr.tmpfs (target:size,...), buildr.pids-limit, buildr.memory, buildr.bind-mounts
+  (target:ro,...), and only where they apply buildr.secret-names, buildr.agent-environment
+  and buildr.bind-mount-file:<target> (the file's hash).
+PROPERTY_NAMES lists them for a server's configuration (BuildGrid refuses unknown ones).
+
+The Action as remote execution runs it: the Command's argv and environment as they are, its
+working_directory relative to the input root; the input root holds `workspace/` (the task's
+inputs, shown at /workspace) and `.buildr/out/NAME/` (the outputs of the modules the task
+uses, shown at /.buildr/out/NAME; those of buildr.layers are laid over the workspace in that
+order). Its ActionResult is the task cache's own entry (task_cache.py, store.py): exit code,
+stdout and stderr digests, and the output files buildr/changes.tar, buildr/deleted-paths and
+buildr/outcome.json; so a result computed remotely is a cache hit for everyone later.
+
 What never enters a key: the values of `secret_environment` (a task that has them is not
 cached, unless `cache_secrets = true`: then it is keyed by their names), the out dir (earlier runs' outputs reach a task only as this run's dependency
 outputs, keyed above), mtimes (tree.py says why). A writable bind mount makes a task
@@ -26,6 +51,7 @@ in its change set. So does `cache = false` (a task with effects outside its work
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +63,50 @@ from buildr_podman.cache.tree import Digest, Tree, TreeBuilder, digest_of, proto
 from buildr_podman.model import DEPENDENCY_OUTPUTS, WORKSPACE, Project, Task
 from buildr_podman.podman.input_mapping import mapped_directories
 
-__all__ = ["ActionKey", "NotCacheable", "action_key"]
+__all__ = ["PROPERTY_NAMES", "PROPERTY_SETTINGS", "ActionKey", "NotCacheable", "action_key", "host_isa"]
 
 WORKSPACE_DIR = WORKSPACE.strip("/")
 OUTPUTS_DIR = DEPENDENCY_OUTPUTS.strip("/")
+
+# The platform properties of a task's Action (module docstring): the conventional names where
+# one exists, `buildr.*` for the rest.
+OS_FAMILY = "OSFamily"
+ISA = "ISA"
+IMAGE = "container-image"
+USER = "dockerUser"
+NETWORK = "dockerNetwork"
+ADD_CAPABILITIES = "dockerAddCapabilities"
+DROP_CAPABILITIES = "dockerDropCapabilities"
+PRIVILEGED = "dockerPrivileged"
+AGENT_PROTOCOL = "buildr.agent-protocol"
+VERSION = "buildr.version"
+MODULE_TYPE = "buildr.module-type"
+LAYERS = "buildr.layers"
+TMPFS = "buildr.tmpfs"
+PIDS_LIMIT = "buildr.pids-limit"
+MEMORY = "buildr.memory"
+BIND_MOUNTS = "buildr.bind-mounts"
+SECRET_NAMES = "buildr.secret-names"
+AGENT_ENVIRONMENT = "buildr.agent-environment"
+BIND_MOUNT_FILE = "buildr.bind-mount-file:"  #: + the target: a read-only bind-mounted file
+IMAGE_ID_SCHEME = "podman-image-id:"  #: container-image's value: this + the image's content id
+
+#: every property name the client can send, but BIND_MOUNT_FILE's (one per mounted file);
+#: a REAPI server must know them all (BuildGrid refuses others)
+PROPERTY_NAMES = (OS_FAMILY, ISA, IMAGE, USER, NETWORK, ADD_CAPABILITIES, DROP_CAPABILITIES,
+                  PRIVILEGED, AGENT_PROTOCOL, VERSION, MODULE_TYPE, LAYERS, TMPFS, PIDS_LIMIT,
+                  MEMORY, BIND_MOUNTS, SECRET_NAMES, AGENT_ENVIRONMENT)
+
+#: the configuration a property comes from, as a miss explains it (explain.py)
+PROPERTY_SETTINGS = {
+    IMAGE: "the image content (same tag, new image)", USER: "container setting user",
+    NETWORK: "container setting network", ADD_CAPABILITIES: "container setting cap_add",
+    DROP_CAPABILITIES: "container setting cap_drop",
+    PRIVILEGED: "container setting privileged", TMPFS: "container setting tmpfs",
+    PIDS_LIMIT: "container setting pids_limit", MEMORY: "container setting memory",
+    BIND_MOUNTS: "container setting bind_mount", LAYERS: "inputs_from",
+    MODULE_TYPE: "the module type", SECRET_NAMES: "the secret_environment names",
+}
 
 
 class NotCacheable(Exception):
@@ -138,34 +204,42 @@ def _command(task: Task) -> re_pb2.Command:
 def _platform(task: Task, image_id: str) -> re_pb2.Platform:
     container = task.container
     properties = {
-        "buildr.agent-protocol": str(common_pb2.PROTOCOL_VERSION_1),
-        "buildr.version": __version__,
-        "buildr.module-type": task.module_type,
-        "buildr.layers": ",".join(task.inputs_from),
-        "container-image": f"podman-image-id:{image_id}",
-        "user": container.user or "",
-        "network": container.network,
-        "cap-add": ",".join(sorted(container.cap_add)),
-        "cap-drop": ",".join(sorted(container.cap_drop)),
-        "privileged": str(container.privileged).lower(),
-        "tmpfs": ",".join(f"{m.target}:{m.size or ''}" for m in container.tmpfs_mounts),
+        OS_FAMILY: "linux",
+        ISA: host_isa(),
+        IMAGE: f"{IMAGE_ID_SCHEME}{image_id}",
+        USER: container.user or "",
+        NETWORK: container.network,
+        ADD_CAPABILITIES: ",".join(sorted(container.cap_add)),
+        DROP_CAPABILITIES: ",".join(sorted(container.cap_drop)),
+        PRIVILEGED: str(container.privileged).lower(),
+        AGENT_PROTOCOL: str(common_pb2.PROTOCOL_VERSION_1),
+        VERSION: __version__,
+        MODULE_TYPE: task.module_type,
+        LAYERS: ",".join(task.inputs_from),
+        TMPFS: ",".join(f"{m.target}:{m.size or ''}" for m in container.tmpfs_mounts),
         # A task at its limits fails where it would otherwise succeed: part of what ran.
-        "pids-limit": str(container.pids_limit),
-        "memory": container.memory,
-        "bind-mounts": ",".join(f"{m.target}:ro" for m in container.bind_mounts),
+        PIDS_LIMIT: str(container.pids_limit),
+        MEMORY: container.memory,
+        BIND_MOUNTS: ",".join(f"{m.target}:ro" for m in container.bind_mounts),
     }
     # The host hands its BUILDR_AGENT_* variables (test knobs) to the agent: they change what
     # it does, so they are part of what ran.
     if task.secret_environment:  # cache_secrets: their names, never their values
-        properties["buildr.secret-names"] = ",".join(sorted(n for n, _ in task.secret_environment))
+        properties[SECRET_NAMES] = ",".join(sorted(n for n, _ in task.secret_environment))
     knobs = sorted((k, v) for k, v in os.environ.items() if k.startswith("BUILDR_AGENT_"))
     if knobs:
-        properties["buildr.agent-environment"] = ",".join(f"{k}={v}" for k, v in knobs)
+        properties[AGENT_ENVIRONMENT] = ",".join(f"{k}={v}" for k, v in knobs)
     for mount in container.bind_mounts:
         if mount.source.is_file():
-            properties[f"bind-mount-file:{mount.target}"] = _file_hash(mount.source)
+            properties[f"{BIND_MOUNT_FILE}{mount.target}"] = _file_hash(mount.source)
     return re_pb2.Platform(properties=[re_pb2.Platform.Property(name=name, value=value)
                                        for name, value in sorted(properties.items())])
+
+
+def host_isa() -> str:
+    """This machine's instruction set as REAPI platforms name it (x86-64, aarch64, ...)."""
+    machine = platform.machine().lower()
+    return {"x86_64": "x86-64", "amd64": "x86-64", "arm64": "aarch64"}.get(machine, machine)
 
 
 def _file_hash(path: Path) -> str:

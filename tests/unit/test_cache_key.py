@@ -12,7 +12,7 @@ import pytest
 
 from buildr_podman._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from buildr_podman.cache import tree
-from buildr_podman.cache.key import ActionKey, NotCacheable, action_key
+from buildr_podman.cache.key import PROPERTY_NAMES, ActionKey, NotCacheable, action_key
 from buildr_podman.cache.tree import StatCache, TreeBuilder
 from buildr_podman.model import BindMount, ContainerSpec, Project, Task
 
@@ -65,6 +65,30 @@ def test_the_key_is_the_digest_of_a_reapi_action(tmp_path: Path) -> None:
     assert list(command.arguments) == ["/bin/sh", "-c", "make"]
     assert [(v.name, v.value) for v in command.environment_variables] == [("CC", "gcc")]
     assert command.working_directory == "workspace"
+
+
+def test_platform_properties_have_the_conventional_names(tmp_path: Path) -> None:
+    """A REAPI server and its workers read these names (BuildBuddy's, Bazel's, REAPI's own);
+    a server must be configured with every one the client sends."""
+    project = make_project(tmp_path / "repo")
+    container = ContainerSpec(image="img:1", user="1000:1000", network="private",
+                              cap_add=("NET_RAW", "CHOWN"), cap_drop=("ALL",), privileged=True)
+    found = key(project, make_task(container=container, inputs_from=("gen", "conf"),
+                                   outputs_used=("gen", "conf")))
+    properties = {p.name: p.value for p in re_pb2.Action.FromString(found.action)
+                  .platform.properties}
+    assert properties["OSFamily"] == "linux"
+    assert properties["ISA"] in ("x86-64", "aarch64")
+    assert properties["container-image"] == f"podman-image-id:{IMAGE_ID}"
+    assert properties["dockerUser"] == "1000:1000"
+    assert properties["dockerNetwork"] == "private"
+    assert properties["dockerAddCapabilities"] == "CHOWN,NET_RAW"
+    assert properties["dockerDropCapabilities"] == "ALL"
+    assert properties["dockerPrivileged"] == "true"
+    assert properties["buildr.layers"] == "gen,conf"
+    assert set(properties) <= set(PROPERTY_NAMES)
+    others = set(properties) - {"OSFamily", "ISA", "container-image"}
+    assert all(n.startswith(("docker", "buildr.")) for n in others)
 
 
 def test_the_input_root_is_a_merkle_tree_of_directory_messages(tmp_path: Path) -> None:
