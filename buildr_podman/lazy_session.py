@@ -4,6 +4,11 @@ starts no API service and no container.
 The session opens in the worker thread of the first task that misses; the others wait for it.
 If opening fails, that task and every later one fail with the same error, and the run ends by
 raising it (`failure`), so the command line still exits with its class's code.
+
+A run whose every task will run (--no-cache) need not wait for its first task: open_early()
+opens in a thread of its own at once, so that the API service's start, podman-py's import
+(~0.1 s) and the agent's check overlap with keying the first task (which asks the podman CLI
+for its image id) instead of following it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,21 @@ class LazySession:
         self._landed: list[tuple[Task, Path]] = []
         self.failure: BuildrError | None = None  #: why the session could not open
         self.opened = False
+        self._early: threading.Thread | None = None
+
+    def open_early(self) -> None:
+        """Starts opening now, in the background; run_task waits for it (the lock)."""
+        self._early = threading.Thread(target=self._open_quietly, name="session-open",
+                                       daemon=True)
+        self._early.start()
+
+    def _open_quietly(self) -> None:
+        try:
+            self._open()
+        except BuildrError:
+            pass  # kept in self.failure: the first task raises it
+        except Exception:  # noqa: BLE001 - not kept: the first task's own attempt raises it
+            pass
 
     def run_task(self, task: Task, observer: RunObserver) -> TaskResult | TaskOutcome:
         return self._open().run_task(task, observer)
@@ -61,6 +81,8 @@ class LazySession:
             return self._session
 
     def close(self) -> None:
+        if self._early is not None:
+            self._early.join()  # a session half-opened in the background must close too
         self._stack.close()
 
 

@@ -214,6 +214,8 @@ def _task_cache(project: Project, executor_name: str, use_cache: bool) -> TaskCa
 
 def _run_lazily(executor: Executor, run: _Run) -> RunReport:
     session = LazySession(executor, run.project)
+    if run.cache is not None and not run.cache.read:
+        session.open_early()  # every task will run: no reason to wait for the first key
     try:
         report = run.execute(session, session.close)
     finally:

@@ -11,6 +11,7 @@ which path was taken and why (watchdog#654 is the bug this avoids: overflow sile
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import select
@@ -38,6 +39,12 @@ from buildr_podman.agent.snapshot import (
 )
 
 __all__ = ["ChangeResolution", "ChangeSet", "ChangeTracker", "TrackerLimits"]
+
+# inotify_simple finds libc with ctypes.util.find_library("c"), which runs `ldconfig -p` in a
+# child process: a fork of the threaded agent and ~8 ms of every task. The C library this
+# process already has is the one it wants.
+if inotify_simple._libc is None:  # noqa: SLF001 - its lazily set module global, set first
+    inotify_simple._libc = ctypes.CDLL(None, use_errno=True)  # noqa: SLF001
 
 WATCH_MASK = (flags.CREATE | flags.MODIFY | flags.CLOSE_WRITE | flags.ATTRIB | flags.MOVED_FROM
               | flags.MOVED_TO | flags.DELETE | flags.DELETE_SELF | flags.MOVE_SELF

@@ -42,9 +42,10 @@ class PodmanExecutor:
         from buildr_podman.podman.connection import podman_client
         from buildr_podman.podman.leftovers import sweep_dead_runs
 
-        progress = StderrProgress()  # says something only if the agent must be built first
-        agent = ensure_agent(log=progress.log, tick=progress.tick)
+        # The API service first: it starts (~25 ms) while the agent bundle is checked.
         with podman_client() as client:
+            progress = StderrProgress()  # says something only if the agent must be built first
+            agent = ensure_agent(log=progress.log, tick=progress.tick)
             sweeping = sweep_dead_runs(client)  # pods of runs killed with SIGKILL, meanwhile
             session = PodmanSession(client, project, agent)
             try:
@@ -73,9 +74,10 @@ class PodmanSession:
         self.empty = Path(tempfile.mkdtemp(prefix="buildr-podman-empty-"))
 
     def run_task(self, task: Task, observer: RunObserver) -> TaskResult:
+        warm = self.pool.take(task, self._dependency_outputs(task), Phases(observer, task))
+        # Imported only now, as in _start_pod: grpc (~35 ms) loads while the agent starts.
         from buildr_podman.podman.task_stream import receive_events
 
-        warm = self.pool.take(task, self._dependency_outputs(task), Phases(observer, task))
         observer.log(task, f"pod {warm.pod.name} " +
                      (f"reused after {warm.tasks_run} tasks" if warm.tasks_run else "started"))
         try:

@@ -73,3 +73,32 @@ def test_a_failure_to_open_fails_every_task_with_it_and_is_kept(tmp_path: Path) 
             session.run_task(task(name), None)
     assert executor.opened == 1
     assert isinstance(session.failure, BackendError)
+
+
+def test_opening_early_opens_once_in_the_background_and_close_waits_for_it(
+        tmp_path: Path) -> None:
+    executor = Recording()
+    session = LazySession(executor, Project(root=tmp_path, out_dir=tmp_path / "out"))
+    session.open_early()
+    assert session.run_task(task("a"), None).succeeded  # waits for the background open
+    session.run_task(task("b"), None)
+    session.close()
+    assert (executor.opened, executor.closed) == (1, 1)
+
+
+def test_a_session_opened_early_and_never_used_is_closed(tmp_path: Path) -> None:
+    executor = Recording()
+    session = LazySession(executor, Project(root=tmp_path, out_dir=tmp_path / "out"))
+    session.open_early()
+    session.close()  # e.g. Ctrl-C before the first task: the open finishes, then closes
+    assert (executor.opened, executor.closed) == (1, 1)
+
+
+def test_an_early_failure_to_open_is_raised_by_the_first_task(tmp_path: Path) -> None:
+    executor = Recording(fail=True)
+    session = LazySession(executor, Project(root=tmp_path, out_dir=tmp_path / "out"))
+    session.open_early()
+    with pytest.raises(BackendError, match="cannot start"):
+        session.run_task(task("a"), None)
+    session.close()
+    assert executor.opened == 1
