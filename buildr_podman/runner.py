@@ -184,7 +184,9 @@ def run_tasks(pm: pluggy.PluginManager, project: Project, tasks: Sequence[Task],
                            if task.continue_on_error])
     logs = TaskLogs(project)
     pm.register(logs, name="task-logs")
-    cache = _task_cache(project, executor_name, use_cache)
+    cache = _task_cache(project, executor_name, use_cache,
+                        [project.tasks[name].container.image for name in plan.order
+                         if name in project.tasks])
     try:
         with SignalGuard() as guard:
             run = _Run(pm, project, plan, executor_name, max(1, jobs), guard, cache)
@@ -202,14 +204,23 @@ def run_tasks(pm: pluggy.PluginManager, project: Project, tasks: Sequence[Task],
         logs.close()
 
 
-def _task_cache(project: Project, executor_name: str, use_cache: bool) -> TaskCache | None:
-    """The cache keys a task by its image's content id, which only Podman's images have.
+def _task_cache(project: Project, executor_name: str, use_cache: bool,
+                images: list[str]) -> TaskCache | None:
+    """The cache keys a task by its image's content id, which only Podman's images have: the
+    ids of the run's `images` are asked at once, before the cache's own imports.
     BUILDR_CACHE=off turns it off whole: nothing read, nothing stored (the tests of running)."""
     if executor_name != "podman" or os.environ.get("BUILDR_CACHE") == "off":
         return None
+    from buildr_podman.cache.image_ids import ImageIds
+
+    image_ids = ImageIds(images)
     from buildr_podman.cache.task_cache import TaskCache
 
-    return TaskCache(project, read=use_cache)
+    try:
+        return TaskCache(project, read=use_cache, image_id=image_ids)
+    except BaseException:
+        image_ids.close()
+        raise
 
 
 def _run_lazily(executor: Executor, run: _Run) -> RunReport:

@@ -115,6 +115,9 @@ class TaskCache:
                 self.store.log_run(self.counts)
         if self.remote is not None:
             self.remote.close()
+        stop_asking = getattr(self._image_id, "close", None)  # image_ids.ImageIds
+        if stop_asking is not None:
+            stop_asking()
 
     # -- before a task runs ------------------------------------------------------------------
 

@@ -1,0 +1,77 @@
+"""The content ids of a run's images, asked of the podman command line before they are needed.
+
+The task cache keys a task by its image's content id (key.py), which only Podman knows: one
+`podman image inspect` costs ~30 ms, a quarter of a run whose tasks are all cache hits. Asked
+when the run starts, one process per image, Podman answers on the other core while this
+process imports the cache and walks the inputs; the key then only reads the answer.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterable
+
+from buildr_podman.podman.podman_cli import PodmanCliError, last_error_line
+
+__all__ = ["ImageIds"]
+
+TIMEOUT = 30.0
+FORMAT = "{{.Id}}"
+
+
+class ImageIds:
+    """A lookup (image name -> content id) for TaskCache; raises PodmanCliError as
+    `podman image inspect` would fail. Images not named at the start are asked when looked up.
+    close() stops the questions nobody needed."""
+
+    def __init__(self, images: Iterable[str]) -> None:
+        self._lock = threading.Lock()
+        self._asked: dict[str, subprocess.Popen[str]] = {}
+        binary = shutil.which("podman")
+        if binary is None:
+            return  # each lookup says so
+        for image in dict.fromkeys(images):
+            try:
+                self._asked[image] = subprocess.Popen(
+                    [binary, "image", "inspect", "--format", FORMAT, image],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True)
+            except OSError:
+                break  # each lookup asks again, and reports why it cannot
+
+    def __call__(self, image: str) -> str:
+        with self._lock:
+            process = self._asked.pop(image, None)
+        if process is None:
+            return _ask(image)
+        try:
+            out, err = process.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired as exc:
+            _stop(process)
+            raise PodmanCliError(f"podman image inspect {image} did not answer within "
+                                 f"{TIMEOUT:.0f} s") from exc
+        if process.returncode != 0:
+            raise PodmanCliError(last_error_line(err or out)
+                                 or f"podman image inspect {image} exited with status "
+                                    f"{process.returncode}")
+        return out.strip()
+
+    def close(self) -> None:
+        with self._lock:
+            unused, self._asked = list(self._asked.values()), {}
+        for process in unused:
+            _stop(process)
+
+
+def _ask(image: str) -> str:
+    from buildr_podman.podman.podman_cli import podman
+
+    return podman("image", "inspect", "--format", FORMAT, image, timeout=TIMEOUT).strip()
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.communicate()
