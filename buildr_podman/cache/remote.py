@@ -40,7 +40,7 @@ from buildr_podman.cache.store import Store
 if TYPE_CHECKING:
     from buildr_podman.cache.tree import Digest
 
-__all__ = ["DEADLINE", "RemoteCache", "RemoteCorrupt", "RemoteUnavailable"]
+__all__ = ["DEADLINE", "RemoteCache", "RemoteCorrupt", "RemoteUnavailable", "blob_digests"]
 
 DEADLINE = 2.0  #: seconds one call may take, plus size / MIN_RATE for a blob transfer
 MIN_RATE = 8 << 20  #: bytes per second below which a blob transfer counts as stalled
@@ -91,7 +91,7 @@ class RemoteCache:
     def fetch(self, action: Digest, store: Store) -> bool:
         """Copies the entry of `action` from the server into `store`; False if the server has
         none (or only a failed run's). Raises RemoteUnavailable, RemoteCorrupt."""
-        capabilities = self._server()
+        self._server()  # a server we cannot use is not asked
         try:
             result = self._call(re_grpc.ActionCacheStub, "GetActionResult",
                                 re_pb2.GetActionResultRequest(
@@ -104,7 +104,16 @@ class RemoteCache:
             raise self._unavailable(exc) from exc
         if result.exit_code != 0:
             return False  # another client may cache failures; a failure is run again here
-        wanted = [d for d in _blob_digests(result) if not store.has_blob(d.hash)]
+        self.fetch_blobs(blob_digests(result), store)
+        store.put_result(action[0], result)
+        return True
+
+    def fetch_blobs(self, digests: Iterable[re_pb2.Digest], store: Store) -> None:
+        """Copies the blobs that `store` lacks from the server's CAS into it, each checked
+        against its digest on arrival (batches, ByteStream for large ones). Raises
+        RemoteUnavailable, RemoteCorrupt (also for a blob the server does not have)."""
+        capabilities = self._server()
+        wanted = [d for d in _unique(digests) if not store.has_blob(d.hash)]
         small = [d for d in wanted if d.size_bytes + BATCH_OVERHEAD <= capabilities.max_batch_bytes]
         for batch in _batches(small, capabilities.max_batch_bytes):
             for data in self._batch_read(batch, capabilities):
@@ -112,8 +121,6 @@ class RemoteCache:
         for digest in wanted:
             if digest.size_bytes + BATCH_OVERHEAD > capabilities.max_batch_bytes:
                 store.put_blob_file(self._stream_read(digest, store.temporary_file()))
-        store.put_result(action[0], result)
-        return True
 
     def _batch_read(self, digests: list[re_pb2.Digest],
                     capabilities: ServerCapabilities) -> Iterator[bytes]:
@@ -166,10 +173,19 @@ class RemoteCache:
     def upload(self, action: Digest, result: re_pb2.ActionResult, store: Store) -> None:
         """Stores the entry of `action`, whose blobs are in `store`, on the server: the blobs
         it lacks, then the ActionResult. Raises RemoteUnavailable."""
-        capabilities = self._server()
-        if not capabilities.update_enabled:
+        if not self._server().update_enabled:
             raise RemoteUnavailable("it does not take uploads (its ActionCache is read-only)")
-        missing = self._find_missing(_unique(_blob_digests(result)))
+        self.upload_blobs(blob_digests(result), store)
+        self._call(re_grpc.ActionCacheStub, "UpdateActionResult",
+                   re_pb2.UpdateActionResultRequest(
+                       instance_name=self.settings.instance_name, action_digest=_proto(action),
+                       action_result=result, digest_function=re_pb2.DigestFunction.SHA256))
+
+    def upload_blobs(self, digests: Iterable[re_pb2.Digest], store: Store) -> None:
+        """Sends the blobs of `store` that the server's CAS lacks (batches, ByteStream for
+        large ones). Raises RemoteUnavailable; OSError for a blob gone from `store`."""
+        capabilities = self._server()
+        missing = self._find_missing(_unique(digests))
         limit = capabilities.max_batch_bytes
         small = [d for d in missing if d.size_bytes + BATCH_OVERHEAD <= limit]
         for batch in _batches(small, limit):
@@ -177,10 +193,6 @@ class RemoteCache:
         for digest in missing:
             if digest.size_bytes + BATCH_OVERHEAD > limit:
                 self._stream_write(digest, store.blob_path(digest.hash))
-        self._call(re_grpc.ActionCacheStub, "UpdateActionResult",
-                   re_pb2.UpdateActionResultRequest(
-                       instance_name=self.settings.instance_name, action_digest=_proto(action),
-                       action_result=result, digest_function=re_pb2.DigestFunction.SHA256))
 
     def _find_missing(self, digests: list[re_pb2.Digest]) -> list[re_pb2.Digest]:
         missing: list[re_pb2.Digest] = []
@@ -313,7 +325,8 @@ def _read_capabilities(cache: re_pb2.CacheCapabilities) -> ServerCapabilities:
         update_enabled=cache.action_cache_update_capabilities.update_enabled)
 
 
-def _blob_digests(result: re_pb2.ActionResult) -> list[re_pb2.Digest]:
+def blob_digests(result: re_pb2.ActionResult) -> list[re_pb2.Digest]:
+    """Every blob an ActionResult names (its output files, stdout and stderr)."""
     found = [output.digest for output in result.output_files]
     found += [d for d in (result.stdout_digest, result.stderr_digest) if d.hash]
     return _unique(found)

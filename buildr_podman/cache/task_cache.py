@@ -55,7 +55,7 @@ from buildr_podman.secrets import Redactor, secret_values
 if TYPE_CHECKING:
     from buildr_podman.cache.remote import RemoteCache
 
-__all__ = ["Lookup", "OutputRecorder", "TaskCache", "default_store"]
+__all__ = ["Lookup", "OutputRecorder", "TaskCache", "default_store", "store_result"]
 
 REPLAY_CHUNK = 64 << 10
 
@@ -242,22 +242,8 @@ class TaskCache:
         """Stores a successful run's result under its key (before write_back moves its files
         out of the out dir), and on the remote cache with `upload = true`. Blobs first, the
         ActionResult last: never a half entry."""
-        store = self.store
-        files = []
-        if outcome.output_dir is not None and outcome.output_dir.is_dir():
-            files.append(output_file(CHANGES, store.put_blob_file(
-                _tar_directory(outcome.output_dir, store.temporary_file()))))
-        deleted = "\0".join(outcome.deleted_paths).encode("utf-8", "surrogateescape")
-        files.append(output_file(DELETED, store.put_blob(deleted)))
-        counts = {"files_returned": outcome.files_returned,
-                  "bytes_returned": outcome.bytes_returned, "tracking": outcome.tracking}
-        files.append(output_file(OUTCOME, store.put_blob(json.dumps(counts).encode())))
-        result = re_pb2.ActionResult(exit_code=outcome.exit_code, output_files=files)
-        for stream, field in (("stdout", result.stdout_digest), ("stderr", result.stderr_digest)):
-            path = output.path(stream)
-            if path is not None:
-                field.CopyFrom(proto_digest(store.put_blob_file(path)))
-        store.put_result(key.hash, result)
+        result = store_result(self.store, outcome, output)
+        self.store.put_result(key.hash, result)
         self._remember(task, key)
         # What a task with secrets wrote may hold them: its entry stays on this machine.
         if self.remote is not None and self.remote.settings.upload \
@@ -288,6 +274,28 @@ class TaskCache:
                              f"which is not used for the rest of this run: {exc}")
         except OSError as exc:  # a blob evicted meanwhile by another run
             warn(f"not stored on the remote cache: {exc}")
+
+
+def store_result(store: Store, outcome: TaskResult | TaskOutcome,
+                 output: OutputRecorder) -> re_pb2.ActionResult:
+    """A finished run as the cache's ActionResult (module docstring), its blobs put in `store`
+    first: the changes as they landed in outcome.output_dir, the deleted paths, the counts,
+    stdout and stderr. The caller names it (a key's entry; remote execution's result)."""
+    files = []
+    if outcome.output_dir is not None and outcome.output_dir.is_dir():
+        files.append(output_file(CHANGES, store.put_blob_file(
+            _tar_directory(outcome.output_dir, store.temporary_file()))))
+    deleted = "\0".join(outcome.deleted_paths).encode("utf-8", "surrogateescape")
+    files.append(output_file(DELETED, store.put_blob(deleted)))
+    counts = {"files_returned": outcome.files_returned,
+              "bytes_returned": outcome.bytes_returned, "tracking": outcome.tracking}
+    files.append(output_file(OUTCOME, store.put_blob(json.dumps(counts).encode())))
+    result = re_pb2.ActionResult(exit_code=outcome.exit_code, output_files=files)
+    for stream, field in (("stdout", result.stdout_digest), ("stderr", result.stderr_digest)):
+        path = output.path(stream)
+        if path is not None:
+            field.CopyFrom(proto_digest(store.put_blob_file(path)))
+    return result
 
 
 class OutputRecorder:
