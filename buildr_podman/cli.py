@@ -31,6 +31,7 @@ examples:
   buildr-podman doctor                    check this machine, with a fix for each problem
   buildr-podman clean                     remove pods, sockets and builds left behind
   buildr-podman plugins script            what the "script" module type takes
+  buildr-podman worker --server unix:S    run a REAPI cluster's actions here (Bots API)
 
 global options (-C, -v, -p) may also come after the command: buildr-podman run -v hello
 
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("cache", parents=[after],
                         help="show the task cache: entries, size, bound")
     _add_archive(commands, after)
+    _add_worker(commands, after)
     return parser
 
 
@@ -140,6 +142,22 @@ def _add_archive(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                                                   help="extract safely into DEST")
     archive_extract.add_argument("file", type=Path)
     archive_extract.add_argument("dest", type=Path)
+
+
+def _add_worker(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+                after: argparse.ArgumentParser) -> None:
+    worker = commands.add_parser(
+        "worker", parents=[after],
+        help="run a REAPI cluster's actions (Remote Workers API) in rootless pods")
+    worker.add_argument("--server", required=True, metavar="URL",
+                        help="the scheduler and its CAS: grpc://HOST:PORT or unix:PATH")
+    worker.add_argument("--instance", default="", metavar="NAME",
+                        help="the REAPI instance name (default: the server's default, \"\")")
+    worker.add_argument("-j", "--jobs", type=_positive, default=1, metavar="N",
+                        help="run up to N leases at once (default: 1)")
+    worker.add_argument("--name", metavar="NAME",
+                        help="this worker's name on this machine, part of its stable bot id "
+                             "(default: the first of 1, 2, ... no running worker holds)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -197,6 +215,7 @@ COMMANDS = {
     "clean": "buildr_podman.commands.clean",
     "list": "buildr_podman.commands.listing",
     "run": "buildr_podman.commands.run",
+    "worker": "buildr_podman.commands.worker",
 }
 
 

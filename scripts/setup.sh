@@ -128,14 +128,19 @@ buildr_run() {
 _BS_PACKAGES=(podman uidmap slirp4netns fuse-overlayfs runc catatonit netavark aardvark-dns
     mmdebstrap busybox-static debian-archive-keyring python3-venv python3-dev gcc patchelf
     rsync procps ca-certificates)
+# Only for the tests (BUILDR_SETUP_TESTS=1): the database of the REAPI cluster that remote
+# execution's tests start (tests/integration/reapi_cluster.py: a private cluster, initdb'd
+# by the test user into a directory of its own; the package's own cluster is not used).
+_BS_TEST_PACKAGES=(postgresql)
 
 _bs_step_packages() {
     if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then
         _bs_die "no apt-get here (not Debian): install ${_BS_PACKAGES[*]} (or your distribution's equivalents) yourself, then run this as an ordinary user"
     fi
-    local -a missing=()
+    local -a missing=() wanted=("${_BS_PACKAGES[@]}")
     local p
-    for p in "${_BS_PACKAGES[@]}"; do
+    if [ "${BUILDR_SETUP_TESTS:-}" = 1 ]; then wanted+=("${_BS_TEST_PACKAGES[@]}"); fi
+    for p in "${wanted[@]}"; do
         [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing+=("$p")
     done
     if [ "${#missing[@]}" -gt 0 ]; then
