@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
@@ -57,7 +57,6 @@ class Lease:
     started: float
     future: Future[LeaseOutcome] | None = None
     outcome: LeaseOutcome | None = None
-    reported: bool = field(default=False)
 
 
 class BotSession:
@@ -172,7 +171,6 @@ class BotSession:
         """The scheduler's answer: forget what it acknowledged, start what is new."""
         reported = {i for i, lease in self.leases.items() if lease.outcome is not None}
         for lease_id in reported:
-            self.leases[lease_id].reported = True
             del self.leases[lease_id]
         self.session = answer
         for proto in answer.leases:

@@ -6,7 +6,9 @@ lands it exactly as it lands a cache hit, and the scheduler puts a success in it
 so it is a cache hit for everyone later. The task runs as on the client's machine: the input
 root's `workspace/` is the repository (inputs copied into the pod, as `inputs = "copy"`), each
 `.buildr/out/NAME/` is shown as that module's outputs of this run, laid over the workspace in
-the order of buildr.layers by the agent.
+the order of buildr.layers by the agent. Another client's Action (no buildr.version) runs with
+its whole input root as the workspace, and its result lists the outputs its Command declares
+(outputs.py), as REAPI says.
 
 The lease's status says what the client is told besides the result:
   OK                  the task ran (whatever its exit code): the result says how it went
@@ -41,7 +43,8 @@ from buildr_podman.errors import BuildrError
 from buildr_podman.model import Project, Task, TaskResult
 from buildr_podman.phases import PhaseUpdate
 from buildr_podman.worker.inputs import ActionInputs, BadInput
-from buildr_podman.worker.properties import OUTPUTS_DIR, WORKSPACE_DIR, Refused, task_of
+from buildr_podman.worker.outputs import declared_result
+from buildr_podman.worker.properties import OUTPUTS_DIR, Refused, task_of
 
 if TYPE_CHECKING:
     import podman
@@ -135,10 +138,16 @@ class LeaseRunner:
             self._check_stopping()
             ran = Timestamp()
             ran.GetCurrentTime()
-            result, output = self._execute(leased.task, job, leased.dependencies)
+            result, output = self._execute(leased.task, job, leased.workspace,
+                                           leased.dependencies)
             try:
                 self._check_stopping()
-                action_result = store_result(self.store, result, output)
+                if leased.outputs is None:  # buildr-podman's Action: the change set
+                    action_result = store_result(self.store, result, output)
+                    blobs = blob_digests(action_result)
+                else:  # another client's: the outputs it declares
+                    action_result, blobs = declared_result(self.store, result, output,
+                                                           leased.outputs)
             finally:
                 output.discard()
             action_result.execution_metadata.CopyFrom(re_pb2.ExecutedActionMetadata(
@@ -146,20 +155,21 @@ class LeaseRunner:
                 input_fetch_start_timestamp=started, input_fetch_completed_timestamp=fetched,
                 execution_start_timestamp=ran))
             action_result.execution_metadata.execution_completed_timestamp.GetCurrentTime()
-            remote.upload_blobs(blob_digests(action_result), self.store)
+            remote.upload_blobs(blobs, self.store)
             action_result.execution_metadata.worker_completed_timestamp.GetCurrentTime()
             return leased.task, result, action_result
         finally:
             remove_tree(job)
 
-    def _execute(self, task: Task, job: Path,
+    def _execute(self, task: Task, job: Path, workspace: str,
                  dependencies: tuple[str, ...]) -> tuple[TaskResult, OutputRecorder]:
-        """Runs the task in a pod of its own (removed before this returns) and lands its
-        changes under job/out/; returns the result and its recorded output."""
+        """Runs the task in a pod of its own (removed before this returns), the input root's
+        `workspace` as its repository, and lands its changes under job/out/; returns the
+        result and its recorded output."""
         from buildr_podman.podman.executor import PodmanSession
 
         root = job / "root"
-        project = Project(root=root / WORKSPACE_DIR, out_dir=job / "out")
+        project = Project(root=root / workspace if workspace else root, out_dir=job / "out")
         session = PodmanSession(self.client, project, self.agent)
         output = OutputRecorder(_Quiet(), self.store, task)
         try:

@@ -5,6 +5,10 @@ properties and the input root's layout). Every property is read here; one the wo
 understand, or a value it cannot honour, refuses the lease with a clear message (Refused):
 guessing would run something else than what the key says ran.
 
+An Action without `buildr.version` is another client's (Bazel, ...): its whole input root is
+the workspace, its Command's working_directory is relative to it, and its result lists the
+outputs the Command declares (outputs.py) instead of the change set.
+
 Understood besides cache/key.py's own: `unixUID`, `unixGID` (the task's user; they must agree
 with `dockerUser` when both are given) and `Pool` (the scheduler's business only). The values
 the issue's conventions use elsewhere are accepted as well: `dockerNetwork` `off` (= `none`)
@@ -55,6 +59,12 @@ class LeasedTask:
     task: Task
     image: str  #: the local image the pod runs (an id, or a name for docker://)
     dependencies: tuple[str, ...]  #: the modules under .buildr/out/ in the input root
+    #: where the workspace is in the input root: "workspace" (buildr-podman's), "" (another
+    #: client's Action: its input root is the workspace)
+    workspace: str = WORKSPACE_DIR
+    #: another client's declared outputs: (as declared, relative to the workspace root);
+    #: None for buildr-podman's own Action (its result is the change set)
+    outputs: tuple[tuple[str, str], ...] | None = None
 
 
 def worker_properties() -> dict[str, str]:
@@ -73,7 +83,8 @@ def task_of(action_hash: str, action: re_pb2.Action, command: re_pb2.Command,
         raise Refused(f"platform properties this worker does not understand: "
                       f"{', '.join(unknown)} (it understands {', '.join(UNDERSTOOD)})")
     _check_own(properties)
-    dependencies = _dependencies(action.input_root_digest.hash, directories)
+    own = key.VERSION in properties  # else another client's: REAPI's own outputs
+    dependencies = _dependencies(action.input_root_digest.hash, directories) if own else ()
     layers = _list(properties.get(key.LAYERS, ""))
     missing = [name for name in layers if name not in dependencies]
     if missing:
@@ -91,14 +102,16 @@ def task_of(action_hash: str, action: re_pb2.Action, command: re_pb2.Command,
         memory=_memory(properties.get(key.MEMORY, "")))
     shell, script = _shell_and_script(command.arguments)
     timeout = action.timeout.ToNanoseconds() / 1e9 if action.HasField("timeout") else 0.0
+    working_dir = _working_dir(command.working_directory, own)
     task = Task(name=f"action-{action_hash[:12]}",
                 module_type=properties.get(key.MODULE_TYPE) or "script",
                 container=container, script=script, shell=shell,
                 environment=tuple((v.name, v.value) for v in command.environment_variables),
-                working_dir=_working_dir(command.working_directory),
-                inputs_from=tuple(layers), outputs_used=dependencies,
+                working_dir=working_dir, inputs_from=tuple(layers), outputs_used=dependencies,
                 timeout_seconds=timeout or None)
-    return LeasedTask(task, image, dependencies)
+    if own:
+        return LeasedTask(task, image, dependencies)
+    return LeasedTask(task, image, (), "", _declared_outputs(command, working_dir))
 
 
 def _properties(action: re_pb2.Action, command: re_pb2.Command) -> dict[str, str]:
@@ -271,9 +284,32 @@ def _shell_and_script(arguments: Sequence[str]) -> tuple[str, str]:
     return DEFAULT_SHELL, "exec " + shlex.join(arguments)
 
 
-def _working_dir(directory: str) -> str:
+def _working_dir(directory: str, own: bool) -> str:
+    """The task's working_dir (relative to the workspace) of the Command's (relative to the
+    input root: below `workspace/` for buildr-podman's Action)."""
     parts = directory.split("/") if directory else []
-    if not parts or parts[0] != WORKSPACE_DIR or any(p in ("", ".", "..") for p in parts):
+    if own and (not parts or parts[0] != WORKSPACE_DIR):
         raise Refused(f"the Command's working_directory {directory!r} is not {WORKSPACE_DIR} "
                       f"or below it")
-    return "/".join(parts[1:]) or "."
+    if any(p in ("", ".", "..") for p in parts):
+        raise Refused(f"the Command's working_directory {directory!r} is not a plain "
+                      "relative path")
+    return "/".join(parts[1:] if own else parts) or "."
+
+
+def _declared_outputs(command: re_pb2.Command, working_dir: str
+                      ) -> tuple[tuple[str, str], ...]:
+    """Another client's outputs (REAPI 2.1's output_paths, else output_files and
+    output_directories), each with its path relative to the workspace root."""
+    declared = list(command.output_paths) or [*command.output_files,
+                                              *command.output_directories]
+    found = []
+    for path in declared:
+        if path == "":  # the whole working directory (REAPI allows it)
+            found.append((path, "" if working_dir == "." else working_dir))
+            continue
+        parts = path.split("/")
+        if path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise Refused(f"the Command's output path {path!r} is not a plain relative path")
+        found.append((path, path if working_dir == "." else f"{working_dir}/{path}"))
+    return tuple(found)

@@ -199,6 +199,31 @@ def test_a_task_past_its_timeout_is_deadline_exceeded(
     assert stream(cluster, response.result.stdout_digest) == "started\n"
 
 
+def test_another_clients_action_gets_the_outputs_it_declares(cluster: ReapiCluster) -> None:
+    """An Action as Bazel sends one: no buildr.* properties, the input root is the workspace,
+    the outputs are named by the Command."""
+    def blob(message: re_pb2.Directory | re_pb2.Command | re_pb2.Action) -> re_pb2.Digest:
+        return cluster.upload(message.SerializeToString(deterministic=True))[0]
+
+    (source,) = cluster.upload(b"the input\n")
+    package = blob(re_pb2.Directory(files=[re_pb2.FileNode(name="in.txt", digest=source)]))
+    root = blob(re_pb2.Directory(directories=[re_pb2.DirectoryNode(name="pkg", digest=package)]))
+    command = blob(re_pb2.Command(
+        arguments=["/bin/sh", "-c", "mkdir -p gen; cat in.txt > gen/copy; echo obj > a.o"],
+        working_directory="pkg", output_paths=["a.o", "gen", "never-written"]))
+    action = re_pb2.Action(command_digest=command, input_root_digest=root)
+    for name, value in (("OSFamily", "linux"), ("container-image", f"docker://{IMAGE}")):
+        action.platform.properties.add(name=name, value=value)
+    response = cluster.execute(blob(action))
+    assert response.status.code == OK and response.result.exit_code == 0, response
+    (made,) = response.result.output_files
+    assert made.path == "a.o" and cluster.read(made.digest) == b"obj\n"
+    (generated,) = response.result.output_directories
+    tree = re_pb2.Tree.FromString(cluster.read(generated.tree_digest))
+    (copy,) = tree.root.files
+    assert copy.name == "copy" and cluster.read(copy.digest) == b"the input\n"
+
+
 # -- stopping and restarting workers (a cluster of their own: a long keepalive) ------------
 
 @pytest.fixture

@@ -167,3 +167,23 @@ def test_the_worker_says_what_the_scheduler_matches() -> None:
     mine = worker_properties()
     assert set(mine) == set(MATCH_KEYS)
     assert mine["OSFamily"] == "linux"
+
+
+def test_another_clients_action_has_its_input_root_as_workspace_and_declared_outputs() -> None:
+    root = re_pb2.Directory(files=[re_pb2.FileNode(name="BUILD", digest=re_pb2.Digest(
+        hash=hashlib.sha256(b"").hexdigest()))])
+    data = root.SerializeToString(deterministic=True)
+    action = re_pb2.Action(input_root_digest=re_pb2.Digest(
+        hash=hashlib.sha256(data).hexdigest(), size_bytes=len(data)))
+    for name, value in (("OSFamily", "linux"),
+                        ("container-image", "docker://localhost/buildr-busybox:latest")):
+        action.platform.properties.add(name=name, value=value)
+    command = re_pb2.Command(arguments=["/bin/sh", "-c", "touch out/a"],
+                             working_directory="pkg", output_paths=["out/a", "gen", ""])
+    leased = task_of("c" * 64, action, command, {action.input_root_digest.hash: root})
+    assert leased.workspace == "" and leased.dependencies == ()
+    assert leased.task.working_dir == "pkg"
+    assert leased.outputs == (("out/a", "pkg/out/a"), ("gen", "pkg/gen"), ("", "pkg"))
+    command.output_paths[:] = ["../escape"]
+    with pytest.raises(Refused, match="not a plain relative path"):
+        task_of("c" * 64, action, command, {action.input_root_digest.hash: root})
