@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
@@ -59,6 +58,7 @@ class PodmanSession:
     """Runs tasks of one project with one API connection, one agent build and warm pods."""
 
     def __init__(self, client: podman.PodmanClient, project: Project, agent: AgentBundle) -> None:
+        from buildr_podman.podman.leftovers import empty_directory
         from buildr_podman.podman.warm_pods import PodPool
 
         self.client = client
@@ -71,7 +71,7 @@ class PodmanSession:
         self._unmapped: str | None = None  # files no task can write, once looked for
         #: an empty directory, mounted read-only over the out dir where the inputs hold it,
         #: and shown for a dependency that brought back no archive
-        self.empty = Path(tempfile.mkdtemp(prefix="buildr-podman-empty-"))
+        self.empty = empty_directory()
 
     def run_task(self, task: Task, observer: RunObserver) -> TaskResult:
         warm = self.pool.take(task, self._dependency_outputs(task), Phases(observer, task))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -27,9 +28,12 @@ from buildr_podman.processes import own_process_running
 if TYPE_CHECKING:
     from podman import PodmanClient
 
-__all__ = ["clean", "kill_own_containers", "sweep_dead_runs"]
+__all__ = ["EMPTY_DIR_PREFIX", "clean", "empty_directory", "kill_own_containers",
+           "sweep_dead_runs"]
 
 API_DIR_PREFIX = "buildr-podman-api-"
+# PodmanSession.empty, under the temporary directory: the pid in its name, as for API_DIR_PREFIX.
+EMPTY_DIR_PREFIX = "buildr-podman-empty-"
 SOCKET_DIR_PREFIX = "buildr-agent-"
 # A directory this young may belong to a run that has not mounted it yet.
 GRACE_SECONDS = 60.0
@@ -68,6 +72,7 @@ def clean(everything: bool = False) -> Iterator[str]:
     if runtime is not None:
         yield from _clean_api_services(runtime, everything)
         yield from _clean_socket_dirs(runtime, everything, kept_mounts)
+    yield from _clean_empty_dirs(everything)
     yield from _clean_agent_builds(everything, kept_mounts)
 
 
@@ -99,6 +104,26 @@ def _sweep(client: PodmanClient) -> None:
         for directory in runtime.glob(API_DIR_PREFIX + "*"):
             if _of_dead_run(directory, API_DIR_PREFIX):
                 remove_tree(directory)
+    for directory in _empty_directories():  # after the pods that mounted them
+        if _of_dead_run(directory, EMPTY_DIR_PREFIX):
+            remove_tree(directory)
+
+
+def empty_directory() -> Path:
+    """A new empty directory for a session (PodmanSession.empty), named so that the next run
+    removes it if this one is killed before it can."""
+    return Path(tempfile.mkdtemp(prefix=f"{EMPTY_DIR_PREFIX}{os.getpid()}-"))
+
+
+def _empty_directories() -> Iterator[Path]:
+    """This user's session directories in the (shared) temporary directory."""
+    uid = os.getuid()
+    for directory in Path(tempfile.gettempdir()).glob(EMPTY_DIR_PREFIX + "*"):
+        try:
+            if directory.lstat().st_uid == uid and directory.is_dir():
+                yield directory
+        except OSError:
+            continue
 
 
 def _of_dead_run(directory: Path, prefix: str) -> bool:
@@ -266,6 +291,16 @@ def _stop_process(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _clean_empty_dirs(everything: bool) -> Iterator[str]:
+    for directory in _empty_directories():
+        # Before the pid was in their names (0.x runs killed with SIGKILL): by their age.
+        unowned = not directory.name[len(EMPTY_DIR_PREFIX):].split("-", 1)[0].isdigit()
+        if everything or _of_dead_run(directory, EMPTY_DIR_PREFIX) \
+                or (unowned and not _young(directory)):
+            remove_tree(directory)
+            yield f"removed {directory} (an empty directory of a run that is gone)"
 
 
 def _clean_socket_dirs(runtime: Path, everything: bool, kept_mounts: set[str]) -> Iterator[str]:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,6 +80,8 @@ def test_clean_removes_what_a_killed_run_left(project: Path) -> None:
     assert len(pods) == 1
     assert volumes_of(run.pid) == [f"{pods[0]}-workspace"]
     # No clean-up: pod, volume and the API's socket directory stay (its service dies with it).
+    empty = list(Path(tempfile.gettempdir()).glob(f"buildr-podman-empty-{run.pid}-*"))
+    assert len(empty) == 1
     run.send_signal(signal.SIGKILL)
     run.wait()
     assert pods_of(run.pid) == pods
@@ -91,6 +94,8 @@ def test_clean_removes_what_a_killed_run_left(project: Path) -> None:
     assert "removed API socket directory " in said or "stopped podman API service" in said
     assert f"removed agent build {stale} (another agent version" in said
     assert not stale.exists()
+    assert f"removed {empty[0]} (an empty directory of a run that is gone)" in said
+    assert not empty[0].exists()
     assert pods_of(run.pid) == [] and volumes_of(run.pid) == []
     again = buildr("clean", cwd=project)
     assert f"{run.pid}" not in again.stdout

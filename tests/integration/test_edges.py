@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -227,6 +228,8 @@ def test_a_host_killed_with_sigkill_leaves_nothing_once_the_next_run_went(
     services = services_of(run.pid)
     assert services, "the run has no private API service (a user socket answered?)"
     assert containers_of(run.pid)
+    empty = empty_directories_of(run.pid)
+    assert empty, "the run has no empty directory (PodmanSession.empty)"
     run.process.kill()
     run.finish(timeout=30)
     deadline = time.monotonic() + 5
@@ -236,9 +239,14 @@ def test_a_host_killed_with_sigkill_leaves_nothing_once_the_next_run_went(
     after = buildr(root, "run", "quick", "--output", "plain")
     assert after.returncode == 0, after.stderr
     deadline = time.monotonic() + 30
-    while containers_of(run.pid):
-        assert time.monotonic() < deadline, "the next run left the dead run's pod"
+    while containers_of(run.pid) or empty_directories_of(run.pid):
+        assert time.monotonic() < deadline, "the next run left the dead run's pod or its " \
+                                            f"empty directory {empty}"
         time.sleep(0.2)
+
+
+def empty_directories_of(pid: int) -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"buildr-podman-empty-{pid}-*"))
 
 
 # -- 4. sparse files -------------------------------------------------------------------------
