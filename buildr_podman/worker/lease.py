@@ -94,10 +94,24 @@ class LeaseRunner:
         self.work_root = work_root
         self.worker = worker
         self.stopping = stopping
+        self._running = 0
+        self._lock = threading.Lock()
 
     def run(self, payload: re_pb2.Action | re_pb2.Digest) -> LeaseOutcome:
         """Runs the Action (the payload, or its digest) and returns how it ended; never
-        raises but for bugs."""
+        raises but for bugs. The store is kept under its bound between leases: evicted when
+        the last running lease ends (never under one that is reading its blobs)."""
+        with self._lock:
+            self._running += 1
+        try:
+            return self._lease(payload)
+        finally:
+            with self._lock:
+                self._running -= 1
+                if self._running == 0:
+                    self.store.evict()
+
+    def _lease(self, payload: re_pb2.Action | re_pb2.Digest) -> LeaseOutcome:
         started = Timestamp()
         started.GetCurrentTime()
         remote = RemoteCache(self.settings)  # its failures are this lease's alone

@@ -16,9 +16,11 @@ ActionCache, CAS, ByteStream) on a unix socket, and `buildr-podman worker` proce
 
 The database is a private cluster: initdb by the test user into the cluster's directory,
 listening on a unix socket there only (listen_addresses = ''), with fsync off. BuildGrid's
-scheduler is set for tests: no assignment jitter (it adds up to 1 s to every action), a
-bot-session keepalive of KEEPALIVE_SECONDS (a killed worker's leases go to another after
-that), and every platform property buildr-podman sends or a worker understands declared
+server takes up to 200 calls at once (`thread-pool-size`: its default, 5 a core, is 10 here,
+and every Execute stream and every worker's long poll holds one: a client running 20 tasks at
+once would be answered RESOURCE_EXHAUSTED). Its scheduler is set for tests: no assignment
+jitter (it adds up to 1 s to every action), a bot-session keepalive of KEEPALIVE_SECONDS (a
+killed worker's leases go to another after that), and every platform property buildr-podman sends or a worker understands declared
 (BuildGrid refuses an Action with any other): MATCH_KEYS must be equal on the Action and the
 worker, the rest are wildcard keys. SERVER_CONFIG is that configuration, for the README too.
 
@@ -58,6 +60,7 @@ DATABASE = "buildgrid"
 DB_USER = "buildr"
 
 SERVER_CONFIG = """\
+thread-pool-size: 200
 server:
   - !channel
     address: "{address}"

@@ -139,6 +139,27 @@ def test_a_failing_action_says_its_exit_code_and_is_not_cached(
     assert cluster.action_result(action) is None
 
 
+def test_many_actions_at_once_are_all_run(cluster: ReapiCluster, tmp_path: Path) -> None:
+    """More Execute streams at once than BuildGrid's default thread pool (10 here) holds:
+    none is refused (RESOURCE_EXHAUSTED), each gets its own result."""
+    root = make_repo(tmp_path / "repo")
+    actions = [submit(cluster, root, make_task(f"echo {n} > n.txt")) for n in range(16)]
+    responses: dict[int, re_pb2.ExecuteResponse] = {}
+
+    def execute(n: int) -> None:
+        responses[n] = cluster.execute(actions[n])
+
+    threads = [threading.Thread(target=execute, args=(n,)) for n in range(len(actions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert sorted(responses) == list(range(len(actions)))
+    for n, response in responses.items():
+        assert response.status.code == OK and response.result.exit_code == 0, response
+        assert content(cluster, response.result, "n.txt") == f"{n}\n".encode()
+
+
 def test_dependency_outputs_are_shown_and_laid_over_the_workspace(
         cluster: ReapiCluster, tmp_path: Path) -> None:
     root = make_repo(tmp_path / "repo")
