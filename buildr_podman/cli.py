@@ -129,6 +129,10 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser],
     run.add_argument("--no-cache", dest="cache", action="store_false",
                      help="run every task, even those the task cache holds (a success is "
                           "still stored)")
+    run.add_argument("--remote", metavar="URL",
+                     help="run the tasks on this REAPI server's workers, grpc://HOST:PORT or "
+                          "unix:PATH (overrides buildr { remote { execution } }; the "
+                          "instance_name stays the configured one)")
 
 
 def _add_archive(commands: argparse._SubParsersAction[argparse.ArgumentParser],

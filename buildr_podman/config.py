@@ -39,6 +39,7 @@ from buildr_podman.interpolate import (
 )
 from buildr_podman.model import CATEGORIES, DEFAULT_SHELL, DEPENDENCY_OUTPUTS, Project, Task
 from buildr_podman.moduletype import ModuleSpecError, ModuleType, where_to_get
+from buildr_podman.remote_execution.settings import RemoteExecutionSettings, execution_settings
 
 __all__ = ["find_root", "load_project", "parse_duration", "parse_size"]
 
@@ -46,8 +47,9 @@ CONFIG_DIR = ".buildr"
 DEFAULT_OUT_DIR = ".buildr/out"
 MODULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 BUILDR_ATTRS = ("out_dir", "max_return_size", "max_return_entries", "default")
-BUILDR_BLOCKS = ("cache",)
+BUILDR_BLOCKS = ("cache", "remote")
 CACHE_ATTRS = ("max_size", "remote", "upload", "instance_name")
+REMOTE_ATTRS = ("execution", "instance_name")
 TOP_LEVEL_BLOCKS = ("buildr", "locals", *CATEGORIES)
 #: attributes every module has, whatever its type
 MODULE_ATTRS = ("environment", "secret_environment", "shell", "working_dir", "input_mapping",
@@ -166,6 +168,7 @@ class _Loader:
         self.max_return_bytes = self._read_max_return()
         self.max_return_entries = self._read_max_entries()
         cache_max_bytes, cache_remote = self._read_cache()
+        remote_execution = self._read_remote_execution()
         tasks, unavailable = {}, {}
         for name, declared in self.declared.items():
             try:
@@ -176,7 +179,8 @@ class _Loader:
         return Project(root=self.root,
                        out_dir=Path(os.path.normpath(self.root / self.out_dir_rel)), tasks=tasks,
                        unavailable=unavailable, default=self._read_default(),
-                       cache_max_bytes=cache_max_bytes, cache_remote=cache_remote)
+                       cache_max_bytes=cache_max_bytes, cache_remote=cache_remote,
+                       remote_execution=remote_execution)
 
     # -- first pass: what exists -------------------------------------------------------------
 
@@ -361,6 +365,32 @@ class _Loader:
         instance = (expect_string(file, block.attributes["instance_name"],
                                   values["instance_name"]) if "instance_name" in values else "")
         return RemoteCacheSettings(url, target, upload, instance)
+
+    def _read_remote_execution(self) -> RemoteExecutionSettings | None:
+        """`buildr { remote { execution = "grpc://HOST:PORT"  instance_name = "..." } }`: the
+        REAPI server the tasks run on (remote_execution/)."""
+        blocks = [(file, inner) for file in self.files for block in file.body.blocks_of("buildr")
+                  for inner in block.blocks_of("remote")]
+        if not blocks:
+            return None
+        file, block = blocks[0]
+        if len(blocks) > 1:
+            second_file, second = blocks[1]
+            raise second_file.error(f"a second remote block (first at {file.display}:"
+                                    f"{block.line}): keep one", second.line, second.column)
+        check_names(file, block, REMOTE_ATTRS, (), "remote block")
+        attribute = block.attributes.get("execution")
+        if attribute is None:
+            raise file.error('the remote block needs execution = "grpc://HOST:PORT" or '
+                             '"unix:PATH"', block.line, block.column)
+        url = expect_string(file, attribute, self._evaluate(file, attribute, set()))
+        instance = block.attributes.get("instance_name")
+        name = (expect_string(file, instance, self._evaluate(file, instance, set()))
+                if instance is not None else "")
+        try:
+            return execution_settings(url, self.root, name)
+        except ValueError as exc:
+            raise file.error_at(f"execution: {exc}", attribute) from exc
 
     def _upload(self, file: HclFile, attribute: Attribute, value: Any) -> bool:
         """true or false, or the same as text: `upload = env("BUILDR_CACHE_UPLOAD", "false")`

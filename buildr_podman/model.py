@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from buildr_podman.cache.remote_config import RemoteCacheSettings
+    from buildr_podman.remote_execution.settings import RemoteExecutionSettings
 
 __all__ = ["CATEGORIES", "BindMount", "ContainerSpec", "Project", "RunReport", "Task",
            "TaskOutcome", "TaskResult", "TmpfsMount"]
@@ -129,6 +130,8 @@ class Project:
     cache_max_bytes: int | None = None
     #: the remote task cache (`buildr { cache { remote } }`); None: only the local one
     cache_remote: RemoteCacheSettings | None = None
+    #: where tasks run (`buildr { remote { execution } }`, `run --remote`); None: here
+    remote_execution: RemoteExecutionSettings | None = None
     #: modules that cannot run, with why (an environment variable they need is not set): an
     #: error only when one of them is to run
     unavailable: dict[str, str] = field(default_factory=dict)

@@ -166,6 +166,9 @@ def test_json_output_is_one_event_per_line(repo: Path, capsys) -> None:
     (("run", "app", "-j", "0"), 2, r"argument -j/--jobs: must be 1 or more"),
     (("plugins", "nope"), 2, r"no module type named 'nope' is loaded"),
     (("run", "app", "--executor", "unavailable"), 3, r"^buildr-podman: error: podman cannot "),
+    (("run", "app", "--remote", "http://grid:80"), 2,
+     r"^buildr-podman: error: --remote http://grid:80: the scheme 'http' is not supported: "
+     r'write "grpc://HOST:PORT" or "unix:PATH"'),
 ])
 def test_mistakes_are_one_line_with_an_exit_code(repo: Path, capsys, args: tuple[str, ...],
                                                   code: int, message: str) -> None:

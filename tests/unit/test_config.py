@@ -146,6 +146,20 @@ def test_no_buildr_folder_says_what_to_do(tmp_path: Path) -> None:
      r'tasks\.hcl:4:\d+: upload must be true or false'),
     ('buildr {\n  cache {\n    upload = true\n  }\n}\n',
      r'tasks\.hcl:3:\d+: upload needs remote = "grpc://HOST:PORT" or "unix:PATH"'),
+    ('buildr {\n  remote {\n    execution = "http://grid:80"\n  }\n}\n',
+     r'tasks\.hcl:3:\d+: execution: the scheme \'http\' is not supported: write '
+     r'"grpc://HOST:PORT" or "unix:PATH"'),
+    ('buildr {\n  remote {\n    execution = "grpc://grid"\n  }\n}\n',
+     r'tasks\.hcl:3:\d+: execution: \'grpc://grid\' has no HOST:PORT after grpc://'),
+    ('buildr {\n  remote {\n    execution = 8980\n  }\n}\n',
+     r'tasks\.hcl:3:\d+: execution must be a'),
+    ('buildr {\n  remote {\n    instance_name = "main"\n  }\n}\n',
+     r'tasks\.hcl:2:\d+: the remote block needs execution = "grpc://HOST:PORT" or "unix:PATH"'),
+    ('buildr {\n  remote {\n    executon = "grpc://grid:80"\n  }\n}\n',
+     r'tasks\.hcl:3:\d+: unknown attribute "executon" in remote block \(did you mean '
+     r'"execution"'),
+    ('buildr {\n  remote {\n    execution = "unix:/s"\n  }\n  remote {\n    execution = '
+     '"unix:/t"\n  }\n}\n', r'tasks\.hcl:5:\d+: a second remote block \(first at .*:2\)'),
     ('buildr {\n  out_dir = ".."\n}\n', r'tasks\.hcl:2:\d+: out_dir "\.\." would hold the repository'),
     ('buildr {\n  out_dir = "/"\n}\n', r'tasks\.hcl:2:\d+: out_dir "/" would hold the repository'),
     ('buildr {\n  out_dir = ""\n}\n', r'tasks\.hcl:2:\d+: out_dir must be a directory'),
@@ -502,6 +516,28 @@ buildr {
     assert unix is not None and not unix.upload
     assert unix.target == f"unix:{tmp_path / 'other' / 'run/reapi.sock'}"  # from the root
     assert load_project(write(tmp_path / "other", "")).cache_remote is None
+
+
+def test_remote_execution_is_read_from_the_remote_block(tmp_path: Path) -> None:
+    project = load_project(write(tmp_path, """
+buildr {
+  remote {
+    execution = "grpc://127.0.0.1:50051"
+    instance_name = "main"
+  }
+}
+"""))
+    remote = project.remote_execution
+    assert remote is not None
+    assert (remote.url, remote.target, remote.instance_name) \
+        == ("grpc://127.0.0.1:50051", "127.0.0.1:50051", "main")
+    assert project.cache_remote is None  # executing there is not caching there
+    (tmp_path / "other").mkdir()
+    unix = load_project(write(tmp_path / "other", 'buildr {\n  remote {\n    execution = '
+                              '"unix:run/grid.sock"\n  }\n}\n')).remote_execution
+    assert unix is not None and unix.instance_name == ""
+    assert unix.target == f"unix:{tmp_path / 'other' / 'run/grid.sock'}"  # from the root
+    assert load_project(write(tmp_path / "other", "")).remote_execution is None
 
 
 def test_cache_and_cache_secrets_are_read_from_a_module(tmp_path: Path) -> None:
