@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -184,15 +184,21 @@ class RemoteCache:
     def upload_blobs(self, digests: Iterable[re_pb2.Digest], store: Store) -> None:
         """Sends the blobs of `store` that the server's CAS lacks (batches, ByteStream for
         large ones). Raises RemoteUnavailable; OSError for a blob gone from `store`."""
+        self.upload_files({(d.hash, d.size_bytes): store.blob_path(d.hash) for d in digests})
+
+    def upload_files(self, files: Mapping[Digest, Path]) -> None:
+        """Sends the blobs the server's CAS lacks, each read from its file (a remote
+        execution's inputs are in the repository, not in the store). Raises
+        RemoteUnavailable (the server checks each blob against its digest); OSError."""
         capabilities = self._server()
-        missing = self._find_missing(_unique(digests))
+        missing = self._find_missing([_proto(digest) for digest in files])
         limit = capabilities.max_batch_bytes
         small = [d for d in missing if d.size_bytes + BATCH_OVERHEAD <= limit]
         for batch in _batches(small, limit):
-            self._batch_update(batch, store, capabilities)
+            self._batch_update(batch, files, capabilities)
         for digest in missing:
             if digest.size_bytes + BATCH_OVERHEAD > limit:
-                self._stream_write(digest, store.blob_path(digest.hash))
+                self._stream_write(digest, files[digest.hash, digest.size_bytes])
 
     def _find_missing(self, digests: list[re_pb2.Digest]) -> list[re_pb2.Digest]:
         missing: list[re_pb2.Digest] = []
@@ -205,12 +211,12 @@ class RemoteCache:
             missing.extend(response.missing_blob_digests)
         return missing
 
-    def _batch_update(self, digests: list[re_pb2.Digest], store: Store,
+    def _batch_update(self, digests: list[re_pb2.Digest], files: Mapping[Digest, Path],
                       capabilities: ServerCapabilities) -> None:
         compress = ZSTD in capabilities.update_compressors
         requests = []
         for digest in digests:
-            data = store.blob_path(digest.hash).read_bytes()
+            data = files[digest.hash, digest.size_bytes].read_bytes()
             requests.append(re_pb2.BatchUpdateBlobsRequest.Request(
                 digest=digest, data=bytes(cramjam.zstd.compress(data)) if compress else data,
                 compressor=ZSTD if compress else IDENTITY))

@@ -171,6 +171,21 @@ class Store:
         except DecodeError as exc:
             self._drop(path)
             raise CorruptEntry(f"entry {action_hash[:12]} cannot be read ({exc})") from exc
+        try:
+            entry = self.open(result)
+        except FileNotFoundError:
+            self._drop(path)  # a blob was evicted: the entry is gone too
+            return None
+        except CorruptEntry as exc:
+            self._drop(path)
+            raise CorruptEntry(f"entry {action_hash[:12]}: {exc}") from exc
+        _touch(path)
+        return entry
+
+    def open(self, result: re_pb2.ActionResult) -> Entry:
+        """`result` with its blobs, verified and open: a stored entry, or a remote execution's
+        result (a failure is never stored under its key). Raises FileNotFoundError (a blob is
+        not here), CorruptEntry."""
         entry = Entry(result)
         try:
             for output in result.output_files:
@@ -179,15 +194,9 @@ class Store:
                                  ("stderr", result.stderr_digest)):
                 if digest.hash:
                     entry.blobs[name] = self._open_verified(digest)
-        except FileNotFoundError:
+        except BaseException:
             entry.close()
-            self._drop(path)  # a blob was evicted: the entry is gone too
-            return None
-        except CorruptEntry as exc:
-            entry.close()
-            self._drop(path)
-            raise CorruptEntry(f"entry {action_hash[:12]}: {exc}") from exc
-        _touch(path)
+            raise
         return entry
 
     def has_blob(self, blob_hash: str) -> bool:

@@ -44,7 +44,7 @@ from buildr_podman.cache.store import (
 from buildr_podman.cache.store import (
     DEFAULT_MAX_BYTES as DEFAULT_STORE_BYTES,
 )
-from buildr_podman.cache.tree import StatCache, TreeBuilder, proto_digest
+from buildr_podman.cache.tree import Digest, StatCache, Tree, TreeBuilder, proto_digest
 from buildr_podman.cache_root import cache_root
 from buildr_podman.executor import RunObserver
 from buildr_podman.landing import OutputLanding
@@ -83,6 +83,10 @@ class Lookup:
     entry: Entry | None = None  #: a verified hit
     note: str = ""  #: why not cacheable, or on a miss what changed since the last entry
     remote: bool = False  #: the hit came from the remote cache
+    #: where the entry came from, if not the local store or the remote cache: a remote
+    #: execution server (remote_execution/), whose result lands here exactly as a hit does
+    where: str = ""
+    ran_remotely: bool = False  #: the entry is the result of this run's remote execution
 
 
 class TaskCache:
@@ -173,7 +177,7 @@ class TaskCache:
             warn(f"the remote cache's entry could not be stored here, so the task runs ({exc})")
             return None
         if entry is not None:
-            self._remember(task, key)  # what a later miss of the task is explained against
+            self.remember(task, key)  # what a later miss of the task is explained against
         return entry
 
     def _remote_off(self, warn: Callable[[str], None], message: str) -> None:
@@ -209,11 +213,15 @@ class TaskCache:
         output; the entry is closed."""
         entry, key = lookup.entry, lookup.key
         assert entry is not None and key is not None
-        where = (f"the remote cache {self.remote.settings.url}"
-                 if lookup.remote and self.remote is not None else "the cache")
+        where = lookup.where or (f"the remote cache {self.remote.settings.url}"
+                                 if lookup.remote and self.remote is not None else "the cache")
+        succeeded = entry.result.exit_code == 0  # a remote execution's result may be a failure
         try:
-            observer.log(task, f"cached (key {key.hash[:12]}): its changes come from {where} "
-                         "and its output below is replayed from the run that stored it")
+            observer.log(task, (f"ran on {where} (key {key.hash[:12]}): its changes and its "
+                                "output below come from the worker that ran it")
+                         if lookup.ran_remotely else
+                         (f"cached (key {key.hash[:12]}): its changes come from {where} and "
+                          "its output below is replayed from the run that stored it"))
             for stream in ("stdout", "stderr"):
                 _replay_stream(task, stream, entry.blob(stream), observer)
             changes = entry.blob(CHANGES)
@@ -223,7 +231,7 @@ class TaskCache:
                 landing = OutputLanding(self.project)
                 staged = landing.stage(task, changes, observer)
                 stats = staged.stats
-                output_dir = landing.land(task, staged, succeeded=True, observer=observer)
+                output_dir = landing.land(task, staged, succeeded, observer=observer)
             counts = json.loads(entry.read(OUTCOME) or b"{}")
             deleted = tuple(p for p in entry.read(DELETED).decode("utf-8", "surrogateescape")
                             .split("\0") if p)
@@ -233,7 +241,7 @@ class TaskCache:
                            files_returned=stats.files + stats.symlinks,
                            bytes_returned=stats.bytes, deleted_paths=deleted,
                            tracking=str(counts.get("tracking", "")),
-                           output_dir=output_dir, cached=True)
+                           output_dir=output_dir, cached=not lookup.ran_remotely)
 
     # -- after a miss ------------------------------------------------------------------------
 
@@ -244,23 +252,32 @@ class TaskCache:
         ActionResult last: never a half entry."""
         result = store_result(self.store, outcome, output)
         self.store.put_result(key.hash, result)
-        self._remember(task, key)
+        self.remember(task, key)
         # What a task with secrets wrote may hold them: its entry stays on this machine.
         if self.remote is not None and self.remote.settings.upload \
                 and not task.secret_environment:
             self._upload(key, result, warn)
 
-    def _remember(self, task: Task, key: ActionKey) -> None:
+    def remember(self, task: Task, key: ActionKey) -> None:
         """What a later miss of the task is explained against: the Action, its Command and its
         input tree, and the task's last key."""
+        self.store_messages(key)
+        self.store.set_ref(self._project_id, task.name, key.hash)
+
+    def store_messages(self, key: ActionKey) -> dict[Digest, Path]:
+        """Puts the key's Action, Command and Directory messages in the store; returns where
+        each is (what a remote execution sends the server)."""
         store = self.store
-        store.put_blob(key.action)
-        store.put_blob(key.command)
         with self._lock:
             directories = key.directories(TreeBuilder(self.stat_cache))
-        for data in directories.values():
-            store.put_blob(data)
-        store.set_ref(self._project_id, task.name, key.hash)
+        return {digest: store.blob_path(digest[0])
+                for digest in map(store.put_blob, (key.action, key.command,
+                                                   *directories.values()))}
+
+    def walk(self, directory: Path, skip: tuple[str, ...] = ()) -> Tree:
+        """The tree of a host directory as the key saw it (through the run's stat cache)."""
+        with self._lock:
+            return TreeBuilder(self.stat_cache).walk(str(directory), skip)
 
     def _upload(self, key: ActionKey, result: re_pb2.ActionResult,
                 warn: Callable[[str], None]) -> None:
