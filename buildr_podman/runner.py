@@ -37,6 +37,7 @@ from buildr_podman.secrets import Redactor, redact, run_secret_values
 
 if TYPE_CHECKING:
     from buildr_podman.cache.task_cache import Lookup, TaskCache
+    from buildr_podman.remote_execution.tasks import RemoteExecution
 
 __all__ = ["HookObserver", "TaskCancelled", "pick_executor", "run_tasks", "select_tasks"]
 
@@ -187,9 +188,10 @@ def run_tasks(pm: pluggy.PluginManager, project: Project, tasks: Sequence[Task],
     cache = _task_cache(project, executor_name, use_cache,
                         [project.tasks[name].container.image for name in plan.order
                          if name in project.tasks])
+    remote = _remote_execution(project, cache, use_cache)
     try:
         with SignalGuard() as guard:
-            run = _Run(pm, project, plan, executor_name, max(1, jobs), guard, cache)
+            run = _Run(pm, project, plan, executor_name, max(1, jobs), guard, cache, remote)
             if cache is None:
                 with ExitStack() as opened:
                     guard.raising = True  # opening cleans up by itself: let Ctrl-C interrupt it
@@ -198,6 +200,8 @@ def run_tasks(pm: pluggy.PluginManager, project: Project, tasks: Sequence[Task],
                     return run.execute(session, opened.close)
             return _run_lazily(executor, run)
     finally:
+        if remote is not None:
+            remote.close()
         if cache is not None:
             cache.close()
         pm.unregister(logs)
@@ -223,10 +227,20 @@ def _task_cache(project: Project, executor_name: str, use_cache: bool,
         raise
 
 
+def _remote_execution(project: Project, cache: TaskCache | None,
+                      use_cache: bool) -> RemoteExecution | None:
+    """Where the tasks run, with `buildr { remote }` or `run --remote` (gRPC only then)."""
+    if project.remote_execution is None:
+        return None
+    from buildr_podman.remote_execution.tasks import RemoteExecution
+
+    return RemoteExecution.for_run(project, cache, use_cache)
+
+
 def _run_lazily(executor: Executor, run: _Run) -> RunReport:
     session = LazySession(executor, run.project)
-    if run.cache is not None and not run.cache.read:
-        session.open_early()  # every task will run: no reason to wait for the first key
+    if run.cache is not None and not run.cache.read and run.remote is None:
+        session.open_early()  # every task will run here: no reason to wait for the first key
     try:
         report = run.execute(session, session.close)
     finally:
@@ -241,7 +255,8 @@ class _Run:
 
     def __init__(self, pm: pluggy.PluginManager, project: Project, plan: Plan,
                  executor_name: str, jobs: int, guard: SignalGuard,
-                 cache: TaskCache | None = None) -> None:
+                 cache: TaskCache | None = None,
+                 remote: RemoteExecution | None = None) -> None:
         self.pm = pm
         self.project = project
         self.plan = plan
@@ -255,6 +270,7 @@ class _Run:
         self._last_stop = 0.0
         self._cancel_reason = ""  #: why the run stopped its tasks, once it did
         self.cache = cache
+        self.remote = remote  #: where tasks that miss the cache run, if not here
         #: where each module's outputs of this run landed (what a dependent's key covers)
         self.landed: dict[str, Path] = {}
         self._landed_lock = threading.Lock()
@@ -414,14 +430,20 @@ class _Run:
         with Phases(self.observer, task).blocking("cache_lookup", "looking up the task cache"):
             lookup = self.cache.lookup(task, landed,
                                        lambda message: self.observer.warn(task, message))
-        result: TaskResult | TaskOutcome
+        result: TaskResult | TaskOutcome | None = None
         if lookup.entry is not None:
             result = self.cache.replay(task, lookup, self.observer)
-            if result.output_dir is not None and isinstance(session, LazySession):
-                session.outputs_landed(task, result.output_dir)
         else:
             if lookup.note:
                 self.observer.log(task, lookup.note)
+            if self.remote is not None:  # None: the task must run here (said why)
+                result = self.remote.run(task, lookup, landed, self.observer,
+                                         lambda message: self.observer.warn(task, message),
+                                         self.observer.cancelled)
+        if result is not None and result.output_dir is not None \
+                and isinstance(session, LazySession):
+            session.outputs_landed(task, result.output_dir)  # landed without the session
+        if result is None:
             result = self._run_and_record(session, task, lookup)
         if result.output_dir is not None:
             with self._landed_lock:
