@@ -327,3 +327,27 @@ def test_a_server_that_is_down_fails_each_task_in_one_line(tmp_path: Path) -> No
                                              "reached ("), ran[task]
     assert not local_pods(events, "one", "two"), "nothing runs here instead"
     assert "Traceback" not in stderr
+
+
+STUCK = '''
+task "script" "stuck" {{
+  container {{ image = "{image}" }}
+  timeout = "2s"
+  script = "echo 'stuck {unique}'; sleep 60"
+}}
+'''
+
+
+def test_a_remote_task_past_its_timeout_times_out_as_here(cluster: ReapiCluster,
+                                                          tmp_path: Path) -> None:
+    unique = str(uuid.uuid4())
+    root = tmp_path / "repo"
+    (root / ".buildr").mkdir(parents=True)
+    (root / ".buildr" / "tasks.hcl").write_text(STUCK.format(image=BUSYBOX, unique=unique))
+    code, ran, events, stderr = run(root, "stuck", "--remote", cluster.url,
+                                    env=empty_local_cache(tmp_path / "cache"))
+    assert code == 1, stderr
+    assert ran["stuck"]["status"] == "timed-out", ran["stuck"]
+    assert ran["stuck"]["duration_seconds"] < 30
+    assert output(events, "stuck") == [f"stuck {unique}"]
+    assert not (root / ".buildr" / "out" / "stuck").exists()
