@@ -16,7 +16,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -351,3 +353,27 @@ def test_a_remote_task_past_its_timeout_times_out_as_here(cluster: ReapiCluster,
     assert ran["stuck"]["duration_seconds"] < 30
     assert output(events, "stuck") == [f"stuck {unique}"]
     assert not (root / ".buildr" / "out" / "stuck").exists()
+
+
+def test_ctrl_c_stops_a_remote_run_at_once_and_leaves_nothing(cluster: ReapiCluster,
+                                                              tmp_path: Path) -> None:
+    unique = str(uuid.uuid4())
+    root = tmp_path / "repo"
+    (root / ".buildr").mkdir(parents=True)
+    (root / ".buildr" / "tasks.hcl").write_text(SLOW.format(image=BUSYBOX, unique=unique))
+    env = {**empty_local_cache(tmp_path / "cache"), "BUILDR_CACHE": "on"}
+    running = Running(root, "-v", "run", "slow", "--remote", cluster.url, env=env)
+    running.wait_for(lambda: any(worker_pods(w.process.pid) for w in cluster.workers.values()),
+                     "a worker's pod", timeout=120)
+    os.kill(running.pid, signal.SIGINT)
+    started = time.monotonic()
+    result = running.finish(timeout=60)
+    assert result.returncode == 130, result.stderr
+    assert time.monotonic() - started < 10, "the run waited for the remote task"
+    assert "Traceback" not in result.stderr
+    assert not (root / ".buildr" / "out" / "slow").exists()
+    # The worker's pod goes too (cancelled, or at the task's end at the latest).
+    deadline = time.monotonic() + 60
+    while any(worker_pods(w.process.pid) for w in cluster.workers.values()):
+        assert time.monotonic() < deadline, "a worker's pod stayed"
+        time.sleep(0.5)
