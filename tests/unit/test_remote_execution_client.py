@@ -454,3 +454,22 @@ def test_missing_inputs_at_execute_are_said_as_such(grid: Any) -> None:
             ("0" * 64, 1), skip_cache_lookup=False, stage=print, cancelled=threading.Event())
     channel.close()
     assert Cancelled  # imported for the runner's sake: a cancelled stream raises it
+
+
+def test_remote_on_the_command_line_replaces_the_address_and_keeps_the_instance(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from buildr_podman.commands.run import _remote_from_command_line
+    from buildr_podman.errors import UsageError
+
+    configured = Project(root=tmp_path, out_dir=tmp_path / "out",
+                         remote_execution=RemoteExecutionSettings("grpc://grid:1", "grid:1",
+                                                                  "main"))
+    monkeypatch.chdir(tmp_path)
+    found = _remote_from_command_line(configured, "unix:run/grid.sock").remote_execution
+    assert found == RemoteExecutionSettings("unix:run/grid.sock",
+                                            f"unix:{tmp_path}/run/grid.sock", "main")
+    bare = Project(root=tmp_path, out_dir=tmp_path / "out")
+    assert _remote_from_command_line(bare, "grpc://10.0.0.1:50051").remote_execution \
+        == RemoteExecutionSettings("grpc://10.0.0.1:50051", "10.0.0.1:50051", "")
+    with pytest.raises(UsageError, match=r"^--remote grid: it has no scheme"):
+        _remote_from_command_line(bare, "grid")
