@@ -96,6 +96,7 @@ class LeaseRunner:
         self.stopping = stopping
         self._running = 0
         self._lock = threading.Lock()
+        self._images: set[str] = set()  #: found here once: an id names the same content
 
     def run(self, payload: re_pb2.Action | re_pb2.Digest) -> LeaseOutcome:
         """Runs the Action (the payload, or its digest) and returns how it ended; never
@@ -143,7 +144,7 @@ class LeaseRunner:
         command = inputs.message(action.command_digest, re_pb2.Command)
         directories = inputs.directories(action.input_root_digest)
         leased = task_of(action_hash, action, command, directories)
-        _check_image(leased.image)
+        self._check_image(leased.image)
         job = Path(tempfile.mkdtemp(prefix="lease-", dir=self.work_root))  # 0700, ours
         try:
             fetched = Timestamp()
@@ -200,6 +201,20 @@ class LeaseRunner:
             raise TypeError(f"unexpected result {result!r}")
         return result, output
 
+    def _check_image(self, image: str) -> None:
+        """The image must be on this worker (it never pulls: the key names its content)."""
+        from buildr_podman.podman.podman_cli import PodmanCliError, podman
+
+        if image in self._images:
+            return
+        try:
+            podman("image", "exists", image, timeout=30)
+        except PodmanCliError as exc:
+            raise BadInput(f"image {image} is not on this worker (podman image exists: "
+                           f"{exc}); load or build it there (the same image id) first") from exc
+        with self._lock:
+            self._images.add(image)
+
     def _check_stopping(self) -> None:
         if self.stopping.is_set():
             raise Stopping("the worker stopped")
@@ -220,17 +235,6 @@ class _Quiet:
 
     def phase(self, task: Task, update: PhaseUpdate) -> None:
         pass
-
-
-def _check_image(image: str) -> None:
-    """The image must be on this worker (it never pulls: the key names its content)."""
-    from buildr_podman.podman.podman_cli import PodmanCliError, podman
-
-    try:
-        podman("image", "exists", image, timeout=30)
-    except PodmanCliError as exc:
-        raise BadInput(f"image {image} is not on this worker (podman image exists: {exc}); "
-                       "load or build it there (the same image id) first") from exc
 
 
 def _outcome(action_hash: str, task: Task, ran: TaskResult, action_result: re_pb2.ActionResult,

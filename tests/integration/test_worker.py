@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import subprocess
 import tarfile
 import threading
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from reapi_cluster import ReapiCluster
 from test_faults import need_image
+from test_remote_cache import empty_local_cache, run
 
 from buildr_podman._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
 from buildr_podman.cache.key import action_key
@@ -25,11 +27,27 @@ from buildr_podman.cache.store import CHANGES, DELETED, OUTCOME
 from buildr_podman.cache.task_cache import podman_image_id
 from buildr_podman.cache.tree import StatCache, TreeBuilder
 from buildr_podman.cache_root import cache_root
+from buildr_podman.config import load_project
 from buildr_podman.model import ContainerSpec, Project, Task
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaks")]
 
 IMAGE = "localhost/buildr-busybox:latest"
+HCL = """
+buildr {{
+  cache {{
+    remote = "{remote}"
+  }}
+}}
+
+task "script" "make" {{
+  container {{
+    image = "{image}"
+    user  = "1000:1000"
+  }}
+  script = "mkdir -p gen; cat src/in.txt > gen/copy.txt; chmod 640 gen/copy.txt; ln -s copy.txt gen/link; echo made"
+}}
+"""
 LABEL = "io.buildr-podman"
 OK, DEADLINE_EXCEEDED, INVALID_ARGUMENT, FAILED_PRECONDITION = 0, 4, 3, 9
 
@@ -58,10 +76,10 @@ def make_task(script: str, **changes: object) -> Task:
 
 def submit(cluster: ReapiCluster, root: Path, task: Task,
            outputs: dict[str, Path] | None = None,
-           edit: dict[str, str] | None = None) -> re_pb2.Digest:
+           edit: dict[str, str] | None = None, project: Project | None = None) -> re_pb2.Digest:
     """The task's Action as the client keys it, its blobs in the CAS; `edit` changes
     platform properties after keying (as another client could send them)."""
-    project = Project(root=root, out_dir=root / ".buildr" / "out")
+    project = project or Project(root=root, out_dir=root / ".buildr" / "out")
     builder = TreeBuilder(StatCache())
     key = action_key(project, task, podman_image_id(task.container.image), builder,
                      outputs or {})
@@ -125,6 +143,34 @@ def test_an_action_runs_in_a_pod_and_its_changes_come_back(
     stored = cluster.action_result(action)
     assert stored is not None and stored.exit_code == 0, "a success is a cache hit for all"
     assert "ok in" in cluster.worker_log("w1")
+
+
+def test_a_remote_result_is_a_cache_hit_for_any_client(
+        cluster: ReapiCluster, tmp_path: Path) -> None:
+    """The worker's result is the task cache's own entry: a client whose remote cache is the
+    cluster lands it as a hit (no pod), the same files a local run lands."""
+    root = make_repo(tmp_path / "repo")
+    (root / ".buildr" / "tasks.hcl").write_text(HCL.format(remote=cluster.url, image=IMAGE))
+    project = load_project(root)
+    response = cluster.execute(submit(cluster, root, project.tasks["make"], project=project))
+    assert response.status.code == OK and response.result.exit_code == 0, response
+    finished, _ = run(root, "make", env=empty_local_cache(tmp_path / "cache"))
+    assert finished["make"]["cached"], finished["make"]
+    assert "remote cache" in finished["make"]["cache"]
+    out = root / ".buildr" / "out" / "make"
+    assert (out / "gen" / "copy.txt").read_text() == "the input\n"
+    assert (out / "gen" / "copy.txt").stat().st_mode & 0o777 == 0o640
+    local = make_repo(tmp_path / "local")
+    (local / ".buildr" / "tasks.hcl").write_text(HCL.format(remote="", image=IMAGE)
+                                                 .replace('remote = ""', ""))
+    run(local, "make", env=empty_local_cache(tmp_path / "cache2"))
+    assert contents(local / ".buildr" / "out" / "make") == contents(out)
+
+
+def contents(directory: Path) -> dict[str, tuple[str, int]]:
+    return {str(p.relative_to(directory)): (
+        os.readlink(p) if p.is_symlink() else "dir" if p.is_dir() else p.read_text(),
+        p.lstat().st_mode) for p in sorted(directory.rglob("*"))}
 
 
 def test_a_failing_action_says_its_exit_code_and_is_not_cached(
