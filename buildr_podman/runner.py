@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from buildr_podman.archive.beneath import open_directory_beneath
-from buildr_podman.archive.write_back import write_back
+from buildr_podman.archive.write_back import laid_over_by_layers, write_back
 from buildr_podman.errors import BuildrError, ConfigError, UsageError, printable
 from buildr_podman.executor import Executor, ExecutorSession
 from buildr_podman.graph import Plan
@@ -422,7 +422,9 @@ class _Run:
         facts of the run (or of the replay) and what the cache said. Either way its outputs
         land in its out dir the same way, before any write_back."""
         if self.cache is None:
-            return session.run_task(task, self.observer), ""
+            ran = session.run_task(task, self.observer)
+            self._landed_at(task, ran.output_dir)
+            return ran, ""
         with self._landed_lock:
             landed = dict(self.landed)
         # Hashing the inputs of a big repository the first time (no stat cache yet), or asking
@@ -445,10 +447,13 @@ class _Run:
             session.outputs_landed(task, result.output_dir)  # landed without the session
         if result is None:
             result = self._run_and_record(session, task, lookup)
-        if result.output_dir is not None:
-            with self._landed_lock:
-                self.landed[task.name] = result.output_dir
+        self._landed_at(task, result.output_dir)
         return result, lookup.note
+
+    def _landed_at(self, task: Task, output_dir: Path | None) -> None:
+        if output_dir is not None:
+            with self._landed_lock:
+                self.landed[task.name] = output_dir
 
     def _run_and_record(self, session: ExecutorSession, task: Task,
                         lookup: Lookup) -> TaskResult | TaskOutcome:
@@ -509,10 +514,11 @@ class _Run:
         out_dir = self.project.out_dir
         protected = (".buildr", *([out_dir.relative_to(self.project.root).as_posix()]
                                   if out_dir.is_relative_to(self.project.root) else []))
+        deleted = self._deletions_to_write_back(task, result.deleted_paths)
         phase = Phases(self.observer, task).start("write_back", "writing back", unit="paths")
         try:
             stats = write_back(self.project.root, task.input_mapping, result.output_dir,
-                               result.deleted_paths, protected, started_ns, phase)
+                               deleted, protected, started_ns, phase)
         finally:
             phase.finish()
         self._log_quietly(task, f"wrote back {stats.written} paths and deleted {stats.deleted} "
@@ -529,6 +535,23 @@ class _Run:
         # path was outside the input mappings.
         changed = stats.written or stats.deleted
         return (self.project.root if changed else None), stats.written
+
+    def _deletions_to_write_back(self, task: Task, deleted: Sequence[str]) -> list[str]:
+        """The task's deletions but those of what an inputs_from layer laid over the
+        repository's own entry: the task deleted the dependency's output, never the file
+        beneath it, which stays (said once)."""
+        with self._landed_lock:
+            layers = [self.landed[name] for name in task.inputs_from if name in self.landed]
+        spared = set(laid_over_by_layers(deleted, layers, self.project.root,
+                                         task.input_mapping)) if layers else set()
+        if spared:
+            shown = ", ".join(repr(rel) for rel in sorted(spared)[:5])
+            more = f" and {len(spared) - 5} more" if len(spared) > 5 else ""
+            self.observer.warn(task, (
+                f"not deleted in the repository: {len(spared)} paths the task deleted were "
+                f"outputs laid by inputs_from over the repository's own ({shown}{more}), "
+                "which the task never saw"))
+        return [rel for rel in deleted if rel not in spared]
 
     def _report_finished(self, task: Task, outcome: TaskOutcome) -> None:
         try:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from buildr_podman.phases import Phase
 
 __all__ = ["WriteBackConflict", "WriteBackStats", "apply_changes", "is_protected",
-           "repository_path", "write_back"]
+           "laid_over_by_layers", "repository_path", "write_back"]
 
 
 @dataclass
@@ -54,6 +54,34 @@ def repository_path(rel: str, mapping: Sequence[tuple[str, str]]) -> str | None:
         if rel == target or rel.startswith(target + "/"):
             return _join(source, rel[len(target):].lstrip("/"))
     return None
+
+
+def laid_over_by_layers(deleted: Iterable[str], layers: Sequence[Path], root: Path,
+                        mapping: Sequence[tuple[str, str]]) -> list[str]:
+    """The deleted workspace paths whose repository entry the task never saw: an
+    `inputs_from` layer laid a file or symlink there (or above it), or a directory where the
+    repository holds something else (agent/layers.py). Deleting them in the repository would
+    delete the user's file in place of the dependency's output the task deleted."""
+    return [rel for rel in deleted if any(_hidden_by(layer, rel, root, mapping)
+                                          for layer in layers)]
+
+
+def _hidden_by(layer: Path, rel: str, root: Path, mapping: Sequence[tuple[str, str]]) -> bool:
+    parts = PurePosixPath(rel).parts
+    if not parts or any(part in ("..", "/") for part in parts):
+        return False  # write_back refuses it anyway (_checked)
+    for depth in range(1, len(parts) + 1):
+        try:
+            st = os.lstat(layer.joinpath(*parts[:depth]))
+        except OSError:
+            return False  # this layer has nothing there
+        if not stat.S_ISDIR(st.st_mode):
+            return True  # a file or symlink of the layer at the path or above it
+    target = repository_path(rel, mapping)
+    try:
+        return target is not None and not stat.S_ISDIR(os.lstat(root / target).st_mode)
+    except OSError:
+        return False  # the repository has nothing there: nothing to spare
 
 
 def is_protected(target: str, protected: Sequence[str]) -> bool:

@@ -207,6 +207,31 @@ def test_names_that_are_not_utf8_are_returned_deleted_and_written_back(tmp_path:
     assert (root / os.fsdecode(b"new\xe9.txt")).read_bytes() == b"new\n"
 
 
+# -- write_back over inputs_from: the repository's file beneath a laid output ---------------
+
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_deleting_a_laid_output_never_deletes_the_repositorys_file_beneath(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: str) -> None:
+    """The producer's gen/x.txt is laid over the repository's own: the consumer deletes
+    the one it sees, and write_back keeps the user's (said once); its own deletion of a
+    repository file still happens. Three runs in a row."""
+    need_image()
+    monkeypatch.setenv("BUILDR_CACHE", cache)
+    root = repo(tmp_path, {"gen/x.txt": b"the user's\n", "old.txt": b"old\n"})
+    (root / ".buildr" / "t.hcl").write_text(
+        task("producer", "mkdir -p gen && echo produced > gen/x.txt")
+        + task("consumer", "cat gen/x.txt > seen.txt && rm gen/x.txt && rm -f old.txt",
+               extra='  inputs_from = ["producer"]\n  write_back = true\n'))
+    for attempt in range(3):
+        result = buildr(root, "run", "consumer", "--output", "plain")
+        assert result.returncode == 0, (attempt, result.stdout + result.stderr)
+        assert (root / "gen" / "x.txt").read_bytes() == b"the user's\n", attempt
+        assert (root / "seen.txt").read_text() == "produced\n", attempt
+        assert not (root / "old.txt").exists(), attempt
+        said = result.stdout + result.stderr
+        assert "not deleted in the repository: 1 paths" in said and "'gen/x.txt'" in said, said
+
+
 # -- 7. a host killed with SIGKILL -----------------------------------------------------------
 
 def services_of(pid: int) -> list[str]:

@@ -214,3 +214,30 @@ def test_a_failure_half_way_puts_everything_back(tmp_path: Path,
     after = {p.relative_to(repo): (p.read_bytes() if p.is_file() else None)
              for p in sorted(repo.rglob("*"))}
     assert after == {**before, Path(".buildr"): None}  # the private directory is gone
+
+
+def test_deletions_of_what_a_layer_laid_over_the_repository_are_picked_out(
+        tmp_path: Path) -> None:
+    from buildr_podman.archive.write_back import laid_over_by_layers
+
+    repo, layer = tmp_path / "repo", tmp_path / "layer"
+    for root in (repo, layer):
+        (root / "gen").mkdir(parents=True)
+    (repo / "gen" / "x.txt").write_text("the user's\n")  # under the layer's file
+    (layer / "gen" / "x.txt").write_text("the dependency's\n")
+    (repo / "gen" / "mine.txt").write_text("seen by the task\n")  # the layer has none
+    (repo / "as-file").write_text("a file in the repository\n")  # the layer has a directory
+    (layer / "as-file").mkdir()
+    (layer / "link").symlink_to("/etc")  # a symlink of the layer: all beneath it is its
+    (repo / "link").mkdir()
+    (repo / "link" / "passwd").write_text("the user's\n")
+    deleted = ["gen/x.txt", "gen/mine.txt", "gen", "as-file", "link/passwd", "../x", "only-here"]
+    assert laid_over_by_layers(deleted, [layer], repo, ()) == ["gen/x.txt", "as-file",
+                                                              "link/passwd"]
+    # Through an input mapping: the workspace's src/ is the repository's code/.
+    (repo / "code").mkdir()
+    (repo / "code" / "y").write_text("the user's\n")
+    (layer / "src").mkdir()
+    (layer / "src" / "y").write_text("the dependency's\n")
+    assert laid_over_by_layers(["src/y"], [layer], repo, (("code", "src"),)) == ["src/y"]
+    assert laid_over_by_layers(["gen/x.txt"], [], repo, ()) == []
