@@ -321,17 +321,26 @@ class _Loader:
     def _read_cache(self) -> tuple[int | None, RemoteCacheSettings | None]:
         """`buildr { cache { max_size = "10g"  remote = "..."  upload = false } }`: the bound
         of the local task cache, and the remote one."""
-        blocks = [(file, inner) for file in self.files for block in file.body.blocks_of("buildr")
-                  for inner in block.blocks_of("cache")]
-        if not blocks:
+        found = self._buildr_block("cache", CACHE_ATTRS)
+        if found is None:
             return None, None
+        file, block = found
+        return self._read_cache_size(file, block), self._read_remote(file, block)
+
+    def _buildr_block(self, kind: str, names: tuple[str, ...]) -> tuple[HclFile, Block] | None:
+        """The one `buildr { KIND { ... } }` block of the project, its attribute names
+        checked; None without one. A second one is an error naming both."""
+        blocks = [(file, inner) for file in self.files for block in file.body.blocks_of("buildr")
+                  for inner in block.blocks_of(kind)]
+        if not blocks:
+            return None
         file, block = blocks[0]
         if len(blocks) > 1:
             second_file, second = blocks[1]
-            raise second_file.error(f"a second cache block (first at {file.display}:"
+            raise second_file.error(f"a second {kind} block (first at {file.display}:"
                                     f"{block.line}): keep one", second.line, second.column)
-        check_names(file, block, CACHE_ATTRS, (), "cache block")
-        return self._read_cache_size(file, block), self._read_remote(file, block)
+        check_names(file, block, names, (), f"{kind} block")
+        return file, block
 
     def _read_cache_size(self, file: HclFile, block: Block) -> int | None:
         attribute = block.attributes.get("max_size")
@@ -369,16 +378,10 @@ class _Loader:
     def _read_remote_execution(self) -> RemoteExecutionSettings | None:
         """`buildr { remote { execution = "grpc://HOST:PORT"  instance_name = "..." } }`: the
         REAPI server the tasks run on (remote_execution/)."""
-        blocks = [(file, inner) for file in self.files for block in file.body.blocks_of("buildr")
-                  for inner in block.blocks_of("remote")]
-        if not blocks:
+        found = self._buildr_block("remote", REMOTE_ATTRS)
+        if found is None:
             return None
-        file, block = blocks[0]
-        if len(blocks) > 1:
-            second_file, second = blocks[1]
-            raise second_file.error(f"a second remote block (first at {file.display}:"
-                                    f"{block.line}): keep one", second.line, second.column)
-        check_names(file, block, REMOTE_ATTRS, (), "remote block")
+        file, block = found
         attribute = block.attributes.get("execution")
         if attribute is None:
             raise file.error('the remote block needs execution = "grpc://HOST:PORT" or '

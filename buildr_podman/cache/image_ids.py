@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from buildr_podman.podman.podman_cli import PodmanCliError, last_error_line
 
-__all__ = ["ImageIds"]
+__all__ = ["ImageIds", "podman_image_id"]
 
 TIMEOUT = 30.0
 FORMAT = "{{.Id}}"
@@ -45,7 +45,7 @@ class ImageIds:
         with self._lock:
             process = self._asked.pop(image, None)
         if process is None:
-            return _ask(image)
+            return podman_image_id(image)
         try:
             out, err = process.communicate(timeout=TIMEOUT)
         except subprocess.TimeoutExpired as exc:
@@ -65,7 +65,8 @@ class ImageIds:
             _stop(process)
 
 
-def _ask(image: str) -> str:
+def podman_image_id(image: str) -> str:
+    """The image's content id, from the command line (a hit starts no API service)."""
     from buildr_podman.podman.podman_cli import podman
 
     return podman("image", "inspect", "--format", FORMAT, image, timeout=TIMEOUT).strip()

@@ -63,7 +63,8 @@ from buildr_podman.cache.tree import Digest, Tree, TreeBuilder, digest_of, proto
 from buildr_podman.model import DEPENDENCY_OUTPUTS, WORKSPACE, Project, Task
 from buildr_podman.podman.input_mapping import mapped_directories
 
-__all__ = ["PROPERTY_NAMES", "PROPERTY_SETTINGS", "ActionKey", "NotCacheable", "action_key", "host_isa"]
+__all__ = ["PROPERTY_NAMES", "PROPERTY_SETTINGS", "ActionKey", "NotCacheable", "action_key",
+           "agent_environment", "host_identity", "host_isa"]
 
 WORKSPACE_DIR = WORKSPACE.strip("/")
 OUTPUTS_DIR = DEPENDENCY_OUTPUTS.strip("/")
@@ -204,16 +205,13 @@ def _command(task: Task) -> re_pb2.Command:
 def _platform(task: Task, image_id: str) -> re_pb2.Platform:
     container = task.container
     properties = {
-        OS_FAMILY: "linux",
-        ISA: host_isa(),
+        **host_identity(),
         IMAGE: f"{IMAGE_ID_SCHEME}{image_id}",
         USER: container.user or "",
         NETWORK: container.network,
         ADD_CAPABILITIES: ",".join(sorted(container.cap_add)),
         DROP_CAPABILITIES: ",".join(sorted(container.cap_drop)),
         PRIVILEGED: str(container.privileged).lower(),
-        AGENT_PROTOCOL: str(common_pb2.PROTOCOL_VERSION_1),
-        VERSION: __version__,
         MODULE_TYPE: task.module_type,
         LAYERS: ",".join(task.inputs_from),
         TMPFS: ",".join(f"{m.target}:{m.size or ''}" for m in container.tmpfs_mounts),
@@ -222,18 +220,30 @@ def _platform(task: Task, image_id: str) -> re_pb2.Platform:
         MEMORY: container.memory,
         BIND_MOUNTS: ",".join(f"{m.target}:ro" for m in container.bind_mounts),
     }
-    # The host hands its BUILDR_AGENT_* variables (test knobs) to the agent: they change what
-    # it does, so they are part of what ran.
     if task.secret_environment:  # cache_secrets: their names, never their values
         properties[SECRET_NAMES] = ",".join(sorted(n for n, _ in task.secret_environment))
-    knobs = sorted((k, v) for k, v in os.environ.items() if k.startswith("BUILDR_AGENT_"))
+    knobs = agent_environment()
     if knobs:
-        properties[AGENT_ENVIRONMENT] = ",".join(f"{k}={v}" for k, v in knobs)
+        properties[AGENT_ENVIRONMENT] = knobs
     for mount in container.bind_mounts:
         if mount.source.is_file():
             properties[f"{BIND_MOUNT_FILE}{mount.target}"] = _file_hash(mount.source)
     return re_pb2.Platform(properties=[re_pb2.Platform.Property(name=name, value=value)
                                        for name, value in sorted(properties.items())])
+
+
+def host_identity() -> dict[str, str]:
+    """The properties that say which machine may run an Action: its OS and instruction set,
+    and this buildr-podman's version and agent protocol (a worker says the same of itself)."""
+    return {OS_FAMILY: "linux", ISA: host_isa(), VERSION: __version__,
+            AGENT_PROTOCOL: str(common_pb2.PROTOCOL_VERSION_1)}
+
+
+def agent_environment() -> str:
+    """The host's BUILDR_AGENT_* variables (test knobs, handed to the agent), as
+    `NAME=VALUE,...`: they change what the agent does, so they are part of what ran."""
+    return ",".join(f"{name}={value}" for name, value in sorted(os.environ.items())
+                    if name.startswith("BUILDR_AGENT_"))
 
 
 def host_isa() -> str:

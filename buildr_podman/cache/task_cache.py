@@ -31,6 +31,7 @@ from buildr_podman._protos.build.bazel.remote.execution.v2 import remote_executi
 from buildr_podman.agent.tarwriter import TarWriter
 from buildr_podman.archive.extract import ExtractStats
 from buildr_podman.cache.explain import explain_miss
+from buildr_podman.cache.image_ids import podman_image_id
 from buildr_podman.cache.key import ActionKey, NotCacheable, action_key
 from buildr_podman.cache.store import (
     CHANGES,
@@ -55,7 +56,8 @@ from buildr_podman.secrets import Redactor, secret_values
 if TYPE_CHECKING:
     from buildr_podman.cache.remote import RemoteCache
 
-__all__ = ["Lookup", "OutputRecorder", "TaskCache", "default_store", "store_result"]
+__all__ = ["Lookup", "OutputRecorder", "TaskCache", "default_store", "podman_image_id",
+           "store_result"]
 
 REPLAY_CHUNK = 64 << 10
 
@@ -66,13 +68,6 @@ ImageIdLookup = Callable[[str], str]
 def default_store(project: Project | None = None) -> Store:
     bound = project.cache_max_bytes if project is not None else None
     return Store(cache_root() / "task-cache", bound or DEFAULT_STORE_BYTES)
-
-
-def podman_image_id(image: str) -> str:
-    """The image's content id, from the command line (a hit starts no API service)."""
-    from buildr_podman.podman.podman_cli import podman
-
-    return podman("image", "inspect", "--format", "{{.Id}}", image, timeout=30).strip()
 
 
 @dataclass

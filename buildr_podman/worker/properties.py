@@ -18,15 +18,12 @@ that name; the worker never pulls).
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from buildr_podman import __version__
 from buildr_podman._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
-from buildr_podman._protos.buildr.common.v1 import common_pb2
 from buildr_podman.cache import key
 from buildr_podman.config_container import CAPABILITIES, MEMORY, TMPFS_SIZE, USER_SPEC
 from buildr_podman.model import DEFAULT_SHELL, ContainerSpec, Task, TmpfsMount
@@ -69,8 +66,7 @@ class LeasedTask:
 
 def worker_properties() -> dict[str, str]:
     """What this worker says of itself in its bot session (MATCH_KEYS)."""
-    return {key.OS_FAMILY: "linux", key.ISA: key.host_isa(), key.VERSION: __version__,
-            key.AGENT_PROTOCOL: str(common_pb2.PROTOCOL_VERSION_1)}
+    return key.host_identity()
 
 
 def task_of(action_hash: str, action: re_pb2.Action, command: re_pb2.Command,
@@ -141,8 +137,7 @@ def _check_own(properties: Mapping[str, str]) -> None:
         if name.startswith(key.BIND_MOUNT_FILE):
             raise Refused(f"the task bind-mounts a file of the client's ({name}): it runs on "
                           "the client's machine")
-    knobs = ",".join(f"{k}={v}" for k, v in sorted(os.environ.items())
-                     if k.startswith("BUILDR_AGENT_"))
+    knobs = key.agent_environment()
     if properties.get(key.AGENT_ENVIRONMENT, "") != knobs:
         raise Refused(f"{key.AGENT_ENVIRONMENT} is {properties.get(key.AGENT_ENVIRONMENT, '')!r}"
                       f", this worker's agent runs with {knobs!r}")
