@@ -41,7 +41,7 @@ def _serve(args: argparse.Namespace, settings: RemoteCacheSettings, bot_id: str,
 
     from buildr_podman._protos.google.devtools.remoteworkers.v1test2 import bots_pb2_grpc
     from buildr_podman.podman.agent_build import StderrProgress, ensure_agent
-    from buildr_podman.podman.connection import podman_client
+    from buildr_podman.podman.connection import podman_api
     from buildr_podman.podman.leftovers import sweep_dead_runs
     from buildr_podman.worker.bot import BotSession
     from buildr_podman.worker.lease import LeaseRunner
@@ -52,9 +52,9 @@ def _serve(args: argparse.Namespace, settings: RemoteCacheSettings, bot_id: str,
     agent = ensure_agent(log=progress.log, tick=progress.tick)
     store = Store(store_dir, DEFAULT_MAX_BYTES)
     store.sweep_temporary(older_than=0.0)  # nothing else writes in a worker's own store
-    with podman_client() as client, grpc.insecure_channel(settings.target) as channel:
-        sweeping = sweep_dead_runs(client)
-        runner = LeaseRunner(client, agent, store, settings, leases_dir, bot_id, stopping)
+    with podman_api() as api, grpc.insecure_channel(settings.target) as channel:
+        sweeping = sweep_dead_runs(api)
+        runner = LeaseRunner(api, agent, store, settings, leases_dir, bot_id, stopping)
         bot = BotSession(bots_pb2_grpc.BotsStub(channel), args.instance, bot_id, worker_properties(), args.jobs,
                          runner.run, _say, stopping)
         instance = f" instance {args.instance!r}" if args.instance else ""

@@ -10,12 +10,12 @@ label is not the leftover label (pods.LABEL): it outlives the run that made it o
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from buildr_podman.model import Project, Task
 
 if TYPE_CHECKING:
-    import podman
+    from buildr_podman.podman.libpod import Libpod
 
 __all__ = ["VOLUME_LABEL", "cache_volume_mounts", "remove_cache_volumes"]
 
@@ -28,22 +28,22 @@ def volume_name(project: Project, task: Task, target: str) -> str:
     return f"buildr-cache-{project_id}-{task.name}-{target_id}"
 
 
-def cache_volume_mounts(client: podman.PodmanClient, project: Project,
-                        task: Task) -> dict[str, dict[str, Any]]:
-    """The task's cache volumes as podman-py `volumes=` entries, made if missing."""
-    import podman.errors
+def cache_volume_mounts(libpod: Libpod, project: Project,
+                        task: Task) -> tuple[tuple[str, str], ...]:
+    """The task's cache volumes, (name, target) each, made if missing."""
+    from buildr_podman.podman.libpod import LibpodError
 
-    volumes: dict[str, dict[str, Any]] = {}
+    volumes = []
     for target in task.container.cache_volumes:
         name = volume_name(project, task, target)
-        if not client.volumes.exists(name):
+        if not libpod.volume_exists(name):
             try:
-                client.volumes.create(name, labels={VOLUME_LABEL: str(project.root)})
-            except podman.errors.APIError:
-                if not client.volumes.exists(name):  # not a concurrent run making it too
+                libpod.create_volume(name, {VOLUME_LABEL: str(project.root)})
+            except LibpodError:
+                if not libpod.volume_exists(name):  # not a concurrent run making it too
                     raise
-        volumes[name] = {"bind": target, "mode": "rw"}
-    return volumes
+        volumes.append((name, target))
+    return tuple(volumes)
 
 
 def remove_cache_volumes() -> list[str]:

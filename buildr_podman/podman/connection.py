@@ -34,7 +34,8 @@ from buildr_podman.errors import BackendError
 if TYPE_CHECKING:
     import podman
 
-__all__ = ["podman_client", "runtime_dir", "socket_accepts", "user_socket"]
+__all__ = ["PodmanApi", "podman_api", "podman_client", "runtime_dir", "socket_accepts",
+           "user_socket"]
 
 T = TypeVar("T")
 SERVICE_START_TIMEOUT = 20.0
@@ -59,17 +60,47 @@ def user_socket() -> Path:
     return runtime_dir() / "podman" / "podman.sock"
 
 
+class PodmanApi:
+    """A run's connection to Podman: `libpod`, the standard library's HTTP, for everything on
+    a run's path (libpod.py says why); `client`, podman-py's, made on first use for the rest
+    (`doctor`, the hint of a missing image's nearest name)."""
+
+    def __init__(self, sock: Path, service: _Service | None = None) -> None:
+        from buildr_podman.podman.libpod import Libpod
+
+        self.libpod = Libpod(sock, API_TIMEOUT, service.revive if service else None)
+        self._sock = sock
+        self._service = service
+        self._lock = threading.Lock()
+        self._client: podman.PodmanClient | None = None
+
+    @property
+    def client(self) -> podman.PodmanClient:
+        with self._lock:
+            if self._client is None:
+                self._client = _client(self._sock)
+                if self._service is not None:
+                    _retry_after_restart(self._client, self._service)
+            return self._client
+
+
 @contextmanager
-def podman_client() -> Iterator[podman.PodmanClient]:
-    """Yields a client; a service started here is stopped on exit, whatever happened."""
+def podman_api() -> Iterator[PodmanApi]:
+    """Yields the run's connection; a service started here is stopped on exit, whatever
+    happened."""
     existing = user_socket()
     if socket_accepts(existing):
-        yield _client(existing)
+        yield PodmanApi(existing)
         return
     with _private_service() as service:
-        client = _client(service.sock)
-        _retry_after_restart(client, service)
-        yield client
+        yield PodmanApi(service.sock, service)
+
+
+@contextmanager
+def podman_client() -> Iterator[podman.PodmanClient]:
+    """Yields podman-py's client (for what is not on a task's path: `doctor`)."""
+    with podman_api() as api:
+        yield api.client
 
 
 def _client(sock: Path) -> podman.PodmanClient:
@@ -93,8 +124,6 @@ class _Service:
         process = _spawn_outliving_no_one(
             [self._podman, "system", "service", "--time=0", f"unix://{self.sock}"])
         try:
-            import podman  # noqa: F401 - loads (~0.1 s) while the service starts in parallel
-
             _wait_until_answers(self.sock, process)
         except BaseException:
             _stop(process)

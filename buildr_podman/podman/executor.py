@@ -18,10 +18,9 @@ from buildr_podman.podman.deadline import AgentTimeout
 from buildr_podman.podman.warm_pods import reusable
 
 if TYPE_CHECKING:
-    import podman
-
     from buildr_podman.podman.agent_build import AgentBundle
     from buildr_podman.podman.agent_client import AgentClient, RunSpec
+    from buildr_podman.podman.connection import PodmanApi
     from buildr_podman.podman.pods import TaskPod
     from buildr_podman.podman.warm_pods import DependencyOutputs, WarmPod
 
@@ -38,15 +37,15 @@ class PodmanExecutor:
     @contextmanager
     def open_session(self, project: Project) -> Iterator[PodmanSession]:
         from buildr_podman.podman.agent_build import StderrProgress, ensure_agent
-        from buildr_podman.podman.connection import podman_client
+        from buildr_podman.podman.connection import podman_api
         from buildr_podman.podman.leftovers import sweep_dead_runs
 
         # The API service first: it starts (~25 ms) while the agent bundle is checked.
-        with podman_client() as client:
+        with podman_api() as api:
             progress = StderrProgress()  # says something only if the agent must be built first
             agent = ensure_agent(log=progress.log, tick=progress.tick)
-            sweeping = sweep_dead_runs(client)  # pods of runs killed with SIGKILL, meanwhile
-            session = PodmanSession(client, project, agent)
+            sweeping = sweep_dead_runs(api)  # pods of runs killed with SIGKILL, meanwhile
+            session = PodmanSession(api, project, agent)
             try:
                 yield session
             finally:
@@ -57,11 +56,11 @@ class PodmanExecutor:
 class PodmanSession:
     """Runs tasks of one project with one API connection, one agent build and warm pods."""
 
-    def __init__(self, client: podman.PodmanClient, project: Project, agent: AgentBundle) -> None:
+    def __init__(self, api: PodmanApi, project: Project, agent: AgentBundle) -> None:
         from buildr_podman.podman.leftovers import empty_directory
         from buildr_podman.podman.warm_pods import PodPool
 
-        self.client = client
+        self.api = api
         self.project = project
         self.agent = agent
         self.pool = PodPool(self._start_pod)
@@ -138,7 +137,7 @@ class PodmanSession:
         from buildr_podman.podman.warm_pods import WarmPod, pool_key
 
         with ExitStack() as stack:
-            pod = stack.enter_context(task_pod(self.client, self.project, task, self.agent,
+            pod = stack.enter_context(task_pod(self.api, self.project, task, self.agent,
                                                outputs, self.empty, phases))
             # Imported only now: loading grpc (~0.1 s) overlaps the agent's own start-up.
             from buildr_podman.podman.agent_client import AgentClient
@@ -163,7 +162,7 @@ def _wait_for_agent(task: Task, pod: TaskPod, client: AgentClient) -> None:
 
 def _run_spec(task: Task, workspace_inode: int = 0) -> RunSpec:
     from buildr_podman.podman.agent_client import RunSpec
-    from buildr_podman.podman.pods import BASELINE_MOUNT
+    from buildr_podman.podman.container_spec import BASELINE_MOUNT
 
     # The agent gives the task only the request's environment: the container's first, the
     # task's own on top.

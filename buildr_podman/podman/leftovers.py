@@ -8,6 +8,7 @@ leftover. A socket directory or agent build is in use while a live container mou
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -26,7 +27,7 @@ from buildr_podman.podman.pods import LABEL, SOCKET_NAME
 from buildr_podman.processes import own_process_running
 
 if TYPE_CHECKING:
-    from podman import PodmanClient
+    from buildr_podman.podman.connection import PodmanApi
 
 __all__ = ["EMPTY_DIR_PREFIX", "clean", "empty_directory", "kill_own_containers",
            "sweep_dead_runs"]
@@ -76,27 +77,29 @@ def clean(everything: bool = False) -> Iterator[str]:
     yield from _clean_agent_builds(everything, kept_mounts)
 
 
-def sweep_dead_runs(client: PodmanClient) -> threading.Thread:
+def sweep_dead_runs(api: PodmanApi) -> threading.Thread:
     """Removes, in a background thread, the pods and workspace volumes of runs that are gone
     (a host killed with SIGKILL cannot remove its own): the next run tidies up after it, with
     no `clean` needed. Through the run's API connection, not the CLI: a listing costs
     milliseconds there. Best effort: `clean` is the thorough tool, and reports."""
-    thread = threading.Thread(target=_sweep, args=(client,), name="sweep-dead-runs",
+    thread = threading.Thread(target=_sweep, args=(api,), name="sweep-dead-runs",
                               daemon=True)
     thread.start()
     return thread
 
 
-def _sweep(client: PodmanClient) -> None:
-    for kind in (client.pods, client.volumes):  # pods first: they hold the volumes
+def _sweep(api: PodmanApi) -> None:
+    libpod = api.libpod
+    # Pods first: they hold the volumes.
+    for kind, remove in (("pods", libpod.remove_pod), ("volumes", libpod.remove_volume)):
         try:
-            found = kind.list(filters={"label": LABEL})
+            found = libpod.call("GET", f"/{kind}/json", filters=json.dumps({"label": [LABEL]}))
         except Exception:  # noqa: BLE001 - best effort, off the run's path; clean reports
             continue
-        for item in found:
-            if not _run_going(_owner(item.attrs.get("Labels") or {})):
+        for item in found or []:
+            if not _run_going(_owner(item.get("Labels") or {})):
                 try:
-                    item.remove(force=True)
+                    remove(item["Name"], force=True)
                 except Exception:  # noqa: BLE001, S112 - the next one may still go
                     continue
     runtime = _runtime_dir()

@@ -1,7 +1,8 @@
 """The lifecycle of one task's rootless pod: create with the agent mounted, start, remove.
 
 Every pod and container carries LABEL, so that `buildr-podman clean` and later runs can find
-what a crashed run left behind.
+what a crashed run left behind. Podman is asked through libpod.py: podman-py may still be
+loading when a run's first pod starts.
 """
 
 from __future__ import annotations
@@ -13,39 +14,38 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from buildr_podman.errors import BackendError
-from buildr_podman.model import WORKSPACE, ContainerSpec, Project, Task
-from buildr_podman.podman.agent_build import AGENT_MOUNT, AgentBundle
+from buildr_podman.model import WORKSPACE, Project, Task
+from buildr_podman.podman.agent_build import AgentBundle
 from buildr_podman.podman.cache_volumes import cache_volume_mounts
+from buildr_podman.podman.container_spec import (
+    BASELINE_MOUNT,
+    SOCKET_MOUNT,
+    SOCKET_NAME,
+    ContainerPlace,
+    bind,
+    container_spec,
+    under,
+)
 from buildr_podman.podman.input_copy import InputCopy
 from buildr_podman.podman.input_mapping import MappedDirectories, mapped_directories
-from buildr_podman.podman.limits import container_limits
+from buildr_podman.podman.libpod import Libpod, LibpodError, NotFound
 
 if TYPE_CHECKING:
-    import podman
-
     from buildr_podman.phases import Phases
+    from buildr_podman.podman.connection import PodmanApi
     from buildr_podman.podman.warm_pods import DependencyOutputs
 
-__all__ = ["BASELINE_MOUNT", "LABEL", "SOCKET_MOUNT", "TaskPod", "may_remount", "task_pod"]
+__all__ = ["BASELINE_MOUNT", "LABEL", "SOCKET_MOUNT", "SOCKET_NAME", "TaskPod", "task_pod"]
 
 LABEL = "io.buildr-podman"  # value: the pid of the host process that made it
-# The agent's socket lives on a small tmpfs of the container's own, and the host reaches it
-# through /proc/PID/root: nothing of the host is mounted writable for it, so a task cannot
-# leave files on the host (a bind-mounted directory under $XDG_RUNTIME_DIR, a small tmpfs
-# on a workstation, took a task's 20 MB, chowned so that the user could not delete them).
-# The host may open /proc/PID/root of the agent although the agent is not dumpable
-# (agent/hardening.py): the user owns the container's user namespace.
-SOCKET_MOUNT = "/.buildr/sock"
-SOCKET_TMPFS_SIZE = "1m"
-BASELINE_MOUNT = "/.buildr/base"  # the inputs again, read-only: what the workspace started as
-SOCKET_NAME = "agent.sock"
 REMOVE_ATTEMPTS = 25
 REMOVE_RETRY_SECONDS = 0.2
 EXIT_POLL_SECONDS = 0.005
 CONTAINER_CHECK_SECONDS = 0.25  # between asking Podman whether a starting container still runs
+RUNNING = ("created", "configured", "running")
 
 
 @dataclass
@@ -53,9 +53,9 @@ class TaskPod:
     """A started pod whose agent will listen on `socket_path` (a host path)."""
 
     name: str
-    pod: Any
-    container: Any
+    container: str  #: its id
     socket_path: Path
+    libpod: Libpod
     input_copy: InputCopy | None = None  # inputs = "copy": under way while the agent starts
     _next_check: float = field(init=False, repr=False,
                                default_factory=lambda: time.monotonic() + CONTAINER_CHECK_SECONDS)
@@ -90,8 +90,14 @@ class TaskPod:
         return self.is_running()
 
     def is_running(self) -> bool:
-        self.container.reload()
-        return self.container.status in ("created", "configured", "running")
+        try:
+            return self._status() in RUNNING
+        except NotFound:
+            return False  # removed from outside: a cancelled run's clean-up, or the user
+
+    def _status(self) -> str:
+        state = self.libpod.inspect_container(self.container).get("State") or {}
+        return str(state.get("Status", ""))
 
     def wait_exited(self, timeout: float) -> None:
         """Waits until the container's process has ended, up to `timeout`.
@@ -105,157 +111,109 @@ class TaskPod:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                self.container.reload()
+                status = self._status()
             except Exception:  # noqa: BLE001 - removed from outside, or the API is gone
                 return
-            if self.container.status not in ("running", "stopping"):
+            if status not in ("running", "stopping"):
                 return
             time.sleep(EXIT_POLL_SECONDS)
 
     def logs(self) -> str:
         """The container's own output (the agent's start-up errors), last lines only."""
         try:
-            raw = self.container.logs(stdout=True, stderr=True)
-            text = b"".join(raw if not isinstance(raw, bytes) else [raw]).decode(errors="replace")
+            text = self.libpod.container_logs(self.container)
         except Exception:  # noqa: BLE001 - diagnostics only; the caller reports the real error
             return ""
         return " | ".join(text.strip().splitlines()[-3:])
 
 
 @contextmanager
-def task_pod(client: podman.PodmanClient, project: Project, task: Task, agent: AgentBundle,
+def task_pod(api: PodmanApi, project: Project, task: Task, agent: AgentBundle,
              outputs: DependencyOutputs = (), empty: Path | None = None,
              phases: Phases | None = None) -> Iterator[TaskPod]:
     """Creates and starts the pod; removes it on exit whatever happened. Copied-in inputs
     (inputs = "copy") go into a volume of the pod's own, from a thread that starts before the
     container does (wait_for_inputs). The dependencies' `outputs` are mounted read-only; the
     out dir, where the inputs hold it, is hidden under the `empty` directory."""
-    import podman.errors
-
+    libpod = api.libpod
     name = f"buildr-{task.name}-{secrets.token_hex(4)}"
     labels = {LABEL: str(os.getpid()), f"{LABEL}.task": task.name}
     directories = mapped_directories(project, task)  # checked first: then nothing to remove
     hidden = hidden_out_dir(project, directories) if empty is not None else []
     try:
-        pod = client.pods.create(name, labels=labels, no_infra=True)
-    except podman.errors.APIError as exc:
-        raise BackendError(f"cannot create the pod: {exc.explanation or exc}", name) from exc
+        libpod.create_pod(name, labels)
+    except LibpodError as exc:
+        raise BackendError(f"cannot create the pod: {exc.message}", name) from exc
     volume = None
     copy = None
     try:
         if task.container.inputs == "copy":
-            volume = _workspace_volume(client, name, labels)
-            copy = InputCopy(task, directories, Path(volume.attrs["Mountpoint"]), project.root,
-                             skip=project.out_dir, phases=phases)
-        mounts = [*(_bind(path, task.output_mount(module), read_only=True)
+            volume = _workspace_volume(libpod, name, labels)
+            copy = InputCopy(task, directories, volume[1], project.root, skip=project.out_dir,
+                             phases=phases)
+        mounts = (*(bind(path, task.output_mount(module), read_only=True)
                     for module, path in outputs),
-                  *(_bind(empty, _under(root, rel), read_only=True)
-                    for rel in hidden for root in (WORKSPACE, BASELINE_MOUNT) if empty)]
-        container = _create_container(client, directories, task, agent, name, labels, volume,
-                                      mounts,
-                                      cache_volume_mounts(client, project, task))
-        container.start()
-        yield TaskPod(name, pod, container, _socket_path(container), copy)
-    except podman.errors.APIError as exc:
-        raise BackendError(f"cannot start the container: {exc.explanation or exc}", name) from exc
+                  *(bind(empty, under(root, rel), read_only=True)
+                    for rel in hidden for root in (WORKSPACE, BASELINE_MOUNT) if empty))
+        place = ContainerPlace(name, labels, directories, volume[0] if volume else None, mounts,
+                               cache_volume_mounts(libpod, project, task))
+        container = _create_container(api, task, agent, place)
+        libpod.start_container(container)
+        yield TaskPod(name, container, _socket_path(libpod, container), libpod, copy)
+    except LibpodError as exc:
+        raise BackendError(f"cannot start the container: {exc.message}", name) from exc
     finally:
         if copy is not None:
             copy.stop()  # before its volume goes
-        _remove(pod)
+        _remove(libpod, name)
         if volume is not None:
-            _remove_volume(volume, name)
+            _remove_volume(libpod, volume[0], name)
 
 
-def _socket_path(container: Any) -> Path:
+def _socket_path(libpod: Libpod, container: str) -> Path:
     """The agent's socket as the host reaches it: through the container's init process. A
     container that has exited already has no pid (0): that path never appears, and waiting
     for the agent reports the container's own last words."""
-    container.reload()
-    pid = (container.attrs.get("State") or {}).get("Pid") or 0
+    pid = (libpod.inspect_container(container).get("State") or {}).get("Pid") or 0
     return Path(f"/proc/{pid}/root{SOCKET_MOUNT}/{SOCKET_NAME}")
 
 
-def _workspace_volume(client: podman.PodmanClient, name: str, labels: dict[str, str]) -> Any:
-    """The volume that holds a copied-in workspace (inputs = "copy"). Not the container's own
-    layer: that is an overlay, where creating a file costs half as much again (20,000 small
-    files: GNU tar 0.65 s into the layer, 0.41 s into a volume, here), and only a volume is a
-    directory this process can fill before the container starts (rootless: the user's own).
-    Labelled like the pod, so that `clean` finds it if a run dies before removing it."""
-    return client.volumes.create(f"{name}-workspace", labels=labels)
+def _workspace_volume(libpod: Libpod, name: str, labels: dict[str, str]) -> tuple[str, Path]:
+    """The volume that holds a copied-in workspace (inputs = "copy"): its name and where it is.
+    Not the container's own layer: that is an overlay, where creating a file costs half as
+    much again (20,000 small files: GNU tar 0.65 s into the layer, 0.41 s into a volume,
+    here), and only a volume is a directory this process can fill before the container starts
+    (rootless: the user's own). Labelled like the pod, so that `clean` finds it if a run dies
+    before removing it."""
+    volume = libpod.create_volume(f"{name}-workspace", labels)
+    return str(volume["Name"]), Path(volume["Mountpoint"])
 
 
-def _create_container(client: podman.PodmanClient, directories: MappedDirectories,
-                      task: Task, agent: AgentBundle, name: str, labels: dict[str, str],
-                      workspace_volume: Any, extra_mounts: list[dict[str, Any]],
-                      cache_volumes: dict[str, dict[str, Any]] | None = None) -> Any:
-    import podman.errors
-
-    spec = task.container
-    remounts = may_remount(spec)
-    limits, limit_variables = container_limits(spec)
-    # nocopy: the image's own files at the workspace path (if any) stay out of the volume, as
-    # the overlay hides them in the other mode.
-    volumes = ({workspace_volume.name: {"bind": WORKSPACE, "extended_mode": ["nocopy"]}}
-               if workspace_volume is not None else {})
-    volumes.update(cache_volumes or {})  # cache_volume { target }: kept across runs
+def _create_container(api: PodmanApi, task: Task, agent: AgentBundle,
+                      place: ContainerPlace) -> str:
     try:
-        return client.containers.create(
-            task.container.image,
-            name=f"{name}-task",
-            pod=name,
-            labels=labels,
-            entrypoint=list(agent.command),
-            command=["serve", "--socket", f"{SOCKET_MOUNT}/{SOCKET_NAME}"],
-            working_dir=WORKSPACE,
-            # Nothing in the container needs a graceful stop (the agent keeps no state), and
-            # a stop that waits 10 s for an agent not yet handling SIGTERM is a leak in time.
-            stop_timeout=0,
-            # "private": a network namespace of the container's own, with Podman's rootless
-            # user-mode networking (slirp4netns or pasta); "none": loopback only.
-            network_mode=task.container.network,
-            privileged=spec.privileged,
-            no_new_privileges=not spec.privileged,
-            cap_add=list(spec.cap_add),
-            cap_drop=list(spec.cap_drop),
-            environment={**dict(spec.environment), **_agent_knobs(), **limit_variables},
-            mounts=[*([] if remounts else [_bind(agent.path, AGENT_MOUNT, read_only=True)]),
-                    _tmpfs(SOCKET_MOUNT, SOCKET_TMPFS_SIZE),
-                    *([] if remounts else [*_baseline_mounts(directories), *extra_mounts]),
-                    *(_bind(m.source, m.target, m.read_only) for m in spec.bind_mounts),
-                    *(_tmpfs(m.target, m.size) for m in spec.tmpfs_mounts)],
-            overlay_volumes=[*_workspace_volumes(task, directories),
-                             *(_overlaid_host_mounts(agent, directories, extra_mounts)
-                               if remounts else [])],
-            volumes=volumes,
-            **limits,
-        )
-    except podman.errors.ImageNotFound as exc:
-        raise BackendError(_missing_image(task, client), name) from exc
-    except podman.errors.APIError as exc:
-        if "image not known" in str(exc) or "no such image" in str(exc).lower():
-            raise BackendError(_missing_image(task, client), name) from exc
+        return api.libpod.create_container(container_spec(task, agent, place))
+    except LibpodError as exc:
+        missing = (isinstance(exc, NotFound) or "image not known" in exc.message
+                   or "no such image" in exc.message.lower())
+        if missing:
+            raise BackendError(_missing_image(task, api), place.name) from exc
         raise
 
 
-def _agent_knobs() -> dict[str, str]:
-    """BUILDR_AGENT_* variables of the host reach the agent: the knobs that let tests and
-    benchmarks force the change tracker's safety nets (see agent/watcher.TrackerLimits)."""
-    return {key: value for key, value in os.environ.items() if key.startswith("BUILDR_AGENT_")}
-
-
-def _missing_image(task: Task, client: podman.PodmanClient) -> str:
+def _missing_image(task: Task, api: PodmanApi) -> str:
     where = f" ({task.container.image_source})" if task.container.image_source else ""
     return (f"image {task.container.image!r} of task {task.name!r}{where} is not here"
-            f"{_nearest_image(client, task.container.image)}: build or pull it (podman images "
+            f"{_nearest_image(api, task.container.image)}: build or pull it (podman images "
             "lists what is)")
 
 
-def _nearest_image(client: podman.PodmanClient, image: str) -> str:
+def _nearest_image(api: PodmanApi, image: str) -> str:
     """' (did you mean 'NAME'?)' for the closest name of an image this user has, or nothing."""
     import difflib
 
     try:
-        names = [tag for found in client.images.list() for tag in found.tags]
+        names = [tag for found in api.client.images.list() for tag in found.tags]
     except Exception:  # noqa: BLE001 - only a hint: the error it adds to stands without it
         return ""
     # Each name also as written without its registry and without ":latest" ("buildr-busybox"
@@ -267,27 +225,6 @@ def _nearest_image(client: podman.PodmanClient, image: str) -> str:
             spellings.setdefault(spelling, name)
     close = difflib.get_close_matches(image, list(spellings), n=1, cutoff=0.8)
     return f" (did you mean {spellings[close[0]]!r}?)" if close else ""
-
-
-def _tmpfs(target: str, size: str | None) -> dict[str, Any]:
-    mount: dict[str, Any] = {"type": "tmpfs", "source": "tmpfs", "target": target}
-    if size:
-        mount["size"] = size
-    return mount
-
-
-def _bind(source: Path, target: str, read_only: bool) -> dict[str, Any]:
-    return {"type": "bind", "source": str(source), "target": target, "read_only": read_only}
-
-
-def _workspace_volumes(task: Task, directories: MappedDirectories) -> list[dict[str, Any]]:
-    """The repository (or each mapped directory) under a copy-on-write overlay: the task sees
-    and may change it, but its writes land in the container's layer, never in the repo.
-    Empty when the inputs are copied in instead (into the pod's workspace volume)."""
-    if task.container.inputs != "mount":
-        return []
-    return [{"destination": _under(WORKSPACE, target), "source": str(source), "options": []}
-            for source, target in directories]
 
 
 def hidden_out_dir(project: Project, directories: MappedDirectories) -> list[str]:
@@ -307,66 +244,31 @@ def hidden_out_dir(project: Project, directories: MappedDirectories) -> list[str
     return hidden
 
 
-def may_remount(spec: ContainerSpec) -> bool:
-    """Whether the task may remount its read-only binds read-write (CAP_SYS_ADMIN in the
-    container's user namespace: privileged, or asked for)."""
-    return spec.privileged or bool({"ALL", "SYS_ADMIN"} & set(spec.cap_add))
-
-
-def _overlaid_host_mounts(agent: AgentBundle, directories: MappedDirectories,
-                          extra_mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The agent bundle, the baseline and the other read-only binds (the dependencies'
-    outputs) for a task that could remount a read-only bind read-write and write through it
-    (into the agent every later run uses, the repository, or another task's outputs): each
-    under a copy-on-write overlay instead, whose writes land in the container's own layer.
-    Such a pod serves no other task (warm_pods.reusable)."""
-    sources = [(agent.path, AGENT_MOUNT),
-               *((source, _under(BASELINE_MOUNT, target)) for source, target in directories),
-               *((Path(m["source"]), m["target"]) for m in extra_mounts)]
-    return [{"destination": target, "source": str(source), "options": []}
-            for source, target in sources]
-
-
-def _baseline_mounts(directories: MappedDirectories) -> list[dict[str, Any]]:
-    """Read-only binds of the same inputs at BASELINE_MOUNT, so the agent can compare a
-    rewritten file with its original (a bind costs nothing; nothing is copied)."""
-    return [_bind(source, _under(BASELINE_MOUNT, target), read_only=True)
-            for source, target in directories]
-
-
-def _under(mount: str, target: str) -> str:
-    return f"{mount}/{target}" if target else mount
-
-
-def _remove_volume(volume: Any, pod_name: str) -> None:
+def _remove_volume(libpod: Libpod, volume: str, pod_name: str) -> None:
     """Removes the workspace volume once its pod is gone; without force, so that a volume a
     container still uses (the pod's removal failed) stays for `clean` rather than killing it."""
-    import podman.errors
-
     try:
-        volume.remove()
-    except podman.errors.NotFound:
+        libpod.remove_volume(volume)
+    except NotFound:
         pass
-    except podman.errors.APIError as exc:
-        raise BackendError(f"cannot remove the workspace volume ({exc.explanation or exc}): run "
+    except LibpodError as exc:
+        raise BackendError(f"cannot remove the workspace volume ({exc.message}): run "
                            "buildr-podman clean", pod_name) from exc
 
 
-def _remove(pod: Any) -> None:
+def _remove(libpod: Libpod, name: str) -> None:
     """Removes the pod and its container. Podman 4.3 calls a container whose process has just
     died "stopped" until conmon's clean-up has run, and `pod rm -f` fails on it with
     "container state improper" meanwhile: so try again, briefly."""
-    import podman.errors
-
     for attempt in range(REMOVE_ATTEMPTS):
         try:
-            pod.remove(force=True)  # stop timeout 0: SIGKILL at once
+            libpod.remove_pod(name)  # stop timeout 0: SIGKILL at once
             return
-        except podman.errors.NotFound:
+        except NotFound:
             return  # already gone: removed from outside, which is what we wanted anyway
-        except podman.errors.APIError as exc:
+        except LibpodError as exc:
             if attempt == REMOVE_ATTEMPTS - 1:
-                detail = " ".join(str(exc.explanation or exc).split())
+                detail = " ".join(exc.message.split())
                 raise BackendError(f"cannot remove the pod ({detail}): run buildr-podman "
-                                   "clean", pod.name) from exc
+                                   "clean", name) from exc
             time.sleep(REMOVE_RETRY_SECONDS)

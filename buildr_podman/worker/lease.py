@@ -47,9 +47,8 @@ from buildr_podman.worker.outputs import declared_result
 from buildr_podman.worker.properties import OUTPUTS_DIR, Refused, task_of
 
 if TYPE_CHECKING:
-    import podman
-
     from buildr_podman.podman.agent_build import AgentBundle
+    from buildr_podman.podman.connection import PodmanApi
 
 __all__ = ["Code", "LeaseOutcome", "LeaseRunner", "Stopping"]
 
@@ -84,10 +83,10 @@ class Stopping(Exception):
 class LeaseRunner:
     """Runs leases; one per worker, shared by its lease threads."""
 
-    def __init__(self, client: podman.PodmanClient, agent: AgentBundle, store: Store,
+    def __init__(self, api: PodmanApi, agent: AgentBundle, store: Store,
                  settings: RemoteCacheSettings, work_root: Path, worker: str,
                  stopping: threading.Event) -> None:
-        self.client = client
+        self.api = api
         self.agent = agent
         self.store = store
         self.settings = settings
@@ -185,7 +184,7 @@ class LeaseRunner:
 
         root = job / "root"
         project = Project(root=root / workspace if workspace else root, out_dir=job / "out")
-        session = PodmanSession(self.client, project, self.agent)
+        session = PodmanSession(self.api, project, self.agent)
         output = OutputRecorder(_Quiet(), self.store, task)
         try:
             for name in dependencies:  # as if they had run in this session
