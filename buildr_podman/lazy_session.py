@@ -6,9 +6,10 @@ If opening fails, that task and every later one fail with the same error, and th
 raising it (`failure`), so the command line still exits with its class's code.
 
 A run whose every task will run (--no-cache) need not wait for its first task: open_early()
-opens in a thread of its own at once, so that the API service's start, podman-py's import
-(~0.1 s) and the agent's check overlap with keying the first task (which asks the podman CLI
-for its image id) instead of following it.
+opens in a thread of its own at once, and starts the first task's pod there (the session's
+`prestart`, when it has one), so that the API service's start, the agent's check and the pod's
+start (~0.2 s) overlap with keying the first task (which asks the podman CLI for its image
+id) instead of following it.
 """
 
 from __future__ import annotations
@@ -38,15 +39,20 @@ class LazySession:
         self.opened = False
         self._early: threading.Thread | None = None
 
-    def open_early(self) -> None:
-        """Starts opening now, in the background; run_task waits for it (the lock)."""
-        self._early = threading.Thread(target=self._open_quietly, name="session-open",
-                                       daemon=True)
+    def open_early(self, first: Task | None = None) -> None:
+        """Starts opening now, in the background, then starting the pod of `first` (a task
+        that will run first); run_task waits for the opening (the lock), the task for its
+        pod."""
+        self._early = threading.Thread(target=self._open_quietly, args=(first,),
+                                       name="session-open", daemon=True)
         self._early.start()
 
-    def _open_quietly(self) -> None:
+    def _open_quietly(self, first: Task | None) -> None:
         try:
-            self._open()
+            session = self._open()
+            prestart = getattr(session, "prestart", None)
+            if first is not None and prestart is not None:
+                prestart(first)
         except BuildrError:
             pass  # kept in self.failure: the first task raises it
         except Exception:  # noqa: BLE001 - not kept: the first task's own attempt raises it

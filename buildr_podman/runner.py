@@ -240,7 +240,9 @@ def _remote_execution(project: Project, cache: TaskCache | None,
 def _run_lazily(executor: Executor, run: _Run) -> RunReport:
     session = LazySession(executor, run.project)
     if run.cache is not None and not run.cache.read and run.remote is None:
-        session.open_early()  # every task will run here: no reason to wait for the first key
+        # Every task will run here: no reason to wait for the first key.
+        first = run.plan.order[0] if run.plan.order else None
+        session.open_early(run.project.tasks.get(first) if first else None)
     try:
         report = run.execute(session, session.close)
     finally:

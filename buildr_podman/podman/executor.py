@@ -101,6 +101,13 @@ class PodmanSession:
             self._landed[task.name] = result.output_dir
         return result
 
+    def prestart(self, task: Task) -> None:
+        """Starts the pod of a task that will run, ahead of it (see PodPool.prestart). Not for
+        copied-in inputs: their copy reports its progress to the task, which is not yet
+        running."""
+        if task.container.inputs == "mount":
+            self.pool.prestart(task, self._dependency_outputs(task))
+
     def outputs_landed(self, task: Task, output_dir: Path) -> None:
         """Where a task's outputs of this run landed without this session (a task cache hit):
         what the tasks that use them are shown."""

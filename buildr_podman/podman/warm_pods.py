@@ -13,6 +13,7 @@ import hmac
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -128,8 +129,38 @@ class PodPool:
         self._start = start
         self._idle: dict[str, list[WarmPod]] = {}
         self._order: list[WarmPod] = []  # idle pods, least recently used first
+        #: pods started ahead of their task (prestart), by key, until a take() claims them
+        self._starting: dict[str, Future[WarmPod]] = {}
         self._lock = threading.Lock()
         self._closed = False
+
+    def prestart(self, task: Task, outputs: DependencyOutputs = ()) -> None:
+        """Starts a pod for `task` now, in this thread, for its take() to claim: a run that
+        knows its first task will run (--no-cache) starts its pod while it is still keying it.
+        A failure to start is the claiming task's own (take() raises it)."""
+        starting: Future[WarmPod] = Future()
+        key = pool_key(task, outputs)
+        with self._lock:
+            if self._closed or key in self._starting:
+                return
+            self._starting[key] = starting
+        try:
+            pod = self._start(task, outputs, None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the task that claims the pod
+            starting.set_exception(exc)
+            return
+        if self._unclaimed_after_close(key, starting):
+            pod.close()  # the run ended meanwhile (cancelled), and close() could not close it
+        starting.set_result(pod)
+
+    def _unclaimed_after_close(self, key: str, starting: Future[WarmPod]) -> bool:
+        """Whether the pool closed while `starting` was under way, unclaimed (then it is
+        forgotten here: its starter closes the pod)."""
+        with self._lock:
+            if not self._closed or self._starting.get(key) is not starting:
+                return False
+            del self._starting[key]
+            return True
 
     def take(self, task: Task, outputs: DependencyOutputs = (),
              phases: Phases | None = None) -> WarmPod:
@@ -138,13 +169,17 @@ class PodPool:
         to the task's `phases`."""
         key = pool_key(task, outputs)
         with self._lock:
+            starting = self._starting.pop(key, None)
             idle = self._idle.get(key)
-            if idle:
+            if starting is None and idle:
                 pod = idle.pop()
                 self._order.remove(pod)
                 pod.phases = phases
                 return pod
-        pod = self._start(task, outputs, phases)  # outside the lock: starting takes ~0.3 s
+        if starting is not None:
+            pod = starting.result()  # its start's error is this task's
+        else:
+            pod = self._start(task, outputs, phases)  # outside the lock: starting takes ~0.3 s
         pod.phases = phases
         return pod
 
@@ -172,6 +207,12 @@ class PodPool:
         with self._lock:
             self._closed = True
             pods = [pod for idle in self._idle.values() for pod in idle]
+            # Started ahead and never claimed (the run was cancelled before its first task);
+            # a start still under way stays listed, and closes its own pod (prestart).
+            pods += [starting.result() for starting in self._starting.values()
+                     if starting.done() and starting.exception() is None]
+            self._starting = {key: starting for key, starting in self._starting.items()
+                              if not starting.done()}
             self._idle.clear()
             self._order.clear()
         errors = []

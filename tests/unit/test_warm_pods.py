@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+
+import pytest
+
 from buildr_podman.model import ContainerSpec, Task
 from buildr_podman.podman.warm_pods import MAX_IDLE, PodPool, container_key, pool_key, reusable
 
@@ -79,3 +83,52 @@ def test_a_task_that_could_take_over_its_agent_gives_no_pod_back() -> None:
     assert not reusable(task(privileged=True))
     for capability in ("SYS_ADMIN", "SYS_PTRACE", "ALL"):
         assert not reusable(task(cap_add=(capability,)))
+
+
+def test_a_pod_started_ahead_is_the_one_its_task_takes() -> None:
+    started: list[FakePod] = []
+    pool = PodPool(lambda t, outputs, phases: started.append(FakePod(pool_key(t, outputs)))
+                   or started[-1])
+    pool.prestart(task())
+    assert pool.take(task()) is started[0] and len(started) == 1
+    assert pool.take(task()) is started[1]  # claimed once: the next task starts its own
+
+
+def test_a_task_of_other_settings_does_not_take_a_pod_started_ahead() -> None:
+    started: list[FakePod] = []
+    pool = PodPool(lambda t, outputs, phases: started.append(FakePod(pool_key(t, outputs)))
+                   or started[-1])
+    pool.prestart(task())
+    assert pool.take(task(image="other")) is started[1]
+    pool.close()
+    assert started[0].closed  # never claimed: closed with the pool
+
+
+def test_a_failed_start_ahead_is_the_error_of_the_task_that_claims_it() -> None:
+    def fail(t: Task, outputs: object, phases: object) -> FakePod:
+        raise RuntimeError("image not here")
+
+    pool = PodPool(fail)  # type: ignore[arg-type]
+    pool.prestart(task())
+    with pytest.raises(RuntimeError, match="image not here"):
+        pool.take(task())
+
+
+def test_a_start_ahead_that_ends_after_the_pool_closed_closes_its_pod() -> None:
+    entered, release = threading.Event(), threading.Event()
+    started: list[FakePod] = []
+
+    def slow_start(t: Task, outputs: object, phases: object) -> FakePod:
+        entered.set()
+        release.wait(5)
+        started.append(FakePod(pool_key(t)))
+        return started[-1]
+
+    pool = PodPool(slow_start)  # type: ignore[arg-type]
+    starter = threading.Thread(target=pool.prestart, args=(task(),))
+    starter.start()
+    assert entered.wait(5)  # under way when the pool closes
+    pool.close()
+    release.set()
+    starter.join(5)
+    assert started and started[0].closed
