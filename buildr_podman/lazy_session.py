@@ -49,10 +49,12 @@ class LazySession:
 
     def _open_quietly(self, first: Task | None) -> None:
         try:
-            session = self._open()
-            prestart = getattr(session, "prestart", None)
-            if first is not None and prestart is not None:
-                prestart(first)
+            with self._lock:  # reserved before run_task can look for the pod (see _open)
+                session = self._open_locked()
+                prestart = getattr(session, "prestart", None)
+                start = prestart(first) if first is not None and prestart is not None else None
+            if start is not None:
+                start()
         except BuildrError:
             pass  # kept in self.failure: the first task raises it
         except Exception:  # noqa: BLE001 - not kept: the first task's own attempt raises it
@@ -71,20 +73,22 @@ class LazySession:
 
     def _open(self) -> ExecutorSession:
         with self._lock:
-            if self.failure is not None:
-                raise self.failure
-            if self._session is None:
-                try:
-                    session = self._stack.enter_context(
-                        self._executor.open_session(self._project))
-                except BuildrError as exc:
-                    self.failure = exc
-                    raise
-                for task, output_dir in self._landed:
-                    _tell(session, task, output_dir)
-                self._session = session
-                self.opened = True
-            return self._session
+            return self._open_locked()
+
+    def _open_locked(self) -> ExecutorSession:
+        if self.failure is not None:
+            raise self.failure
+        if self._session is None:
+            try:
+                session = self._stack.enter_context(self._executor.open_session(self._project))
+            except BuildrError as exc:
+                self.failure = exc
+                raise
+            for task, output_dir in self._landed:
+                _tell(session, task, output_dir)
+            self._session = session
+            self.opened = True
+        return self._session
 
     def close(self) -> None:
         if self._early is not None:

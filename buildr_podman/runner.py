@@ -176,13 +176,27 @@ def run_tasks(pm: pluggy.PluginManager, project: Project, tasks: Sequence[Task],
     With the Podman executor, a task whose key is in the task cache is served from it (not
     with `use_cache` False: then every task runs, and successes are still stored), and the
     executor's session opens only when a task runs (cache/)."""
-    from buildr_podman.output.tasklog import TaskLogs
-
     executor = pick_executor(pm, executor_name)
     plan = Plan({name: task.depends_on for name, task in project.tasks.items()},
                 [task.name for task in tasks], keep_going=keep_going,
                 tolerated=[name for name, task in project.tasks.items()
                            if task.continue_on_error])
+    session = LazySession(executor, project)
+    if _every_task_runs_here(project, executor_name, use_cache):
+        # No reason to wait for the first key: the session opens, and the first task's pod
+        # starts, while the cache is made and the task keyed.
+        first = project.tasks.get(plan.order[0]) if plan.order else None
+        session.open_early(first)
+    try:
+        return _run_with(session, pm, project, plan, executor, executor_name, jobs, use_cache)
+    finally:
+        session.close()
+
+
+def _run_with(session: LazySession, pm: pluggy.PluginManager, project: Project, plan: Plan,
+              executor: Executor, executor_name: str, jobs: int, use_cache: bool) -> RunReport:
+    from buildr_podman.output.tasklog import TaskLogs
+
     logs = TaskLogs(project)
     pm.register(logs, name="task-logs")
     cache = _task_cache(project, executor_name, use_cache,
@@ -195,10 +209,10 @@ def run_tasks(pm: pluggy.PluginManager, project: Project, tasks: Sequence[Task],
             if cache is None:
                 with ExitStack() as opened:
                     guard.raising = True  # opening cleans up by itself: let Ctrl-C interrupt it
-                    session = opened.enter_context(executor.open_session(project))
+                    eager = opened.enter_context(executor.open_session(project))
                     guard.raising = False
-                    return run.execute(session, opened.close)
-            return _run_lazily(executor, run)
+                    return run.execute(eager, opened.close)
+            return _run_lazily(session, run)
     finally:
         if remote is not None:
             remote.close()
@@ -208,12 +222,24 @@ def run_tasks(pm: pluggy.PluginManager, project: Project, tasks: Sequence[Task],
         logs.close()
 
 
+def _every_task_runs_here(project: Project, executor_name: str, use_cache: bool) -> bool:
+    """Every task will run on this machine (--no-cache with the task cache on: no key is
+    read, so no task is a hit; no remote execution)."""
+    return (executor_name == "podman" and not use_cache and _cache_on()
+            and project.remote_execution is None)
+
+
+def _cache_on() -> bool:
+    """BUILDR_CACHE=off turns the task cache off whole: nothing read, nothing stored (the
+    tests of running)."""
+    return os.environ.get("BUILDR_CACHE") != "off"
+
+
 def _task_cache(project: Project, executor_name: str, use_cache: bool,
                 images: list[str]) -> TaskCache | None:
     """The cache keys a task by its image's content id, which only Podman's images have: the
-    ids of the run's `images` are asked at once, before the cache's own imports.
-    BUILDR_CACHE=off turns it off whole: nothing read, nothing stored (the tests of running)."""
-    if executor_name != "podman" or os.environ.get("BUILDR_CACHE") == "off":
+    ids of the run's `images` are asked at once, before the cache's own imports."""
+    if executor_name != "podman" or not _cache_on():
         return None
     from buildr_podman.cache.image_ids import ImageIds
 
@@ -237,12 +263,7 @@ def _remote_execution(project: Project, cache: TaskCache | None,
     return RemoteExecution.for_run(project, cache, use_cache)
 
 
-def _run_lazily(executor: Executor, run: _Run) -> RunReport:
-    session = LazySession(executor, run.project)
-    if run.cache is not None and not run.cache.read and run.remote is None:
-        # Every task will run here: no reason to wait for the first key.
-        first = run.plan.order[0] if run.plan.order else None
-        session.open_early(run.project.tasks.get(first) if first else None)
+def _run_lazily(session: LazySession, run: _Run) -> RunReport:
     try:
         report = run.execute(session, session.close)
     finally:

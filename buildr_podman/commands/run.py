@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from buildr_podman.commands.common import load
@@ -14,6 +16,29 @@ from buildr_podman.runner import run_tasks, select_tasks
 
 
 def run(args: argparse.Namespace) -> int:
+    with _api_service(_starts_pods_at_once(args)):
+        return _run(args)
+
+
+def _starts_pods_at_once(args: argparse.Namespace) -> bool:
+    """Whether this run will start pods before anything else it does: every task runs here
+    (--no-cache, or BUILDR_CACHE=off) on the Podman executor. A remote execution server in
+    the configuration is not known yet: such a run stops the service it did not need."""
+    every_task_runs = not args.cache or os.environ.get("BUILDR_CACHE") == "off"
+    return args.executor == "podman" and every_task_runs and args.remote is None
+
+
+def _api_service(wanted: bool) -> AbstractContextManager[object]:
+    """The Podman API service, started before the configuration is read (~60 ms) when the
+    run will want it at once: connection.api_service_started_early."""
+    if not wanted:
+        return nullcontext()
+    from buildr_podman.podman.connection import api_service_started_early
+
+    return api_service_started_early()
+
+
+def _run(args: argparse.Namespace) -> int:
     pm, project = load(args)
     if args.remote is not None:
         project = _remote_from_command_line(project, args.remote)

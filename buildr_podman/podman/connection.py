@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,8 +34,8 @@ from buildr_podman.errors import BackendError
 if TYPE_CHECKING:
     import podman
 
-__all__ = ["PodmanApi", "podman_api", "podman_client", "runtime_dir", "socket_accepts",
-           "user_socket"]
+__all__ = ["PodmanApi", "api_service_started_early", "podman_api", "podman_client",
+           "runtime_dir", "socket_accepts", "user_socket"]
 
 T = TypeVar("T")
 SERVICE_START_TIMEOUT = 20.0
@@ -92,6 +92,11 @@ def podman_api() -> Iterator[PodmanApi]:
     if socket_accepts(existing):
         yield PodmanApi(existing)
         return
+    early = _early_service()
+    if early is not None:  # its starter stops it
+        early.wait_until_answers()
+        yield PodmanApi(early.sock, early)
+        return
     with _private_service() as service:
         yield PodmanApi(service.sock, service)
 
@@ -112,23 +117,32 @@ def _client(sock: Path) -> podman.PodmanClient:
 class _Service:
     """A private `podman system service` for one run, started again if it dies mid-run."""
 
-    def __init__(self, podman_bin: str, sock: Path) -> None:
+    def __init__(self, podman_bin: str, sock: Path, wait: bool = True) -> None:
         self.sock = sock
         self.restarts = 0
         self._podman = podman_bin
         self._lock = threading.Lock()  # worker threads may all find it dead at once
-        self._process = self._spawn()
+        self._process = self._spawn(wait)
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self, wait: bool = True) -> subprocess.Popen[bytes]:
         # --time=0: no idle timeout (podman#5840: the default 5 s stops it under our feet).
         process = _spawn_outliving_no_one(
             [self._podman, "system", "service", "--time=0", f"unix://{self.sock}"])
+        if wait:
+            self._wait_until_answers(process)
+        return process
+
+    def wait_until_answers(self) -> None:
+        """For a service started without waiting (api_service_started_early)."""
+        with self._lock:
+            self._wait_until_answers(self._process)
+
+    def _wait_until_answers(self, process: subprocess.Popen[bytes]) -> None:
         try:
             _wait_until_answers(self.sock, process)
         except BaseException:
             _stop(process)
             raise
-        return process
 
     def revive(self) -> bool:
         """Starts the service again if it has died; whether a retry is worth it."""
@@ -154,7 +168,41 @@ class _Service:
 
 
 @contextmanager
-def _private_service() -> Iterator[_Service]:
+def api_service_started_early() -> Iterator[None]:
+    """Starts the private API service now, without waiting for it, for this process's
+    podman_api() to use: a run that will start pods at once (`run --no-cache`) has it
+    answering by the time its configuration is read, instead of ~30 ms after (the cold
+    no-op of issue 18). Stopped on exit, whether a run used it or not (a configuration
+    error, a remote run). Nothing is started when the user's own socket answers; and
+    nothing is said here of what would stop a service (no podman, no XDG_RUNTIME_DIR):
+    podman_api() says it."""
+    global _started_early  # noqa: PLW0603 - one service per process, as one run per process
+    with ExitStack() as stack:
+        try:
+            service = (None if socket_accepts(user_socket())
+                       else stack.enter_context(_private_service(wait=False)))
+        except BackendError:
+            service = None
+        with _early_lock:
+            _started_early = service
+        try:
+            yield
+        finally:
+            with _early_lock:
+                _started_early = None
+
+
+_early_lock = threading.Lock()
+_started_early: _Service | None = None
+
+
+def _early_service() -> _Service | None:
+    with _early_lock:
+        return _started_early
+
+
+@contextmanager
+def _private_service(wait: bool = True) -> Iterator[_Service]:
     podman_bin = shutil.which("podman")
     if podman_bin is None:
         raise BackendError("podman is not installed: install it (e.g. apt-get install podman), "
@@ -163,7 +211,7 @@ def _private_service() -> Iterator[_Service]:
     directory = Path(tempfile.mkdtemp(prefix=f"buildr-podman-api-{os.getpid()}-",
                                       dir=runtime_dir()))
     try:
-        service = _Service(podman_bin, directory / "podman.sock")
+        service = _Service(podman_bin, directory / "podman.sock", wait)
         try:
             yield service
         finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -101,12 +101,13 @@ class PodmanSession:
             self._landed[task.name] = result.output_dir
         return result
 
-    def prestart(self, task: Task) -> None:
-        """Starts the pod of a task that will run, ahead of it (see PodPool.prestart). Not for
-        copied-in inputs: their copy reports its progress to the task, which is not yet
-        running."""
-        if task.container.inputs == "mount":
-            self.pool.prestart(task, self._dependency_outputs(task))
+    def prestart(self, task: Task) -> Callable[[], None] | None:
+        """Reserves the pod of a task that will run, and returns what starts it ahead of the
+        task (see PodPool.prestart). Not for copied-in inputs: their copy reports its progress
+        to the task, which is not yet running."""
+        if task.container.inputs != "mount":
+            return None
+        return self.pool.prestart(task, self._dependency_outputs(task))
 
     def outputs_landed(self, task: Task, output_dir: Path) -> None:
         """Where a task's outputs of this run landed without this session (a task cache hit):

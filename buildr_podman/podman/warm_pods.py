@@ -134,16 +134,23 @@ class PodPool:
         self._lock = threading.Lock()
         self._closed = False
 
-    def prestart(self, task: Task, outputs: DependencyOutputs = ()) -> None:
-        """Starts a pod for `task` now, in this thread, for its take() to claim: a run that
-        knows its first task will run (--no-cache) starts its pod while it is still keying it.
-        A failure to start is the claiming task's own (take() raises it)."""
+    def prestart(self, task: Task,
+                 outputs: DependencyOutputs = ()) -> Callable[[], None] | None:
+        """Reserves a pod for `task`, to be started by calling what is returned (in the
+        caller's thread, ~0.2 s) and claimed by the task's take(), which waits for it: a run
+        that knows its first task will run (--no-cache) starts its pod while it is still
+        keying it. A failure to start is the claiming task's own (take() raises it). None
+        when there is nothing to start (closed, or reserved already)."""
         starting: Future[WarmPod] = Future()
         key = pool_key(task, outputs)
         with self._lock:
             if self._closed or key in self._starting:
-                return
+                return None
             self._starting[key] = starting
+        return lambda: self._start_reserved(task, outputs, key, starting)
+
+    def _start_reserved(self, task: Task, outputs: DependencyOutputs, key: str,
+                        starting: Future[WarmPod]) -> None:
         try:
             pod = self._start(task, outputs, None)
         except BaseException as exc:  # noqa: BLE001 - handed to the task that claims the pod

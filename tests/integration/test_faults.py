@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from buildr_podman.cli import ExitCode
+
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaks")]
 
 BUSYBOX = "localhost/buildr-busybox:latest"
@@ -433,3 +435,15 @@ def test_the_tasks_shell_is_missing(tmp_path: Path) -> None:
     assert "the shell '/bin/bash' is not in the image" in line
     assert 'set shell to a program the image has, like "/bin/sh"' in line
     assert_clean_after(root, pid, before)
+
+
+def test_a_configuration_error_stops_the_api_service_started_before_reading_it(
+        tmp_path: Path) -> None:
+    """`run --no-cache` starts the Podman API service before it reads the configuration
+    (commands/run.py): a run that then cannot start stops it, as every run does (no_leaks)."""
+    need_image()
+    root = make_repo(tmp_path)
+    (root / ".buildr" / "broken.hcl").write_text('task "script" "half" {\n')
+    result = buildr(root, "run", "--no-cache", "keeper")
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "broken.hcl" in result.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,3 +104,40 @@ def test_an_early_failure_to_open_is_raised_by_the_first_task(tmp_path: Path) ->
         session.run_task(task("a"), None)
     session.close()
     assert executor.opened == 1
+
+
+class Prestarting(Recording):
+    """A session that can start a task's pod ahead (PodmanSession.prestart), slowly enough to
+    show a task that looks for its pod before the reservation: run_task fails then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opening = threading.Event()
+        self.reserved: list[str] = []
+        self.started: list[str] = []
+
+    @contextmanager
+    def open_session(self, project: Project) -> Iterator[Recording]:
+        self.opening.set()
+        time.sleep(0.01)  # the task comes meanwhile, and waits for the opening
+        with super().open_session(project) as session:
+            yield session
+
+    def prestart(self, task: Task) -> Any:
+        time.sleep(0.01)  # a task let in before the reservation would look now
+        self.reserved.append(task.name)
+        return lambda: self.started.append(task.name)
+
+    def run_task(self, task: Task, observer: Any) -> TaskOutcome:
+        return TaskOutcome(task=task.name, exit_code=0 if task.name in self.reserved else 1)
+
+
+def test_opening_early_reserves_the_first_tasks_pod_before_any_task_can_run(
+        tmp_path: Path) -> None:
+    executor = Prestarting()
+    session = LazySession(executor, Project(root=tmp_path, out_dir=tmp_path / "out"))
+    session.open_early(task("first"))
+    assert executor.opening.wait(5)
+    assert session.run_task(task("first"), None).succeeded
+    session.close()
+    assert executor.started == ["first"] and executor.opened == 1

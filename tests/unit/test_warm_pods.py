@@ -89,7 +89,9 @@ def test_a_pod_started_ahead_is_the_one_its_task_takes() -> None:
     started: list[FakePod] = []
     pool = PodPool(lambda t, outputs, phases: started.append(FakePod(pool_key(t, outputs)))
                    or started[-1])
-    pool.prestart(task())
+    start = pool.prestart(task())
+    assert start is not None and pool.prestart(task()) is None  # reserved once
+    start()
     assert pool.take(task()) is started[0] and len(started) == 1
     assert pool.take(task()) is started[1]  # claimed once: the next task starts its own
 
@@ -98,7 +100,9 @@ def test_a_task_of_other_settings_does_not_take_a_pod_started_ahead() -> None:
     started: list[FakePod] = []
     pool = PodPool(lambda t, outputs, phases: started.append(FakePod(pool_key(t, outputs)))
                    or started[-1])
-    pool.prestart(task())
+    start = pool.prestart(task())
+    assert start is not None
+    start()
     assert pool.take(task(image="other")) is started[1]
     pool.close()
     assert started[0].closed  # never claimed: closed with the pool
@@ -109,9 +113,32 @@ def test_a_failed_start_ahead_is_the_error_of_the_task_that_claims_it() -> None:
         raise RuntimeError("image not here")
 
     pool = PodPool(fail)  # type: ignore[arg-type]
-    pool.prestart(task())
+    start = pool.prestart(task())
+    assert start is not None
+    start()
     with pytest.raises(RuntimeError, match="image not here"):
         pool.take(task())
+
+
+def test_a_task_that_looks_before_the_start_ahead_ended_waits_for_that_pod() -> None:
+    entered, release = threading.Event(), threading.Event()
+    started: list[FakePod] = []
+
+    def slow_start(t: Task, outputs: object, phases: object) -> FakePod:
+        entered.set()
+        release.wait(5)
+        started.append(FakePod(pool_key(t)))
+        return started[-1]
+
+    pool = PodPool(slow_start)  # type: ignore[arg-type]
+    start = pool.prestart(task())
+    assert start is not None
+    starter = threading.Thread(target=start)
+    starter.start()
+    assert entered.wait(5)
+    threading.Timer(0.05, release.set).start()
+    assert pool.take(task()) is started[0] and len(started) == 1
+    starter.join(5)
 
 
 def test_a_start_ahead_that_ends_after_the_pool_closed_closes_its_pod() -> None:
@@ -125,7 +152,9 @@ def test_a_start_ahead_that_ends_after_the_pool_closed_closes_its_pod() -> None:
         return started[-1]
 
     pool = PodPool(slow_start)  # type: ignore[arg-type]
-    starter = threading.Thread(target=pool.prestart, args=(task(),))
+    start = pool.prestart(task())
+    assert start is not None
+    starter = threading.Thread(target=start)
     starter.start()
     assert entered.wait(5)  # under way when the pool closes
     pool.close()
