@@ -144,18 +144,18 @@ def task_pod(api: PodmanApi, project: Project, task: Task, agent: AgentBundle,
         libpod.create_pod(name, labels)
     except LibpodError as exc:
         raise BackendError(f"cannot create the pod: {exc.message}", name) from exc
-    volume = None
+    volume: str | None = None  # the workspace volume of copied-in inputs
     copy = None
     try:
         if task.container.inputs == "copy":
-            volume = _workspace_volume(libpod, name, labels)
-            copy = InputCopy(task, directories, volume[1], project.root, skip=project.out_dir,
+            volume, volume_path = _workspace_volume(libpod, name, labels)
+            copy = InputCopy(task, directories, volume_path, project.root, skip=project.out_dir,
                              phases=phases)
         mounts = (*(bind(path, task.output_mount(module), read_only=True)
                     for module, path in outputs),
                   *(bind(empty, under(root, rel), read_only=True)
                     for rel in hidden for root in (WORKSPACE, BASELINE_MOUNT) if empty))
-        place = ContainerPlace(name, labels, directories, volume[0] if volume else None, mounts,
+        place = ContainerPlace(name, labels, directories, volume, mounts,
                                cache_volume_mounts(libpod, project, task))
         container = _create_container(api, task, agent, place)
         libpod.start_container(container)
@@ -167,7 +167,7 @@ def task_pod(api: PodmanApi, project: Project, task: Task, agent: AgentBundle,
             copy.stop()  # before its volume goes
         _remove(libpod, name)
         if volume is not None:
-            _remove_volume(libpod, volume[0], name)
+            _remove_volume(libpod, volume, name)
 
 
 def _socket_path(libpod: Libpod, container: str) -> Path:

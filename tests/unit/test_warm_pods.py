@@ -120,44 +120,43 @@ def test_a_failed_start_ahead_is_the_error_of_the_task_that_claims_it() -> None:
         pool.take(task())
 
 
+class SlowStart:
+    """A pod start that is under way (`entered`) until `release` is set."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.started: list[FakePod] = []
+
+    def __call__(self, t: Task, outputs: object, phases: object) -> FakePod:
+        self.entered.set()
+        self.release.wait(5)
+        self.started.append(FakePod(pool_key(t)))
+        return self.started[-1]
+
+    def ahead(self, pool: PodPool) -> threading.Thread:
+        """Starts a pod for task() ahead, in a thread; returns once it is under way."""
+        start = pool.prestart(task())
+        assert start is not None
+        starter = threading.Thread(target=start)
+        starter.start()
+        assert self.entered.wait(5)
+        return starter
+
+
 def test_a_task_that_looks_before_the_start_ahead_ended_waits_for_that_pod() -> None:
-    entered, release = threading.Event(), threading.Event()
-    started: list[FakePod] = []
-
-    def slow_start(t: Task, outputs: object, phases: object) -> FakePod:
-        entered.set()
-        release.wait(5)
-        started.append(FakePod(pool_key(t)))
-        return started[-1]
-
-    pool = PodPool(slow_start)  # type: ignore[arg-type]
-    start = pool.prestart(task())
-    assert start is not None
-    starter = threading.Thread(target=start)
-    starter.start()
-    assert entered.wait(5)
-    threading.Timer(0.05, release.set).start()
-    assert pool.take(task()) is started[0] and len(started) == 1
+    slow = SlowStart()
+    pool = PodPool(slow)  # type: ignore[arg-type]
+    starter = slow.ahead(pool)
+    threading.Timer(0.05, slow.release.set).start()
+    assert pool.take(task()) is slow.started[0] and len(slow.started) == 1
     starter.join(5)
 
 
 def test_a_start_ahead_that_ends_after_the_pool_closed_closes_its_pod() -> None:
-    entered, release = threading.Event(), threading.Event()
-    started: list[FakePod] = []
-
-    def slow_start(t: Task, outputs: object, phases: object) -> FakePod:
-        entered.set()
-        release.wait(5)
-        started.append(FakePod(pool_key(t)))
-        return started[-1]
-
-    pool = PodPool(slow_start)  # type: ignore[arg-type]
-    start = pool.prestart(task())
-    assert start is not None
-    starter = threading.Thread(target=start)
-    starter.start()
-    assert entered.wait(5)  # under way when the pool closes
+    slow = SlowStart()
+    pool = PodPool(slow)  # type: ignore[arg-type]
+    starter = slow.ahead(pool)  # under way when the pool closes
     pool.close()
-    release.set()
+    slow.release.set()
     starter.join(5)
-    assert started and started[0].closed
+    assert slow.started and slow.started[0].closed
