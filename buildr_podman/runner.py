@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from buildr_podman.cache.task_cache import Lookup, TaskCache
     from buildr_podman.remote_execution.tasks import RemoteExecution
 
-__all__ = ["HookObserver", "TaskCancelled", "pick_executor", "run_tasks", "select_tasks"]
+__all__ = ["HookObserver", "TaskCancelled", "cache_on", "pick_executor", "run_tasks",
+           "select_tasks"]
 
 POLL_SECONDS = 0.1  # how soon the main thread notices Ctrl-C while it waits for workers
 # While cancelling, stop again this often: a container that came up after the last stop
@@ -225,11 +226,11 @@ def _run_with(session: LazySession, pm: pluggy.PluginManager, project: Project, 
 def _every_task_runs_here(project: Project, executor_name: str, use_cache: bool) -> bool:
     """Every task will run on this machine (--no-cache with the task cache on: no key is
     read, so no task is a hit; no remote execution)."""
-    return (executor_name == "podman" and not use_cache and _cache_on()
+    return (executor_name == "podman" and not use_cache and cache_on()
             and project.remote_execution is None)
 
 
-def _cache_on() -> bool:
+def cache_on() -> bool:
     """BUILDR_CACHE=off turns the task cache off whole: nothing read, nothing stored (the
     tests of running)."""
     return os.environ.get("BUILDR_CACHE") != "off"
@@ -239,7 +240,7 @@ def _task_cache(project: Project, executor_name: str, use_cache: bool,
                 images: list[str]) -> TaskCache | None:
     """The cache keys a task by its image's content id, which only Podman's images have: the
     ids of the run's `images` are asked at once, before the cache's own imports."""
-    if executor_name != "podman" or not _cache_on():
+    if executor_name != "podman" or not cache_on():
         return None
     from buildr_podman.cache.image_ids import ImageIds
 

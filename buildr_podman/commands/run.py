@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from buildr_podman.commands.common import load
 from buildr_podman.errors import UsageError
 from buildr_podman.model import Project
 from buildr_podman.output import make_reporter
-from buildr_podman.runner import run_tasks, select_tasks
+from buildr_podman.runner import cache_on, run_tasks, select_tasks
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,7 +23,7 @@ def _starts_pods_at_once(args: argparse.Namespace) -> bool:
     """Whether this run will start pods before anything else it does: every task runs here
     (--no-cache, or BUILDR_CACHE=off) on the Podman executor. A remote execution server in
     the configuration is not known yet: such a run stops the service it did not need."""
-    every_task_runs = not args.cache or os.environ.get("BUILDR_CACHE") == "off"
+    every_task_runs = not args.cache or not cache_on()
     return args.executor == "podman" and every_task_runs and args.remote is None
 
 

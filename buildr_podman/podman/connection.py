@@ -69,7 +69,6 @@ class PodmanApi:
         from buildr_podman.podman.libpod import Libpod
 
         self.libpod = Libpod(sock, API_TIMEOUT, service.revive if service else None)
-        self._sock = sock
         self._service = service
         self._lock = threading.Lock()
         self._client: podman.PodmanClient | None = None
@@ -78,7 +77,7 @@ class PodmanApi:
     def client(self) -> podman.PodmanClient:
         with self._lock:
             if self._client is None:
-                self._client = _client(self._sock)
+                self._client = _client(self.libpod.sock)
                 if self._service is not None:
                     _retry_after_restart(self._client, self._service)
             return self._client

@@ -8,7 +8,6 @@ leftover. A socket directory or agent build is in use while a live container mou
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -22,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 from buildr_podman.archive.owned import remove_tree
 from buildr_podman.podman.agent_build import CHECKED_SUFFIX, DIGEST_SUFFIX
 from buildr_podman.podman.connection import socket_accepts
+from buildr_podman.podman.container_spec import SOCKET_NAME
 from buildr_podman.podman.podman_cli import PodmanCliError, podman, podman_json
-from buildr_podman.podman.pods import LABEL, SOCKET_NAME
+from buildr_podman.podman.pods import LABEL
 from buildr_podman.processes import own_process_running
 
 if TYPE_CHECKING:
@@ -93,10 +93,10 @@ def _sweep(api: PodmanApi) -> None:
     # Pods first: they hold the volumes.
     for kind, remove in (("pods", libpod.remove_pod), ("volumes", libpod.remove_volume)):
         try:
-            found = libpod.call("GET", f"/{kind}/json", filters=json.dumps({"label": [LABEL]}))
+            found = libpod.labelled(kind, LABEL)
         except Exception:  # noqa: BLE001 - best effort, off the run's path; clean reports
             continue
-        for item in found or []:
+        for item in found:
             if not _run_going(_owner(item.get("Labels") or {})):
                 try:
                     remove(item["Name"], force=True)

@@ -142,6 +142,12 @@ class Libpod:
             return False
         return True
 
+    def labelled(self, kind: str, label: str) -> list[dict[str, Any]]:
+        """The pods or volumes (`kind`) that carry `label`, each as Podman lists it (Name,
+        Labels, ...)."""
+        answer = self.call("GET", f"/{kind}/json", filters=json.dumps({"label": [label]}))
+        return list(answer or [])
+
     def remove_volume(self, name: str, force: bool = False) -> None:
         """Removes a volume; without force only if no container uses it (409 otherwise).
         NotFound if gone."""

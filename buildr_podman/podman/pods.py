@@ -1,8 +1,8 @@
 """The lifecycle of one task's rootless pod: create with the agent mounted, start, remove.
 
 Every pod and container carries LABEL, so that `buildr-podman clean` and later runs can find
-what a crashed run left behind. Podman is asked through libpod.py: podman-py may still be
-loading when a run's first pod starts.
+what a crashed run left behind. Podman is asked through libpod.py (it says why not podman-py);
+what the container is made of is container_spec.py.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from buildr_podman.podman.connection import PodmanApi
     from buildr_podman.podman.warm_pods import DependencyOutputs
 
-__all__ = ["BASELINE_MOUNT", "LABEL", "SOCKET_MOUNT", "SOCKET_NAME", "TaskPod", "task_pod"]
+__all__ = ["LABEL", "TaskPod", "hidden_out_dir", "task_pod"]
 
 LABEL = "io.buildr-podman"  # value: the pid of the host process that made it
 REMOVE_ATTEMPTS = 25

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socketserver
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
@@ -31,7 +32,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         self.seen.append(("GET", self.path, None))
-        if self.path.startswith(f"{API_PREFIX}/containers/c1/logs"):
+        if self.path.startswith(f"{API_PREFIX}/pods/json?"):
+            self._answer(200, [{"Name": "p1", "Labels": {"io.buildr-podman": "7"}}])
+        elif self.path.startswith(f"{API_PREFIX}/containers/c1/logs"):
             frames = b"\1\0\0\0\0\0\0\3out" + b"\2\0\0\0\0\0\0\4err\n"
             self._answer(200, frames)
         else:
@@ -82,6 +85,15 @@ def test_errors_carry_podmans_message_and_a_404_is_not_found(tmp_path: Path) -> 
         with pytest.raises(LibpodError, match="container state improper") as raised:
             libpod.start_container("c1")
         assert raised.value.status == 500 and not isinstance(raised.value, NotFound)
+
+
+def test_what_carries_a_label_is_listed_with_podmans_filter(tmp_path: Path) -> None:
+    seen: list[tuple[str, str, object]] = []
+    with service(tmp_path / "s.sock", seen):
+        found = Libpod(tmp_path / "s.sock", 5).labelled("pods", "io.buildr-podman")
+    assert found == [{"Name": "p1", "Labels": {"io.buildr-podman": "7"}}]
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(seen[0][1]).query)
+    assert json.loads(query["filters"][0]) == {"label": ["io.buildr-podman"]}
 
 
 def test_logs_come_back_demultiplexed(tmp_path: Path) -> None:
