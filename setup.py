@@ -1,4 +1,5 @@
-"""Build hook for the optional compiled S2 block decoder; metadata lives in setup.cfg."""
+"""Build hook for the optional compiled parts (the S2 block decoder, the tar reader's headers);
+metadata lives in setup.cfg."""
 
 from setuptools import Extension, setup
 
@@ -9,6 +10,13 @@ setup(
         Extension(
             "buildr_podman.s2._s2block",
             sources=["buildr_podman/s2/_s2block.c"],
+            optional=True,
+        ),
+        # optional too: the tar reader's headers in the usual form; buildr_podman.archive's
+        # pure-Python parser is the reference and the fallback.
+        Extension(
+            "buildr_podman.archive._tarhead",
+            sources=["buildr_podman/archive/_tarhead.c"],
             optional=True,
         ),
     ],

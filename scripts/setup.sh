@@ -337,7 +337,7 @@ _bs_step_venv() {
         cd "$SRC" &&
             printf '%s\n' "${reqs[*]}" &&
             "$VENV/bin/python" -VV &&
-            sha256sum setup.cfg setup.py pyproject.toml buildr_podman/s2/_s2block.c plugins/*/pyproject.toml plugins/*/setup.cfg plugins/*/setup.py 2>/dev/null
+            sha256sum setup.cfg setup.py pyproject.toml buildr_podman/*/_*.c plugins/*/pyproject.toml plugins/*/setup.cfg plugins/*/setup.py 2>/dev/null
     )" || true
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         _bs_say "venv $VENV up to date"

@@ -10,13 +10,16 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from buildr_podman.agent.tarwriter import TarWriter
+from buildr_podman.archive import tarstream
 from buildr_podman.archive.extract import extract_tar_stream
-from buildr_podman.archive.tarstream import TarReader
+from buildr_podman.archive.tarstream import Member, TarReader
 from buildr_podman.errors import ArchiveError, BuildrError, CodecError
 from buildr_podman.s2 import S2Reader, _block, accelerated, compress
 from buildr_podman.s2._block_py import BlockError
@@ -150,3 +153,106 @@ def test_extraction_of_a_corrupt_archive_is_all_or_nothing(tmp_path_factory: pyt
         assert not (target / "previous").exists()  # replaced whole
     assert sorted(p.name for p in root.iterdir()) == ["out"]
     assert sorted(p.name for p in (root / "out").iterdir()) == ["t"]  # no staging, no trash
+
+
+# ---- the tar reader's compiled headers against the reference ---------------------------------
+
+needs_tarhead = pytest.mark.skipif(tarstream._fast is None,
+                                   reason="the compiled tar headers were not built")
+
+
+def ours_seed(root: Path) -> bytes:
+    """What the agent sends: a pax mtime before nearly every member, long names and links as
+    pax records, directories, a symlink."""
+    (root / "d").mkdir()
+    (root / "d" / "f.txt").write_bytes(b"hello\n")
+    (root / "d" / ("é-long-" * 20)).write_bytes(b"x" * 700)
+    os.symlink("t" * 120, root / "link")
+    os.utime(root / "d" / "f.txt", ns=(0, 1_700_000_000_123_456_789))
+    os.utime(root / "d", ns=(0, 1_700_000_000 * 10**9))  # whole seconds: no pax header
+    sink = io.BytesIO()
+    writer = TarWriter(sink)
+    for path in sorted(root.rglob("*")):
+        writer.add(str(path), str(path.relative_to(root)), path.lstat())
+    writer.close()
+    return sink.getvalue()
+
+
+class Chunked(io.RawIOBase):
+    """Hands out `size` bytes a read, so that headers fall across reads."""
+
+    def __init__(self, data: bytes, size: int) -> None:
+        self._data, self._size, self._at = data, size, 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        out = self._data[self._at:self._at + min(self._size, size if size >= 0 else self._size)]
+        self._at += len(out)
+        return out
+
+
+def read_all(source: io.RawIOBase | io.BytesIO, fast: bool) -> list[object]:
+    """Every member with the header bytes counted so far and its body, then the error if any."""
+    tar = TarReader(source)
+    tar.fast = fast
+    seen: list[object] = []
+    try:
+        for member in tar:
+            body = b"".join(bytes(chunk) for chunk in iter(lambda: tar.read_body(1 << 16), b""))
+            seen.append((member, tar.header_bytes, body))
+    except ArchiveError as error:
+        seen.append(str(error))
+    return seen
+
+
+@needs_tarhead
+@FUZZ
+@given(st.data(), st.sampled_from([1 << 20, 700]))
+def test_the_compiled_headers_read_what_the_reference_reads(
+        tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, read_size: int) -> None:
+    seeds = [*TAR_SEEDS, ours_seed(tmp_path_factory.mktemp("seed"))]
+    archive = data.draw(st.one_of(st.binary(max_size=3072),
+                                  st.sampled_from(seeds).flatmap(mutated)))
+    assert (read_all(Chunked(archive, read_size), fast=True)
+            == read_all(Chunked(archive, read_size), fast=False))
+
+
+PAX_TIMES = st.one_of(
+    st.from_regex(r"\A-?[0-9]{1,22}(\.[0-9]{0,12})?\Z"),
+    st.sampled_from(["9223372036.854775807", "9223372036.854775808", "-9223372036.854775807",
+                     "0", "-0", "1.", ".5", "1e9", " 1", "1_000", "+1", "١٢"]),
+    st.text(max_size=12))
+
+
+def pax_archive(records: dict[str, str]) -> bytes:
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("f")
+        info.size, info.pax_headers = 3, records
+        tar.addfile(info, io.BytesIO(b"abc"))
+    return data.getvalue()
+
+
+@needs_tarhead
+@FUZZ
+@given(PAX_TIMES, st.sampled_from(["mtime", "path", "linkpath", "size", "atime",
+                                   "GNU.sparse.major"]))
+def test_the_compiled_pax_records_agree_with_the_reference(value: str, key: str) -> None:
+    archive = pax_archive({key: value})
+    assert read_all(io.BytesIO(archive), fast=True) == read_all(io.BytesIO(archive), fast=False)
+
+
+@needs_tarhead
+def test_the_compiled_headers_take_the_agents_usual_members(tmp_path: Path) -> None:
+    """The fast path must not be dead: the agent's members (pax mtime, ustar) go through it,
+    and what it does not know (GNU long names) is left to the reference."""
+    archive = ours_seed(tmp_path)
+    assert tarstream._fast is not None
+    end, header_bytes, name, kind, mode, size, mtime_ns, link = tarstream._fast.parse_member(
+        archive, 0)
+    first = next(iter(TarReader(io.BytesIO(archive))))
+    assert Member(name, kind, mode, size, mtime_ns, link) == first
+    assert (end, header_bytes) == (512, 512)  # the directory "d": no sub-second mtime
+    members = read_all(io.BytesIO(archive), fast=True)
+    assert [m[0].mtime_ns for m in members if isinstance(m, tuple) and m[0].name == "d/f.txt"] \
+        == [1_700_000_000_123_456_789]
+    assert tarstream._fast.parse_member(tar_seed("long/" * 30 + "name"), 0) is None
