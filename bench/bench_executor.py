@@ -64,6 +64,7 @@ BENCH_LABEL = "io.buildr-podman.bench"
 PRODUCT_LABEL = "io.buildr-podman"  # the product labels its pods with the host process's pid
 GCC_IMAGE = "localhost/buildr-gcc:bookworm"
 NOT_RETURNED = "ours, not returned"  # cases 3 and 4: our path doing the writes, no transfer
+AGAINST = "ours, --against"  # cases 1, 3 and 4: the same run from another tree's sources
 TIMEOUT = 900.0  # seconds for any one command
 
 # The writes, in POSIX sh with builtins only (no process per file): $1 dir, $2 files,
@@ -222,11 +223,15 @@ class Bench:
             raise BenchError(f"podman {' '.join(argv)} failed: {proc.stderr.strip()}")
         return proc.stdout
 
-    def ours(self, argv: Sequence[str], cwd: Path, what: str, cache: bool = False) -> Sample:
+    def ours(self, argv: Sequence[str], cwd: Path, what: str, cache: bool = False,
+             against: bool = False) -> Sample:
         """Times `buildr-podman ARGV` as a whole process, with its peak memory; with the task
-        cache off (BUILDR_CACHE=off: nothing read or stored) unless `cache`."""
+        cache off (BUILDR_CACHE=off: nothing read or stored) unless `cache`; from the
+        sources of `--against DIR` (first on PYTHONPATH) if `against`."""
         log = self._log(what)
         env = {**os.environ, "BUILDR_CACHE": "on" if cache else "off"}
+        if against:
+            env["PYTHONPATH"] = str(self.args.against)
         with open(log, "wb") as out:
             started = time.perf_counter()
             proc = subprocess.Popen([*self.cli, *argv], cwd=cwd, stdin=subprocess.DEVNULL,
@@ -438,12 +443,19 @@ class PrivateStore:
 def case_cold(b: Bench) -> None:
     proj = b.project(b.tmp / "cold", {"noop": "true"})
 
-    def ours() -> None:
-        b.record("cold", "ours", b.ours(["run", "--no-cache", "noop"], proj, "cold-ours",
-                                        cache=True))
+    def ours(against: bool = False) -> None:
+        b.record("cold", AGAINST if against else "ours",
+                 b.ours(["run", "--no-cache", "noop"], proj, "cold-ours", cache=True,
+                        against=against))
 
-    b.rounds("cold", [("ours", ours), ("podman run", lambda: bare_podman_run(b, "cold"))],
+    b.rounds("cold", [("ours", ours), ("podman run", lambda: bare_podman_run(b, "cold")),
+                      *_against(b, ours)],
              rounds=b.sizes.rounds * b.sizes.cold_reps)
+
+
+def _against(b: Bench, ours: Callable[..., None]) -> list[tuple[str, Callable[[], None]]]:
+    """The variant that runs ours from the `--against` tree, when one is given."""
+    return [(AGAINST, lambda: ours(against=True))] if b.args.against else []
 
 
 def bare_podman_run(b: Bench, case: str) -> None:
@@ -521,9 +533,10 @@ def _outputs_case(b: Bench, case: str, script_name: str, script_args: str,
     text = (b.scripts / script_name).read_text()
     dst = b.tmp / f"{case}-dst"
 
-    def ours() -> None:
+    def ours(against: bool = False) -> None:
         _fresh(out_dir)
-        b.record(case, "ours", b.ours(["run", case], proj, f"{case}-ours"))
+        b.record(case, AGAINST if against else "ours",
+                 b.ours(["run", case], proj, f"{case}-ours", against=against))
         expect(out_dir / "out")
         shutil.rmtree(out_dir)
 
@@ -572,7 +585,7 @@ def _outputs_case(b: Bench, case: str, script_name: str, script_args: str,
             f"sh -c {_q(text)} sh /tmp/out {script_args}", f"{case}-floor")))
 
     b.rounds(case, [("ours", ours), (NOT_RETURNED, ours_kept), ("tar pipe", tar_pipe),
-                    ("podman cp", cp), ("writes only", floor)])
+                    ("podman cp", cp), ("writes only", floor), *_against(b, ours)])
 
 
 def case_many(b: Bench) -> None:
@@ -832,11 +845,14 @@ def print_transfers(b: Bench) -> None:
     transfer may cost for ours to equal the tar pipe."""
     lines = []
     for case in ("many", "large"):
-        medians = {variant: _median(samples) for variant, samples in b.samples.get(case, {}).items()}
+        medians = {variant: median for variant, samples in b.samples.get(case, {}).items()
+                   if (median := _median(samples)) is not None}
         floor, ours_floor = medians.get("writes only"), medians.get(NOT_RETURNED)
         parts = []
         if ours_floor and medians.get("ours"):
             parts.append(f"ours {_fmt_s(medians['ours'] - ours_floor)}")
+        if ours_floor and medians.get(AGAINST):  # against the same floor: the transfer moved
+            parts.append(f"--against {_fmt_s(medians[AGAINST] - ours_floor)}")
         if floor:
             parts += [f"{variant} {_fmt_s(medians[variant] - floor)}"
                       for variant in ("tar pipe", "podman cp") if medians.get(variant)]
@@ -978,6 +994,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(on this machine's ext4, file creation is slow and noisy)")
     parser.add_argument("--cli", help="the command to benchmark (default: the buildr-podman "
                                       "console script beside this Python)")
+    parser.add_argument("--against", type=Path, metavar="DIR",
+                        help="also time ours (cases 1, 3, 4) from another tree's sources, "
+                             "alternately in each round: a checkout (git worktree add DIR "
+                             "REV) with its compiled parts built in place (python setup.py "
+                             "build_ext --inplace), put first on PYTHONPATH")
     parser.add_argument("--json", type=Path, help="also write every sample to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every sample")
@@ -1002,6 +1023,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown case(s) {unknown}: use 1-5 or 7 (6 comes with 3 and 4)")
     if "6" in cases and not {"3", "4"} & set(cases):
         cases += ["3", "4"]
+    if args.against and not (args.against / "buildr_podman" / "__init__.py").is_file():
+        parser.error(f"--against {args.against}: no buildr_podman/ there; give the top of a "
+                     "checkout of this project")
     if shutil.which("podman") is None:
         parser.error("podman is not installed")
     if not os.environ.get("XDG_RUNTIME_DIR"):
