@@ -1048,6 +1048,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say("warm-up: one untimed run of each (builds the agent if its version changed)")
         warm_proj = _write_project(tmp / "warm-up", {"noop": "true"}, b.image)
         b.ours(["run", "--no-cache", "noop"], warm_proj, "warm-up", cache=True)
+        if args.against:  # its agent too, and its bytecode
+            b.ours(["run", "--no-cache", "noop"], warm_proj, "warm-up", cache=True, against=True)
         b.sh(f"podman run --rm --label {b.label} --network none {b.image} true", "warm-up")
         if args.profile:
             profile(b, _find_pyspy(args.pyspy), args.profile_dir,
