@@ -16,12 +16,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from buildr_podman.agent.tarwriter import TarWriter
+from buildr_podman.agent.packer import PackStats, pack_changes
 from buildr_podman.archive import tarstream
 from buildr_podman.archive.extract import extract_tar_stream
 from buildr_podman.archive.tarstream import Member, TarReader
 from buildr_podman.errors import ArchiveError, BuildrError, CodecError
-from buildr_podman.s2 import S2Reader, _block, accelerated, compress
+from buildr_podman.s2 import S2Reader, _block, accelerated, compress, decompress
 from buildr_podman.s2._block_py import BlockError
 
 FUZZ = settings(max_examples=300, deadline=None,
@@ -170,12 +170,8 @@ def ours_seed(root: Path) -> bytes:
     os.symlink("t" * 120, root / "link")
     os.utime(root / "d" / "f.txt", ns=(0, 1_700_000_000_123_456_789))
     os.utime(root / "d", ns=(0, 1_700_000_000 * 10**9))  # whole seconds: no pax header
-    sink = io.BytesIO()
-    writer = TarWriter(sink)
-    for path in sorted(root.rglob("*")):
-        writer.add(str(path), str(path.relative_to(root)), path.lstat())
-    writer.close()
-    return sink.getvalue()
+    names = sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+    return decompress(b"".join(pack_changes(str(root), names, PackStats())))
 
 
 class Chunked(io.RawIOBase):
