@@ -64,7 +64,7 @@ BENCH_LABEL = "io.buildr-podman.bench"
 PRODUCT_LABEL = "io.buildr-podman"  # the product labels its pods with the host process's pid
 GCC_IMAGE = "localhost/buildr-gcc:bookworm"
 NOT_RETURNED = "ours, not returned"  # cases 3 and 4: our path doing the writes, no transfer
-AGAINST = "ours, --against"  # cases 1, 3 and 4: the same run from another tree's sources
+AGAINST = "ours, --against"  # cases 1-4 and 7: the same run from another tree's sources
 TIMEOUT = 900.0  # seconds for any one command
 
 # The writes, in POSIX sh with builtins only (no process per file): $1 dir, $2 files,
@@ -471,13 +471,14 @@ def case_hit(b: Bench) -> None:
     proj = b.project(b.tmp / "hit", {"hit": HIT_SCRIPT})
     b.ours(["run", "hit"], proj, "hit-store", cache=True)  # the miss that stores the entry
 
-    def ours() -> None:
-        sample = b.ours(["run", "hit"], proj, "hit-ours", cache=True)
+    def ours(against: bool = False) -> None:
+        sample = b.ours(["run", "hit"], proj, "hit-ours", cache=True, against=against)
         if "cached" not in b.last_log.read_text(errors="replace"):
             raise BenchError(f"run hit was not served from the task cache:\n{_tail(b.last_log)}")
-        b.record("hit", "ours", sample)
+        b.record("hit", AGAINST if against else "ours", sample)
 
-    b.rounds("hit", [("ours", ours), ("podman run", lambda: bare_podman_run(b, "hit"))],
+    b.rounds("hit", [("ours", ours), ("podman run", lambda: bare_podman_run(b, "hit")),
+                     *_against(b, ours)],
              rounds=b.sizes.rounds * b.sizes.cold_reps)
 
 
@@ -489,20 +490,21 @@ def case_warm(b: Bench) -> None:
     try:
         b.extra["warm command ms"] = _command_ms(b, ctr)
 
-        def ours() -> None:
+        def ours(against: bool = False) -> None:
             # Both halves in the same slot of the round, so that they share its conditions.
-            one = b.ours(["run", "t0", "-j", "1"], proj, "warm-one")
-            many = b.ours(["run", *names, "-j", "1"], proj, "warm-many")
-            b.record("warm", "one task", one)
-            b.record("warm", f"{n} tasks", many)
+            one = b.ours(["run", "t0", "-j", "1"], proj, "warm-one", against=against)
+            many = b.ours(["run", *names, "-j", "1"], proj, "warm-many", against=against)
+            suffix = ", --against" if against else ""
+            b.record("warm", f"one task{suffix}", one)
+            b.record("warm", f"{n} tasks{suffix}", many)
             per_task = (many.seconds - one.seconds) / (n - 1) - b.extra["warm command ms"] / 1e3
-            b.record("warm", "ours", Sample(per_task))
+            b.record("warm", AGAINST if against else "ours", Sample(per_task))
 
         def execs() -> None:
             times = [b.sh(f"podman exec {ctr} true", "warm-exec") for _ in range(b.sizes.execs)]
             b.record("warm", "podman exec", Sample(statistics.median(times)))
 
-        b.rounds("warm", [("ours", ours), ("podman exec", execs)])
+        b.rounds("warm", [("ours", ours), ("podman exec", execs), *_against(b, ours)])
     finally:
         b.remove(ctr)
 
@@ -995,7 +997,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cli", help="the command to benchmark (default: the buildr-podman "
                                       "console script beside this Python)")
     parser.add_argument("--against", type=Path, metavar="DIR",
-                        help="also time ours (cases 1, 3, 4) from another tree's sources, "
+                        help="also time ours (cases 1-4, 7) from another tree's sources, "
                              "alternately in each round: a checkout (git worktree add DIR "
                              "REV) with its compiled parts built in place (python setup.py "
                              "build_ext --inplace), put first on PYTHONPATH")
