@@ -291,8 +291,8 @@ _bs_step_sources() {
     local -a excl=(--exclude=/.git --exclude=.venv --exclude=.venv-reapi-server --exclude=/venv --exclude=__pycache__
         --exclude=.pytest_cache --exclude=.mypy_cache --exclude=.ruff_cache --exclude=.hypothesis
         --exclude='*.egg-info' --exclude=.buildr/out --exclude='*.so')
-    # *.so: the S2 C extension is built in place by pip in $SRC; never copied in, never
-    # deleted by --delete (a fresh clone has none), rebuilt when its source changes.
+    # *.so: the C extensions (setup.py) are built in place by pip in $SRC; never copied in,
+    # never deleted by --delete (a fresh clone has none), rebuilt when their sources change.
     local n
     n="$(rsync -a --delete "${excl[@]}" --chown="$_bs_uid:$_bs_gid" --chmod=u+rwX \
         --out-format='%n' "$REPO/" "$SRC/" | wc -l)" || _bs_die "rsync of $REPO to $SRC failed (see above)"
