@@ -27,7 +27,8 @@
  * 4096-byte names and a time). */
 #define MAX_FAST_PAX 16384
 #define NS_PER_SECOND 1000000000ULL
-#define MAX_MTIME_NS 9223372036854775807ULL
+/* The largest time it returns (64-bit nanoseconds, past 2262 goes to the reference). */
+#define MAX_FAST_NS 9223372036854775807ULL
 
 typedef struct {
     const char *start;
@@ -99,7 +100,7 @@ static int pax_time(const unsigned char *s, Py_ssize_t n, long long *ns) {
     }
     Py_ssize_t digits_start = i;
     for (; i < n && s[i] >= '0' && s[i] <= '9'; i++) {
-        if (seconds > (MAX_MTIME_NS / NS_PER_SECOND)) {
+        if (seconds > (MAX_FAST_NS / NS_PER_SECOND)) {
             return 0;
         }
         seconds = seconds * 10 + (unsigned long long)(s[i] - '0');
@@ -122,7 +123,7 @@ static int pax_time(const unsigned char *s, Py_ssize_t n, long long *ns) {
     for (; places < 9; places++) {
         fraction *= 10;
     }
-    if (seconds > (MAX_MTIME_NS - fraction) / NS_PER_SECOND) {
+    if (seconds > (MAX_FAST_NS - fraction) / NS_PER_SECOND) {
         return 0;
     }
     unsigned long long total = seconds * NS_PER_SECOND + fraction;

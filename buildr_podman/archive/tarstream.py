@@ -43,7 +43,10 @@ MAX_SPARSE_MAP = 1 << 20  # bytes of a sparse file's map at most: ~50,000 segmen
 MAX_SPARSE_SIZE = 1 << 62  # the real size of a sparse file; beyond it, hostile
 READ_SIZE = 1 << 20  # one S2 block: fewer, larger reads from the source
 NS_PER_SECOND = 1_000_000_000
-MAX_MTIME_NS = (1 << 63) - 1  # what os.utime accepts; beyond it a time is hostile
+# What os.utime accepts: whole seconds in a 64-bit time_t. A file's time may pass 2262 (64-bit
+# nanoseconds), as `touch -d 2300-01-01` or `cp -p` of such a file makes it; beyond this it
+# is hostile.
+MAX_MTIME_NS = ((1 << 63) - 1) * NS_PER_SECOND + NS_PER_SECOND - 1
 # The digits of mode, size, mtime and checksum, each up to its closing NUL (checked apart).
 USUAL_NUMBERS = struct.Struct("100x 7s x 16x 11s x 11s x 6s")
 PAX_TIME = re.compile(r"(-?)([0-9]+)(?:\.([0-9]*))?", re.ASCII)

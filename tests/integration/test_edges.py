@@ -207,6 +207,28 @@ def test_names_that_are_not_utf8_are_returned_deleted_and_written_back(tmp_path:
     assert (root / os.fsdecode(b"new\xe9.txt")).read_bytes() == b"new\n"
 
 
+# -- a time past 2262 ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_a_file_dated_past_2262_comes_back_with_its_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: str) -> None:
+    """Linux keeps times past 64-bit nanoseconds (`cp -p` of a file dated 2300): the output
+    comes back with that time, also when the task cache lands it, never refused as a broken
+    archive. Three runs in a row."""
+    need_image()
+    monkeypatch.setenv("BUILDR_CACHE", cache)
+    root = repo(tmp_path, {"far.txt": b"far\n"})
+    far = 10_413_792_000 * 10**9  # 2300-01-01: busybox keeps whole seconds here
+    os.utime(root / "far.txt", ns=(far, far))
+    (root / ".buildr" / "t.hcl").write_text(task("far", "mkdir -p out && cp -p far.txt out/"))
+    for attempt in range(3):
+        result = buildr(root, "run", "far", "--output", "plain")
+        assert result.returncode == 0, (attempt, result.stdout + result.stderr)
+        landed = root / ".buildr" / "out" / "far" / "out" / "far.txt"
+        assert landed.read_bytes() == b"far\n", attempt
+        assert landed.stat().st_mtime_ns == far, attempt
+
+
 # -- write_back over inputs_from: the repository's file beneath a laid output ---------------
 
 @pytest.mark.parametrize("cache", ["on", "off"])

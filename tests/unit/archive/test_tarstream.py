@@ -158,6 +158,8 @@ def test_every_mtime_makes_the_round_trip(tmp_path: Path, mtime_ns: int) -> None
     ("7.", 7_000_000_000),
     ("-1.5", -1_500_000_000),
     ("1.1234567899", 1_123_456_789),  # past nanoseconds: dropped
+    ("10413792000.123456789", 10_413_792_000_123_456_789),  # 2300: past 64-bit nanoseconds
+    ("9223372036854775807.999999999", ((1 << 63) - 1) * 10**9 + 999_999_999),  # time_t's last
 ])
 def test_pax_mtimes_are_read_as_exact_nanoseconds(text: str, ns: int) -> None:
     [member] = TarReader(io.BytesIO(tarfile_bytes(pax={"mtime": text})))
@@ -165,7 +167,7 @@ def test_pax_mtimes_are_read_as_exact_nanoseconds(text: str, ns: int) -> None:
 
 
 @pytest.mark.parametrize("text", ["1e9", "nan", "inf", "", ".5", "1.2.3", "0x10", "+7", "1_0",
-                                  "\u0663", "9" * 30])
+                                  "\u0663", "9" * 30, "9223372036854775808"])
 def test_a_bad_pax_mtime_is_refused(text: str) -> None:
     with pytest.raises(ArchiveError, match="bad pax size or mtime"):
         list(TarReader(io.BytesIO(tarfile_bytes(pax={"mtime": text}))))
