@@ -130,8 +130,16 @@ class TarReader:
     def _next(self) -> Member | None:
         if self._remaining or self._padding:
             self._skip_rest_of_body()
-        if self.fast and (member := self._next_usual()) is not None:
-            return member
+        member = self._next_usual() if self.fast else None
+        if member is None:
+            member = self._next_parsed()
+        if member is not None:  # its body comes next
+            self._remaining = member.size if member.isreg() else 0
+            self._padding = -self._remaining % BLOCK
+        return member
+
+    def _next_parsed(self) -> Member | None:
+        """The next member's headers, parsed in Python (the reference); None at the end."""
         overrides: dict[str, str] = {}
         meta = 0  # bytes of the extended headers before this member
         while True:
@@ -153,14 +161,12 @@ class TarReader:
             member = _parse_header(block, kind, *_verified_numbers(block))
             if overrides:
                 _apply(member, overrides)
-            self._remaining = member.size if member.isreg() else 0
-            self._padding = -self._remaining % BLOCK
             return member
 
     def _next_usual(self) -> Member | None:
         """The next member when its headers are in the usual form and already buffered, parsed
         by the compiled fast path (a third of the cost); None sends the same bytes through the
-        reference parser in _next, which also names whatever is wrong with them."""
+        reference parser (_next_parsed), which also names whatever is wrong with them."""
         assert _fast is not None
         if self._position == len(self._data):  # all of it taken: read on, for the fast path
             self._data, self._position = self._read(READ_SIZE) or b"", 0
@@ -169,10 +175,7 @@ class TarReader:
             return None
         self._position, header_bytes, name, kind, mode, size, mtime_ns, linkname = parsed
         self.header_bytes += header_bytes
-        member = Member(name, kind, mode, size, mtime_ns, linkname)
-        self._remaining = size if kind in REGULAR else 0
-        self._padding = -self._remaining % BLOCK
-        return member
+        return Member(name, kind, mode, size, mtime_ns, linkname)
 
     def _meta_size(self, block: bytes) -> int:
         """The body size of a pax or GNU header, its checksum verified. A writer repeats the
