@@ -244,7 +244,9 @@ def _task_cache(project: Project, executor_name: str, use_cache: bool,
         return None
     from buildr_podman.cache.image_ids import ImageIds
 
-    image_ids = ImageIds(images)
+    # A run whose tasks all run here started the API service first thing: ask it.
+    image_ids = ImageIds(images, early_api=_every_task_runs_here(project, executor_name,
+                                                                 use_cache))
     from buildr_podman.cache.task_cache import TaskCache
 
     try:

@@ -129,6 +129,11 @@ class Libpod:
                        stderr="true")
         return _demultiplex(raw).decode(errors="replace")
 
+    def image_id(self, name: str) -> str:
+        """The image's content id, as `podman image inspect --format {{.Id}} NAME` prints it;
+        NotFound if there is no such image."""
+        return str(self.call("GET", f"/images/{_quote(name)}/json")["Id"])
+
     def create_volume(self, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
         """A named volume; its inspection (Mountpoint: where it is on this machine)."""
         answer: dict[str, Any] = self.call("POST", "/volumes/create",

@@ -137,6 +137,18 @@ def test_no_cache_runs_again_and_the_cache_command_shows_the_store(tmp_path: Pat
     assert "hit rate of the last" in shown.stdout
 
 
+def test_what_a_no_cache_run_stores_serves_the_next_run(tmp_path: Path) -> None:
+    # --no-cache asks the image's id of the API service it starts first thing, the other runs
+    # of the podman command line: both must key the task alike, or this is a miss.
+    need_image(IMAGE)
+    root = make_repo(tmp_path / "repo")
+    forced, forced_events = run(root, "--no-cache", "make")
+    assert not forced["make"]["cached"]
+    served, events = run(root, "make")
+    assert served["make"]["cached"], served["make"]["cache"]
+    assert output(events, "make") == output(forced_events, "make")
+
+
 @pytest.mark.parametrize("change, expected", [
     ("input byte", "input workspace/src/in.txt changed"),
     ("input mode", "input workspace/src/in.txt mode changed"),
