@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,70 @@ def test_the_least_recently_used_entries_are_evicted_beyond_the_bound(tmp_path: 
     assert store.stats().bytes <= 10_000
     assert store.get(f"{5:064x}") is not None  # the newest stays
     assert store.get(f"{0:064x}") is None  # the oldest went
+
+
+def count_walks(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    walks: list[int] = []
+    walk = store._stored  # noqa: SLF001 - what a walk of the whole store is
+
+    def counted() -> Iterator[tuple[Path, os.stat_result]]:
+        walks.append(1)
+        return walk()
+
+    monkeypatch.setattr(store, "_stored", counted)
+    return walks
+
+
+def test_storing_under_the_bound_walks_the_store_once_not_per_entry(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path)
+    walks = count_walks(store, monkeypatch)
+    for index in range(5):
+        put_entry(store, key=f"{index:064x}", changes=bytes([index]) * 100)
+    assert len(walks) == 1  # the first entry: no usage known yet
+    # What the store says it holds is what a walk finds: every byte stored was added.
+    assert (tmp_path / "usage").read_text().split()[0] == str(store.stats().bytes)
+
+
+def test_the_usage_is_walked_again_when_a_day_old_or_damaged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path)
+    put_entry(store)
+    walks = count_walks(store, monkeypatch)
+    usage = tmp_path / "usage"
+    usage.write_text(f"1 {time.time() - 25 * 3600:.0f}\n")  # counted a day ago, and wrong
+    put_entry(store, key="cd" * 32, changes=b"other")
+    assert len(walks) == 1
+    assert usage.read_text().split()[0] == str(store.stats().bytes)  # corrected
+    usage.write_text("garbage")
+    put_entry(store, key="ef" * 32, changes=b"third")
+    assert len(walks) == 3  # the stats() above, and this one
+    assert usage.read_text().split()[0] == str(store.stats().bytes)
+
+
+def test_entries_stored_from_many_threads_all_count(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    put_entry(store)  # the first walk
+    threads = [threading.Thread(target=lambda worker=worker: [
+        put_entry(store, key=f"{worker:02x}{index:062x}", changes=f"{worker} {index}".encode())
+        for index in range(10)]) for worker in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (tmp_path / "usage").read_text().split()[0] == str(store.stats().bytes)
+
+
+def test_the_bound_holds_when_the_usage_is_low(tmp_path: Path) -> None:
+    # Another run's addition lost (two runs storing at once): the day's walk still evicts.
+    store = Store(tmp_path, max_bytes=10_000)
+    for index in range(6):
+        put_entry(store, key=f"{index:064x}", changes=bytes([index]) * 2000)
+        (tmp_path / "usage").write_text(f"0 {time.time():.0f}\n")
+    assert store.stats().bytes > 10_000  # the usage said there was room
+    (tmp_path / "usage").write_text(f"0 {time.time() - 25 * 3600:.0f}\n")
+    put_entry(store, key="cd" * 32, changes=b"one more")
+    assert store.stats().bytes <= 10_000
 
 
 def test_a_hit_makes_an_entry_recent(tmp_path: Path) -> None:
