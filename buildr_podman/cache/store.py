@@ -262,6 +262,11 @@ class Store:
         """Removes the least recently used files until the store is under EVICT_TO of its
         bound (a walk of the whole store); returns how many. Another run evicting at the same
         time only makes some unlinks find nothing."""
+        with self._usage_lock:
+            self._written = 0  # the walk counts what was written
+            return self._walk_and_evict()
+
+    def _walk_and_evict(self) -> int:
         counted_at = time.time()
         files = sorted(self._stored(), key=lambda item: item[1].st_mtime_ns)
         total = sum(st.st_size for _, st in files)
@@ -287,7 +292,7 @@ class Store:
                 if total <= self.max_bytes and abs(time.time() - counted_at) < RECOUNT_SECONDS:
                     self._write_usage(total, counted_at)
                     return
-            self.evict()
+            self._walk_and_evict()
 
     def _count_written(self, size: int) -> None:
         with self._usage_lock:
