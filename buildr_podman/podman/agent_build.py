@@ -399,7 +399,8 @@ def _check_sources_covered(work_dir: Path) -> None:
                      if p.is_relative_to(_PACKAGE_DIR) and p not in covered)
     if missing:
         raise AgentError(f"the agent bundle holds {', '.join(missing)}, which its cache key "
-                         "ignores: add it to AGENT_TREES or AGENT_FILES in buildr_podman/podman/agent_build.py")
+                         "ignores: add it to AGENT_TREES or AGENT_FILES in "
+                         "buildr_podman/podman/agent_build.py")
 
 
 def _read_toc(path: Path) -> list[tuple[str, str | None, str]]:
