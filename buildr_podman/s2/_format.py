@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Final
 
@@ -69,8 +70,37 @@ def masked_crc(data: bytes | bytearray | memoryview) -> int:
 
 @functools.cache
 def _crc32c() -> Callable[[bytes | bytearray | memoryview], int]:
-    # Imported at the first checksum: the crc32c package reads its own metadata when imported
-    # (~18 ms), which every agent start and every run paid, even with nothing to return.
+    # Loaded at the first checksum, and only the crc32c package's compiled core when it is
+    # found: the package's __init__ reads its own metadata and imports its command line (~18 ms
+    # in the agent, where a cold run's first task waits for it), for nothing a checksum needs.
+    core = _compiled_crc32c()
+    if core is not None:
+        return core
     import crc32c
 
     return crc32c.crc32c
+
+
+def _compiled_crc32c() -> Callable[[bytes | bytearray | memoryview], int] | None:
+    """crc32c._crc32c.crc32c, loaded from its file without running the package's __init__;
+    None when it is not where the package is (the caller imports the package instead)."""
+    import importlib.machinery
+    import importlib.util
+
+    package = importlib.util.find_spec("crc32c")  # a top-level name: found, not imported
+    for directory in (package.submodule_search_locations or []) if package else []:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(directory, "_crc32c" + suffix)
+            if not os.path.isfile(path):
+                continue
+            spec = importlib.util.spec_from_file_location("crc32c._crc32c", path)
+            if spec is None or spec.loader is None:
+                return None
+            try:
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                function: Callable[[bytes | bytearray | memoryview], int] = module.crc32c
+            except (ImportError, AttributeError):
+                return None
+            return function
+    return None
