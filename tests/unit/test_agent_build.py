@@ -92,6 +92,43 @@ def test_key_changes_with_the_toolchain(package: Path,
     assert bundle_key(package) != before
 
 
+def test_the_toolchain_is_remembered_until_a_sys_path_directory_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    old = time.time() - 60  # settled: not changed within the last seconds
+    os.utime(site, (old, old))
+    monkeypatch.setattr(agent_build.sys, "path", [str(site)])
+    asked: list[int] = []
+    facts = ["python 3.x", "libc glibc 2.36", "grpcio 1.0"]
+    monkeypatch.setattr(agent_build, "_toolchain_facts", lambda: asked.append(1) or iter(facts))
+    memo = tmp_path / agent_build.TOOLCHAIN_MEMO
+    first = agent_build._remembered_toolchain_facts(memo)
+    again = agent_build._remembered_toolchain_facts(memo)
+    assert first == again == facts and len(asked) == 1
+    (site / "grpcio-2.0.dist-info").mkdir()  # an upgrade: the directory's mtime moves
+    facts = [*facts[:2], "grpcio 2.0"]
+    assert agent_build._remembered_toolchain_facts(memo) == facts
+    assert len(asked) == 2
+    # Changed within the last seconds: asked, and not remembered (the same tick could hold
+    # another change that keeps the mtime).
+    assert agent_build._remembered_toolchain_facts(memo) == facts
+    assert len(asked) == 3
+
+
+def test_a_damaged_toolchain_memo_is_asked_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(agent_build.sys, "path", [])
+    memo = tmp_path / agent_build.TOOLCHAIN_MEMO
+    memo.write_text("not a signature\n")
+    assert agent_build._remembered_toolchain_facts(memo) == list(agent_build._toolchain_facts())
+
+
+def test_the_key_with_remembered_facts_is_the_key(tmp_path: Path) -> None:
+    remembered = agent_build._remembered_toolchain_facts(tmp_path / agent_build.TOOLCHAIN_MEMO)
+    assert bundle_key(toolchain=remembered) == bundle_key()
+
+
 def test_the_real_sources_are_found() -> None:
     names = {p.relative_to(agent_build._PACKAGE_DIR).as_posix()
              for p in agent_build._source_files(agent_build._PACKAGE_DIR)}
@@ -131,7 +168,7 @@ class FakeBuild:
 def fake_build(monkeypatch: pytest.MonkeyPatch) -> FakeBuild:
     fake = FakeBuild()
     monkeypatch.setattr(agent_build, "_build_bundle", fake)
-    monkeypatch.setattr(agent_build, "bundle_key", lambda: "k1")
+    monkeypatch.setattr(agent_build, "bundle_key", lambda **_: "k1")
     return fake
 
 
@@ -251,7 +288,7 @@ def test_missing_pyinstaller_is_one_clear_line(tmp_path: Path,
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "PyInstaller" else real(name, *a))
-    monkeypatch.setattr(agent_build, "bundle_key", lambda: "k1")
+    monkeypatch.setattr(agent_build, "bundle_key", lambda **_: "k1")
     with pytest.raises(AgentError) as caught:
         ensure_agent(tmp_path)
     assert str(caught.value) == agent_build.INSTALL_HINT
@@ -383,7 +420,7 @@ def test_a_python_without_its_shared_library_is_one_clear_line(
     real = sysconfig.get_config_var
     monkeypatch.setattr(sysconfig, "get_config_var",
                         lambda name: 0 if name == "Py_ENABLE_SHARED" else real(name))
-    monkeypatch.setattr(agent_build, "bundle_key", lambda: "k1")
+    monkeypatch.setattr(agent_build, "bundle_key", lambda **_: "k1")
     with pytest.raises(AgentError, match=r"has no shared libpython, which PyInstaller needs to "
                                          r"build the agent: .* --enable-shared"):
         ensure_agent(tmp_path)
