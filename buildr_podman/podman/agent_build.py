@@ -245,13 +245,17 @@ def _toolchain_facts() -> Iterator[str]:
     from importlib import metadata
 
     yield f"python {sys.version} {sys.implementation.cache_tag}"
-    # The bundle carries the host's glibc, so a glibc upgrade must rebuild it.
-    yield f"libc {os.confstr('CS_GNU_LIBC_VERSION') if hasattr(os, 'confstr') else '?'}"
+    yield f"libc {_libc_version()}"
     for name in AGENT_DISTRIBUTIONS:
         try:
             yield f"{name} {metadata.version(name)}"
         except metadata.PackageNotFoundError:
             yield f"{name} missing"
+
+
+def _libc_version() -> str | None:
+    # The bundle carries the host's glibc, so a glibc upgrade must rebuild it.
+    return os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else "?"
 
 
 def _remembered_toolchain_facts(memo: Path) -> list[str]:
@@ -282,8 +286,7 @@ def _remembered_toolchain_facts(memo: Path) -> list[str]:
 def _sys_path_signature() -> tuple[str, bool]:
     """A digest of the Python, the C library and every sys.path directory's identity and
     mtime; and whether none of them changed in the last MEMO_SETTLE_SECONDS."""
-    libc = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else "?"
-    digest = hashlib.sha256(f"{sys.version} {sys.executable} {libc}".encode())
+    digest = hashlib.sha256(f"{sys.version} {sys.executable} {_libc_version()}".encode())
     newest = 0.0
     for entry in sys.path:
         try:

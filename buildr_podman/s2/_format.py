@@ -88,19 +88,17 @@ def _compiled_crc32c() -> Callable[[bytes | bytearray | memoryview], int] | None
     import importlib.util
 
     package = importlib.util.find_spec("crc32c")  # a top-level name: found, not imported
-    for directory in (package.submodule_search_locations or []) if package else []:
-        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            path = os.path.join(directory, "_crc32c" + suffix)
-            if not os.path.isfile(path):
-                continue
-            spec = importlib.util.spec_from_file_location("crc32c._crc32c", path)
-            if spec is None or spec.loader is None:
-                return None
-            try:
-                module = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(module)
-                function: Callable[[bytes | bytearray | memoryview], int] = module.crc32c
-            except (ImportError, AttributeError):
-                return None
-            return function
-    return None
+    directories = (package.submodule_search_locations or []) if package else []
+    candidates = (os.path.join(directory, "_crc32c" + suffix) for directory in directories
+                  for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+    path = next((candidate for candidate in candidates if os.path.isfile(candidate)), None)
+    spec = importlib.util.spec_from_file_location("crc32c._crc32c", path) if path else None
+    if spec is None or spec.loader is None:
+        return None
+    try:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        function: Callable[[bytes | bytearray | memoryview], int] = module.crc32c
+    except (ImportError, AttributeError):
+        return None
+    return function
