@@ -55,6 +55,9 @@ AGENT_FILES = (
     "__init__.py",
     "podman/agent_build.py",  # a new build flag must mean a new bundle
 )
+# The bundle's Python modules stored, not deflated: inflating the ones it imports was a tenth of
+# the agent's start-up CPU (~15 ms of every cold run), for 4 MB less in the user's cache.
+PYINSTALLER_ENVIRONMENT = {"PYINSTALLER_ZLIB_COMPRESSION_LEVEL": "0"}
 AGENT_DISTRIBUTIONS = (
     "grpcio", "protobuf", "cramjam", "inotify-simple", "crc32c", "pyinstaller",
 )
@@ -391,7 +394,8 @@ def _run_pyinstaller(staging: Path, tick: Callable[[], None]) -> None:
     with open(log_path, "wb") as out:
         # cwd in staging: nothing PyInstaller writes may land in the source tree.
         with subprocess.Popen(_pyinstaller_argv(staging), cwd=staging, stdout=out,
-                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL) as build:
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              env={**os.environ, **PYINSTALLER_ENVIRONMENT}) as build:
             try:
                 while True:
                     try:
