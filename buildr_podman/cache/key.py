@@ -51,7 +51,6 @@ in its change set. So does `cache = false` (a task with effects outside its work
 from __future__ import annotations
 
 import os
-import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,7 +247,9 @@ def agent_environment() -> str:
 
 def host_isa() -> str:
     """This machine's instruction set as REAPI platforms name it (x86-64, aarch64, ...)."""
-    machine = platform.machine().lower()
+    # os.uname(), which platform.machine() reads on Linux, without importing platform
+    # (~1.4 ms of every run that keys a task).
+    machine = os.uname().machine.lower()
     return {"x86_64": "x86-64", "amd64": "x86-64", "arm64": "aarch64"}.get(machine, machine)
 
 
