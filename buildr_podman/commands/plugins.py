@@ -15,7 +15,7 @@ from buildr_podman.plugins import BUILTIN_PLUGINS, executors, make_plugin_manage
 
 
 def run(args: argparse.Namespace) -> int:
-    pm = make_plugin_manager(tuple(args.plugins))
+    pm = make_plugin_manager(tuple(args.plugins), distributions=True)  # for _origin
     types = module_types(pm)
     if args.type:
         return _show_type(args.type, types)

