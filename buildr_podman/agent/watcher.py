@@ -51,11 +51,11 @@ WATCH_MASK = (flags.CREATE | flags.MODIFY | flags.CLOSE_WRITE | flags.ATTRIB | f
               | flags.DONT_FOLLOW | flags.EXCL_UNLINK | flags.ONLYDIR)
 COALESCE_SECONDS = 0.005
 DIR_STRUCTURE = flags.CREATE | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE
+# What a task may return: a new one of these always comes back (devices, FIFOs, sockets never).
+RETURNED_KINDS = frozenset((stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK))
 # Events that say a file's bytes may differ: it was written, or another file took its name.
 # Such a file is compared by content whatever its size and mtime (`touch -r`, `cp -p`, `tar x`
 # and `rsync -t` put the old mtime back on new bytes).
-# What a task may return: a new one of these always comes back (devices, FIFOs, sockets never).
-RETURNED_KINDS = frozenset((stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK))
 WRITTEN = flags.MODIFY | flags.CLOSE_WRITE | flags.CREATE | flags.MOVED_TO
 
 
