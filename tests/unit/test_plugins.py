@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import textwrap
-import time
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -116,16 +114,17 @@ def test_a_module_type_is_checked_when_made() -> None:
                    expand=str)
 
 
-def settled(path: Path) -> None:
-    """As if path had not changed for a minute: a memo is written only then."""
-    old = time.time() - 60
-    os.utime(path, (old, old))
+@pytest.fixture
+def settled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every sys.path directory counts as settled, however recently it changed (a fresh
+    clone's test run creates some), so that a memo is written (installed_memo.py)."""
+    monkeypatch.setattr(installed_memo, "SETTLE_SECONDS", float("-inf"))
 
 
+@pytest.mark.usefixtures("settled")
 def test_installed_plugins_are_remembered_until_a_sys_path_directory_changes(
         site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     install(site, "buildr-test-echo", "buildr_test_echo", TYPE_PLUGIN)
-    settled(site)
     asked: list[int] = []
     real_lines = plugins._entry_point_lines
     monkeypatch.setattr(plugins, "_entry_point_lines", lambda: asked.append(1) or real_lines())
@@ -137,8 +136,8 @@ def test_installed_plugins_are_remembered_until_a_sys_path_directory_changes(
     assert len(asked) == 2
 
 
-def test_a_remembered_plugin_that_no_longer_loads_is_looked_up_again(site: Path) -> None:
-    settled(site)
+@pytest.mark.usefixtures("settled")
+def test_a_remembered_plugin_that_no_longer_loads_is_looked_up_again() -> None:
     signature, _ = installed_memo.sys_path_signature()
     memo = cache_root() / plugins.ENTRY_POINTS_MEMO
     memo.parent.mkdir(parents=True, exist_ok=True)
