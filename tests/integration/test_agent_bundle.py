@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from buildr_podman import __version__
-from buildr_podman.podman.agent_build import AGENT_MOUNT, AgentBundle, ensure_agent
+from buildr_podman.podman.agent_build import AGENT_MOUNT, LIMIT_EXEC, AgentBundle, ensure_agent
 
 pytestmark = pytest.mark.integration
 
@@ -111,3 +111,15 @@ def test_the_bundles_python_modules_are_stored_not_deflated(agent_bundle: AgentB
              for name, (_, _, length) in modules.toc.items() if length]
     assert len(sizes) > 100  # grpc, protobuf, the agent: all of them
     assert all(stored >= module for stored, module in sizes)
+
+
+@pytest.mark.parametrize("image", [GCC_IMAGE, BUSYBOX_IMAGE], ids=["glibc", "no-libc"])
+def test_the_bundles_pids_limit_helper_runs_on_any_image(podman: str, agent_bundle: AgentBundle,
+                                                         image: str) -> None:
+    # buildr-limit-exec (agent/process.py) is compiled with the bundle where a C compiler is
+    # at hand, as on the project's machines, and runs on the bundle's own C library.
+    helper = f"{AGENT_MOUNT}/{LIMIT_EXEC}"
+    result = _run(podman, agent_bundle, image, helper, "77", "/bin/sh", "sh", "-c",
+                  "grep 'Max processes' /proc/self/limits")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[2:4] == ["77", "77"]  # soft and hard
