@@ -125,6 +125,8 @@ def settled(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_installed_plugins_are_remembered_until_a_sys_path_directory_changes(
         site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     install(site, "buildr-test-echo", "buildr_test_echo", TYPE_PLUGIN)
+    # Its first import would write site/__pycache__, a change of site as an install is.
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
     asked: list[int] = []
     real_lines = plugins._entry_point_lines
     monkeypatch.setattr(plugins, "_entry_point_lines", lambda: asked.append(1) or real_lines())

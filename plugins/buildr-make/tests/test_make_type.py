@@ -42,7 +42,7 @@ def test_nonsense_is_refused_naming_the_attribute(spec: dict, attribute: str) ->
 
 
 def test_the_installed_distribution_is_found_by_its_entry_point() -> None:
-    pm = make_plugin_manager()
+    pm = make_plugin_manager(distributions=True)  # as `buildr-podman plugins` makes it
     assert pm.get_plugin("make") is not None
     assert any(dist.project_name == "buildr-make" for _, dist in pm.list_plugin_distinfo())
     types = module_types(pm)
