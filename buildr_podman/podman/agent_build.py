@@ -483,12 +483,11 @@ def _add_limit_exec(bundle: Path, patchelf: str) -> None:
     try:
         subprocess.run([compiler, "-O2", "-o", str(helper), str(_LIMIT_EXEC_SOURCE)],
                        capture_output=True, check=True, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.CalledProcessError):
-        helper.unlink(missing_ok=True)
-        return
-    loader = _run_tool([patchelf, "--print-interpreter", str(bundle / EXECUTABLE)]).strip()
-    _run_tool([patchelf, "--set-interpreter", loader, "--force-rpath",
-               "--set-rpath", f"$ORIGIN/{SYS_DIR}", str(helper)])
+        loader = _run_tool([patchelf, "--print-interpreter", str(bundle / EXECUTABLE)]).strip()
+        _run_tool([patchelf, "--set-interpreter", loader, "--force-rpath",
+                   "--set-rpath", f"$ORIGIN/{SYS_DIR}", str(helper)])
+    except (OSError, subprocess.CalledProcessError, AgentError):
+        helper.unlink(missing_ok=True)  # optional: the agent sets the limit itself then
 
 
 _LDD_LINE = re.compile(r"^\s+(?P<name>\S+)(?:\s+=>\s+(?P<path>.*?))?(?:\s+\(0x[0-9a-f]+\))?\s*$")

@@ -440,3 +440,15 @@ def test_a_changed_bundle_is_refused(tmp_path: Path, fake_build: FakeBuild) -> N
     with pytest.raises(AgentError, match="was changed"):
         ensure_agent(tmp_path)
     assert fake_build.calls == 1
+
+
+def test_the_pids_limit_helper_is_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without a C compiler, or when a step of its build fails, the bundle goes without
+    # buildr-limit-exec (the agent then sets a task's pids limit itself), and the build goes on.
+    (tmp_path / agent_build.EXECUTABLE).write_bytes(b"")
+    helper = tmp_path / agent_build.LIMIT_EXEC
+    agent_build._add_limit_exec(tmp_path, patchelf="/bin/false")  # compiled, not patched
+    assert not helper.exists()
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    agent_build._add_limit_exec(tmp_path, patchelf="/bin/false")  # no compiler at all
+    assert not helper.exists()
