@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-__all__ = ["PIDS_LIMIT_VARIABLE", "LimitWatch", "limit_processes"]
+__all__ = ["LIMIT_EXEC_NAME", "PIDS_LIMIT_VARIABLE", "LimitWatch", "limit_processes",
+           "pids_limited"]
 
 #: set by the host on the container when the agent must apply the pids limit itself
 PIDS_LIMIT_VARIABLE = "BUILDR_TASK_PIDS_LIMIT"
+# Sets a task's pids limit, then becomes the task (limit_exec.c): in the bundle beside the
+# frozen agent's executable, when it was built with a C compiler at hand (agent_build.py).
+LIMIT_EXEC_NAME = "buildr-limit-exec"
+LIMIT_EXEC = os.path.join(os.path.dirname(sys.executable), LIMIT_EXEC_NAME)
 CGROUP = Path("/sys/fs/cgroup")  # the container's own cgroup (v2, private cgroup namespace)
 SAMPLE_SECONDS = 0.02  # between two counts: a count reads /proc of every process
 # This share of the RLIMIT_NPROC limit seen at once counts as reaching it. The kernel counts
@@ -26,6 +32,42 @@ SAMPLE_SECONDS = 0.02  # between two counts: a count reads /proc of every proces
 # own service among them, ~12 here), which the agent cannot see: a fork bomb under a limit of
 # 64 peaked at 53 threads in its container.
 NEAR_LIMIT = 0.75
+
+
+def pids_limited(argv: list[str], env: dict[str, str], cwd: str, pids_limit: int,
+                 identity: tuple[int, int] | None,
+                 ) -> tuple[list[str], Callable[[], None] | None]:
+    """The argv to start, and Popen's preexec_fn, that give the task its pids limit
+    (RLIMIT_NPROC; 0: none). Through LIMIT_EXEC when the bundle has it: a preexec_fn makes
+    CPython fork the agent instead of vfork'ing it, ~7 ms of page-table copying and
+    copy-on-write faults per task. A preexec_fn otherwise, and for a task with its own `user`
+    (a uid change forks anyway), or whose program is not found as an executable or a script
+    (so that it fails to start as it always did)."""
+    if not pids_limit:
+        return argv, None
+    program = None if identity or not argv else _program(argv[0], env, cwd)
+    if program is None or not os.access(LIMIT_EXEC, os.X_OK):
+        return argv, limit_processes(pids_limit)
+    return [LIMIT_EXEC, str(pids_limit), program, *argv], None
+
+
+def _program(name: str, env: dict[str, str], cwd: str) -> str | None:
+    """The file that `name` runs, found as Popen finds it (the PATH of the task's environment;
+    relative to cwd), when it can be exec'd as it is: an ELF executable, or a script with #!."""
+    candidates = [name] if "/" in name else [os.path.join(d, name) for d in os.get_exec_path(env)]
+    for candidate in candidates:
+        path = os.path.join(cwd, candidate)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path if _starts_as(path, (b"\x7fELF", b"#!")) else None
+    return None
+
+
+def _starts_as(path: str, magics: tuple[bytes, ...]) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return file.read(4).startswith(magics)
+    except OSError:
+        return False
 
 
 def limit_processes(limit: int) -> Callable[[], None]:

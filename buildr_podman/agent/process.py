@@ -6,13 +6,12 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from buildr_podman.agent.limits import limit_processes
+from buildr_podman.agent.limits import pids_limited
 
 __all__ = ["Output", "TaskProcess", "parse_user"]
 
@@ -23,51 +22,12 @@ POLL_SECONDS = 0.1  # how often output() looks at the deadline and the task's pr
 # pipes) may finish writing for this long; then it is killed, and if the pipes stay open even
 # so (a process that escaped), the output is abandoned after the same time again.
 DRAIN_SECONDS = 0.5
-# Sets a task's pids limit, then becomes the task (limit_exec.c): beside the frozen agent's
-# executable when the bundle was built with a C compiler at hand.
-LIMIT_EXEC = os.path.join(os.path.dirname(sys.executable), "buildr-limit-exec")
 
 
 @dataclass(frozen=True)
 class Output:
     stream: str  # "stdout" or "stderr"
     data: bytes
-
-
-def _with_pids_limit(argv: list[str], env: dict[str, str], cwd: str, pids_limit: int,
-                     identity: tuple[int, int] | None,
-                     ) -> tuple[list[str], Callable[[], None] | None]:
-    """The argv to start, and the preexec_fn, that give the task its pids limit
-    (RLIMIT_NPROC; 0: none). Through LIMIT_EXEC when the bundle has it: a preexec_fn makes
-    CPython fork the agent instead of vfork'ing it, ~7 ms of page-table copying and
-    copy-on-write faults per task. A preexec_fn otherwise, and for a task with its own `user`
-    (a uid change forks anyway), or whose program is not found as an executable or a script
-    (so that it fails to start as it always did)."""
-    if not pids_limit:
-        return argv, None
-    program = None if identity or not argv else _program(argv[0], env, cwd)
-    if program is None or not os.access(LIMIT_EXEC, os.X_OK):
-        return argv, limit_processes(pids_limit)
-    return [LIMIT_EXEC, str(pids_limit), program, *argv], None
-
-
-def _program(name: str, env: dict[str, str], cwd: str) -> str | None:
-    """The file that `name` runs, found as Popen finds it (the PATH of the task's environment;
-    relative to cwd), when it can be exec'd as it is: an ELF executable, or a script with #!."""
-    candidates = [name] if "/" in name else [os.path.join(d, name) for d in os.get_exec_path(env)]
-    for candidate in candidates:
-        path = os.path.join(cwd, candidate)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path if _starts_as(path, (b"\x7fELF", b"#!")) else None
-    return None
-
-
-def _starts_as(path: str, magics: tuple[bytes, ...]) -> bool:
-    try:
-        with open(path, "rb") as file:
-            return file.read(4).startswith(magics)
-    except OSError:
-        return False
 
 
 def parse_user(spec: str) -> tuple[int, int] | None:
@@ -91,7 +51,7 @@ class TaskProcess:
         self.timed_out = False
         self._deadline = time.monotonic() + timeout if timeout > 0 else None
         identity = parse_user(user)
-        argv, limit_in_child = _with_pids_limit(argv, env, cwd, pids_limit, identity)
+        argv, limit_in_child = pids_limited(argv, env, cwd, pids_limit, identity)
         self._proc = subprocess.Popen(
             argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True,

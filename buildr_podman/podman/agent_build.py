@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from buildr_podman.agent.limits import LIMIT_EXEC_NAME
 from buildr_podman.cache_root import cache_root
 from buildr_podman.errors import AgentError
 from buildr_podman.installed_memo import libc_version, remembered
@@ -25,7 +26,6 @@ AGENT_MOUNT = "/.buildr/agent"
 """Where the bundle is mounted (read-only) in every container."""
 
 EXECUTABLE = "buildr-agent"
-LIMIT_EXEC = "buildr-limit-exec"  # beside it, when a C compiler built it (agent/process.py)
 # The host's glibc goes here, not into _internal, which the bootloader puts on LD_LIBRARY_PATH.
 SYS_DIR = "_sys"
 KEEP_BUNDLES = 2
@@ -330,8 +330,8 @@ def _build_bundle(staging: Path, log: Log, tick: Tick) -> Path:
     _run_pyinstaller(staging, lambda: tick(time.monotonic() - started))
     bundle = staging / "dist" / EXECUTABLE
     _check_sources_covered(staging / "work" / EXECUTABLE)
-    _add_system_libraries(bundle, patchelf)
-    _add_limit_exec(bundle, patchelf)
+    loader = _add_system_libraries(bundle, patchelf)
+    _add_limit_exec(bundle, patchelf, loader)
     _make_world_readable(bundle)
     log(f"built the agent in {time.monotonic() - started:.0f} s")
     return bundle
@@ -431,8 +431,9 @@ def _read_toc(path: Path) -> list[tuple[str, str | None, str]]:
 # --- glibc inside the bundle --------------------------------------------------------------
 
 
-def _add_system_libraries(bundle: Path, patchelf: str) -> None:
-    """Copy the libraries PyInstaller leaves to the system into _sys and point the bootloader there.
+def _add_system_libraries(bundle: Path, patchelf: str) -> str:
+    """Copy the libraries PyInstaller leaves to the system into _sys and point the bootloader
+    there; returns the bundled loader's in-container path.
 
     The bootloader's PT_INTERP becomes the bundled loader at its in-container path, and its
     DT_RPATH (not RUNPATH: RPATH also serves the dependencies of dlopen'd objects that have
@@ -447,8 +448,14 @@ def _add_system_libraries(bundle: Path, patchelf: str) -> None:
     for source in _system_libraries(bundle, interpreter):
         shutil.copy2(source, sys_dir / source.name)  # copy2 follows the symlinks in /lib
     loader = f"{AGENT_MOUNT}/{SYS_DIR}/{Path(interpreter).name}"
-    _run_tool([patchelf, "--set-interpreter", loader, "--force-rpath",
-               "--set-rpath", f"$ORIGIN/{SYS_DIR}:$ORIGIN/_internal", str(executable)])
+    _use_bundled_libraries(patchelf, executable, loader, f"$ORIGIN/{SYS_DIR}:$ORIGIN/_internal")
+    return loader
+
+
+def _use_bundled_libraries(patchelf: str, binary: Path, loader: str, rpath: str) -> None:
+    """Points an executable of the bundle at the bundled loader and library directories."""
+    _run_tool([patchelf, "--set-interpreter", loader, "--force-rpath", "--set-rpath", rpath,
+               str(binary)])
 
 
 def _system_libraries(bundle: Path, interpreter: str) -> list[Path]:
@@ -468,7 +475,7 @@ def _system_libraries(bundle: Path, interpreter: str) -> list[Path]:
     return [chosen[name] for name in sorted(chosen)]
 
 
-def _add_limit_exec(bundle: Path, patchelf: str) -> None:
+def _add_limit_exec(bundle: Path, patchelf: str, loader: str) -> None:
     """Compiles agent/limit_exec.c beside the executable, pointed at the bundled loader and C
     library as the executable is. It gives a task its pids limit where the kernel has no pids
     cgroup, ~7 ms a task cheaper than the agent setting it (agent/process.py). Without a C
@@ -477,15 +484,13 @@ def _add_limit_exec(bundle: Path, patchelf: str) -> None:
     import subprocess
 
     compiler = shutil.which("cc")
-    helper = bundle / LIMIT_EXEC
+    helper = bundle / LIMIT_EXEC_NAME
     if compiler is None:
         return
     try:
         subprocess.run([compiler, "-O2", "-o", str(helper), str(_LIMIT_EXEC_SOURCE)],
                        capture_output=True, check=True, stdin=subprocess.DEVNULL)
-        loader = _run_tool([patchelf, "--print-interpreter", str(bundle / EXECUTABLE)]).strip()
-        _run_tool([patchelf, "--set-interpreter", loader, "--force-rpath",
-                   "--set-rpath", f"$ORIGIN/{SYS_DIR}", str(helper)])
+        _use_bundled_libraries(patchelf, helper, loader, f"$ORIGIN/{SYS_DIR}")
     except (OSError, subprocess.CalledProcessError, AgentError):
         helper.unlink(missing_ok=True)  # optional: the agent sets the limit itself then
 

@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 from buildr_podman import __version__
-from buildr_podman.podman.agent_build import AGENT_MOUNT, LIMIT_EXEC, AgentBundle, ensure_agent
+from buildr_podman.agent.limits import LIMIT_EXEC_NAME
+from buildr_podman.podman.agent_build import AGENT_MOUNT, AgentBundle, ensure_agent
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +119,7 @@ def test_the_bundles_pids_limit_helper_runs_on_any_image(podman: str, agent_bund
                                                          image: str) -> None:
     # buildr-limit-exec (agent/process.py) is compiled with the bundle where a C compiler is
     # at hand, as on the project's machines, and runs on the bundle's own C library.
-    helper = f"{AGENT_MOUNT}/{LIMIT_EXEC}"
+    helper = f"{AGENT_MOUNT}/{LIMIT_EXEC_NAME}"
     result = _run(podman, agent_bundle, image, helper, "77", "/bin/sh", "sh", "-c",
                   "grep 'Max processes' /proc/self/limits")
     assert result.returncode == 0, result.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from buildr_podman.agent.limits import LIMIT_EXEC_NAME
 from buildr_podman.errors import AgentError
 from buildr_podman.podman import agent_build
 from buildr_podman.podman.agent_build import AGENT_MOUNT, bundle_key, ensure_agent, parse_ldd
@@ -445,10 +446,10 @@ def test_a_changed_bundle_is_refused(tmp_path: Path, fake_build: FakeBuild) -> N
 def test_the_pids_limit_helper_is_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Without a C compiler, or when a step of its build fails, the bundle goes without
     # buildr-limit-exec (the agent then sets a task's pids limit itself), and the build goes on.
-    (tmp_path / agent_build.EXECUTABLE).write_bytes(b"")
-    helper = tmp_path / agent_build.LIMIT_EXEC
-    agent_build._add_limit_exec(tmp_path, patchelf="/bin/false")  # compiled, not patched
+    helper = tmp_path / LIMIT_EXEC_NAME
+    loader = "/.buildr/agent/_sys/ld-linux-x86-64.so.2"
+    agent_build._add_limit_exec(tmp_path, "/bin/false", loader)  # compiled, not patched
     assert not helper.exists()
     monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
-    agent_build._add_limit_exec(tmp_path, patchelf="/bin/false")  # no compiler at all
+    agent_build._add_limit_exec(tmp_path, "/bin/false", loader)  # no compiler at all
     assert not helper.exists()

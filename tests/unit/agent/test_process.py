@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from buildr_podman.agent import process
+from buildr_podman.agent import limits, process
 from buildr_podman.agent.process import DRAIN_SECONDS, TaskProcess
 
-LIMIT_EXEC_SOURCE = Path(process.__file__).with_name("limit_exec.c")
+LIMIT_EXEC_SOURCE = Path(limits.__file__).with_name("limit_exec.c")
 
 ENV = {"PATH": "/usr/bin:/bin"}
 
@@ -54,7 +54,7 @@ def limit_exec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         pytest.skip("no C compiler: the bundle goes without buildr-limit-exec")
     helper = tmp_path / "buildr-limit-exec"
     subprocess.run([compiler, "-O2", "-o", str(helper), str(LIMIT_EXEC_SOURCE)], check=True)
-    monkeypatch.setattr(process, "LIMIT_EXEC", str(helper))
+    monkeypatch.setattr(limits, "LIMIT_EXEC", str(helper))
     return str(helper)
 
 
@@ -89,8 +89,8 @@ def test_the_agent_sets_the_limit_itself_where_the_helper_cannot(
     script.chmod(0o755)
     argv = {"missing": ["no-such-program"], "no #!": [str(script)], "user": ["/bin/true"]}[why]
     identity = (os.getuid(), os.getgid()) if why == "user" else None
-    started, limit_in_child = process._with_pids_limit(argv, ENV, "/", 64, identity)
+    started, limit_in_child = limits.pids_limited(argv, ENV, "/", 64, identity)
     assert started == argv and limit_in_child is not None
-    assert process._with_pids_limit(["true"], ENV, "/", 64, None) == (
+    assert limits.pids_limited(["true"], ENV, "/", 64, None) == (
         [limit_exec, "64", shutil.which("true", path=ENV["PATH"]), "true"], None)
-    assert process._with_pids_limit(["true"], ENV, "/", 0, None) == (["true"], None)
+    assert limits.pids_limited(["true"], ENV, "/", 0, None) == (["true"], None)
