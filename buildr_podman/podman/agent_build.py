@@ -478,7 +478,7 @@ def _system_libraries(bundle: Path, interpreter: str) -> list[Path]:
 def _add_limit_exec(bundle: Path, patchelf: str, loader: str) -> None:
     """Compiles agent/limit_exec.c beside the executable, pointed at the bundled loader and C
     library as the executable is. It gives a task its pids limit where the kernel has no pids
-    cgroup, ~7 ms a task cheaper than the agent setting it (agent/process.py). Without a C
+    cgroup, ~7 ms a task cheaper than the agent setting it (agent/limits.py). Without a C
     compiler, or if it fails, the bundle goes without it and the agent sets the limit itself."""
     import shutil
     import subprocess
