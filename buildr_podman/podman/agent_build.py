@@ -66,11 +66,17 @@ AGENT_DISTRIBUTIONS = (
 )
 COLLECT_PACKAGES = ("buildr_podman.agent", "buildr_podman.s2", "buildr_podman._protos")
 # Host-side or build-time packages the agent never imports; grpc_tools comes in through
-# grpc._runtime_protos (a lazy import) and would add 8 MB.
+# grpc._runtime_protos (a lazy import) and would add 8 MB. The agent speaks TLS nowhere (gRPC
+# over a unix socket, its TLS compiled into grpc's core), yet asyncio, which grpc's core
+# imports, tries `ssl` at once: loading Python's ssl module, OpenSSL's two libraries and its
+# constants was ~13 ms of each agent's start-up. Without it asyncio carries on without TLS.
+# Likewise shutil tries bz2 and lzma (~1.5 ms of the first task) for archive formats the agent
+# never writes.
 EXCLUDED_MODULES = (
     "tkinter", "_tkinter", "grpc_tools", "podman", "requests", "urllib3", "rich", "pygments",
     "pluggy", "hcl2", "lark", "pytest", "_pytest", "hypothesis", "setuptools", "pkg_resources",
     "pip", "buildr_podman.podman", "buildr_podman.cli", "buildr_podman._protos.generate",
+    "ssl", "_ssl", "bz2", "_bz2", "lzma", "_lzma",
 )
 # Loaded by glibc itself at run time (thread cancellation, unwinding), so `ldd` never names it.
 RUNTIME_DLOPENED = ("libgcc_s.so.1",)
