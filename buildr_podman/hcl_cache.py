@@ -13,11 +13,11 @@ import hashlib
 import importlib.util
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from buildr_podman.atomic_file import write_atomically
 from buildr_podman.cache_root import cache_root
 from buildr_podman.hcl import Attribute, Block
 
@@ -82,10 +82,7 @@ def _store(directory: Path, entry: Path, block: Block) -> None:
         return
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False,
-                                         encoding="utf-8") as out:
-            out.write(text)
-        os.replace(out.name, entry)
+        write_atomically(entry, text.encode())
         _prune(directory)
     except OSError:
         pass

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from buildr_podman.atomic_file import write_atomically
+
 __all__ = ["SETTLE_SECONDS", "libc_version", "remembered", "sys_path_signature"]
 
 # A directory changed this recently is not trusted yet: a second change within the same clock
@@ -65,8 +67,6 @@ def libc_version() -> str | None:
 def _write(memo: Path, lines: list[str]) -> None:
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        staging = memo.with_name(f"{memo.name}.{os.getpid()}")
-        staging.write_text("\n".join(lines) + "\n")
-        os.replace(staging, memo)  # whole or not at all, for a reader at the same moment
+        write_atomically(memo, ("\n".join(lines) + "\n").encode())
     except OSError:
         pass  # computed again next time

@@ -39,6 +39,7 @@ from typing import BinaryIO
 from google.protobuf.message import DecodeError
 
 from buildr_podman._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from buildr_podman.atomic_file import write_atomically
 from buildr_podman.cache.tree import Digest, digest_of, proto_digest
 
 __all__ = ["DEFAULT_MAX_BYTES", "CorruptEntry", "Entry", "Store", "StoreStats"]
@@ -162,13 +163,9 @@ class Store:
             _touch(target)
             return 0
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.temporary_file()
-        try:
-            temporary.write_bytes(data)
-            os.replace(temporary, target)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        temporary_dir = self.root / "tmp"
+        temporary_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(target, data, temporary_dir=temporary_dir)  # tmp/: swept if killed
         return len(data)
 
     # -- reading -----------------------------------------------------------------------------

@@ -25,13 +25,13 @@ import hashlib
 import marshal
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildr_podman._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re_pb2
+from buildr_podman.atomic_file import write_atomically
 
 __all__ = ["Digest", "StatCache", "Tree", "TreeBuilder", "digest_of"]
 
@@ -170,15 +170,8 @@ class StatCache:
         if self.path is None or not self._dirty:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = marshal.dumps((FORMAT, self.files, self._directories, self._paths))
-        fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".stat-")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(self.path, marshal.dumps(
+            (FORMAT, self.files, self._directories, self._paths)))
         self._dirty = False
 
 
