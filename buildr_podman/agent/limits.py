@@ -14,7 +14,6 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 __all__ = ["LIMIT_EXEC_NAME", "PIDS_LIMIT_VARIABLE", "LimitWatch", "limit_processes",
            "pids_limited"]
@@ -25,7 +24,7 @@ PIDS_LIMIT_VARIABLE = "BUILDR_TASK_PIDS_LIMIT"
 # frozen agent's executable, when it was built with a C compiler at hand (agent_build.py).
 LIMIT_EXEC_NAME = "buildr-limit-exec"
 LIMIT_EXEC = os.path.join(os.path.dirname(sys.executable), LIMIT_EXEC_NAME)
-CGROUP = Path("/sys/fs/cgroup")  # the container's own cgroup (v2, private cgroup namespace)
+CGROUP = "/sys/fs/cgroup"  # the container's own cgroup (v2, private cgroup namespace)
 SAMPLE_SECONDS = 0.02  # between two counts: a count reads /proc of every process
 # This share of the RLIMIT_NPROC limit seen at once counts as reaching it. The kernel counts
 # the uid's threads in the whole user namespace of the user's rootless containers (Podman's
@@ -138,6 +137,7 @@ def _counter(name: str, key: str) -> int:
 
 def _read(name: str) -> str:
     try:
-        return (CGROUP / name).read_text().strip()
+        with open(os.path.join(CGROUP, name), encoding="utf-8") as file:
+            return file.read().strip()
     except OSError:
         return ""
