@@ -56,7 +56,7 @@ def _serve(args: argparse.Namespace, settings: RemoteCacheSettings, bot_id: str,
         sweeping = sweep_dead_runs(api)
         runner = LeaseRunner(api, agent, store, settings, leases_dir, bot_id, stopping)
         bot = BotSession(bots_pb2_grpc.BotsStub(channel), args.instance, bot_id, worker_properties(), args.jobs,
-                         runner.run, _say, stopping)
+                         runner.run, _say, stopping, kill_lease=runner.kill)
         instance = f" instance {args.instance!r}" if args.instance else ""
         leases = "1 lease" if args.jobs == 1 else f"{args.jobs} leases"
         _say(f"worker {bot_id}: taking up to {leases} at once from {settings.url}{instance} "

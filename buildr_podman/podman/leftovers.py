@@ -43,17 +43,21 @@ GRACE_SECONDS = 60.0
 BUNDLE_GRACE_SECONDS = 600.0
 
 
-def kill_own_containers(pid: int | None = None) -> list[str]:
-    """SIGKILLs the running containers of process `pid` (default: this one); returns their ids.
+def kill_own_containers(pid: int | None = None, task: str | None = None) -> list[str]:
+    """SIGKILLs the running containers of process `pid` (default: this one), only those of
+    `task` if it is given; returns their ids.
 
     The agent is PID 1 of its container, so the task dies with it; the run's own clean-up then
     removes each pod as usual.
     """
     owner = os.getpid() if pid is None else pid
+    filters = ["--filter", f"label={LABEL}={owner}"]
+    if task is not None:
+        filters += ["--filter", f"label={LABEL}.task={task}"]  # label filters must all hold
     try:
         # -a: a container whose pod is being removed is "Stopping", which plain ps omits; its
         # agent may not handle SIGTERM yet, and the removal would wait 10 s for it.
-        ids = podman("ps", "-a", "-q", "--filter", f"label={LABEL}={owner}", timeout=20).split()
+        ids = podman("ps", "-a", "-q", *filters, timeout=20).split()
     except PodmanCliError:
         return []  # Podman is broken: the workers' own clean-up still runs
     if ids:

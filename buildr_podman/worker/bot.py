@@ -13,6 +13,11 @@ The bot id is stable (`buildr-podman@HOST/NAME`): a restarted worker's CreateBot
 the scheduler close the old session and hand its leases out again at once, rather than after
 the keepalive expires.
 
+A lease the scheduler drops from its answer while it runs was cancelled (a client cancelled
+its Execute, as `buildr-podman run` does on Ctrl-C; BuildGrid then leaves it out): the lease is
+told (its `cancelled` event, checked between its steps) and its task's containers are killed,
+again each second until the lease ends (a pod may start meanwhile); its outcome is not reported.
+
 Stopping (SIGINT, SIGTERM): no more leases are taken (the session turns BOT_TERMINATING), the
 running tasks' containers are killed, their pods removed, and their leases completed as
 UNAVAILABLE, which the scheduler gives to another worker; then the last update, and exit 0.
@@ -24,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -34,7 +39,7 @@ from buildr_podman._protos.google.devtools.remoteworkers.v1test2 import (
     bots_pb2_grpc,
     worker_pb2,
 )
-from buildr_podman.worker.lease import Code, LeaseOutcome
+from buildr_podman.worker.lease import Code, LeaseOutcome, payload_hash
 
 __all__ = ["POLL_SECONDS", "BotSession", "Lease"]
 
@@ -43,8 +48,12 @@ RETRY_SECONDS = 1.0  #: after a failed call, before the next
 STOP_CHECK_SECONDS = 1.0  #: while stopping, between kills of what still runs
 CAPACITY_KEY = "capacity"  #: the Worker config that says how many leases at once (BuildGrid)
 
-#: runs one lease's payload (an Action, or its digest); never raises
-RunLease = Callable[[re_pb2.Action | re_pb2.Digest], LeaseOutcome]
+Payload = re_pb2.Action | re_pb2.Digest
+#: runs one lease's payload (an Action, or its digest) until it ends or `cancelled` is set;
+#: never raises
+RunLease = Callable[[Payload, threading.Event], LeaseOutcome]
+#: kills the containers of the lease with this payload (a cancelled lease's task)
+KillLease = Callable[[Payload], None]
 #: where each ended lease is said (one line)
 Say = Callable[[str], None]
 
@@ -55,20 +64,23 @@ class Lease:
 
     proto: bots_pb2.Lease
     started: float
+    payload: Payload
     future: Future[LeaseOutcome] | None = None
     outcome: LeaseOutcome | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 class BotSession:
     def __init__(self, stub: bots_pb2_grpc.BotsStub, instance: str, bot_id: str,
                  properties: dict[str, str], jobs: int, run_lease: RunLease, say: Say,
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event, kill_lease: KillLease) -> None:
         self.stub = stub
         self.instance = instance
         self.bot_id = bot_id
         self.properties = properties
         self.jobs = jobs
         self.run_lease = run_lease
+        self.kill_lease = kill_lease
         self.say = say
         self.stopping = stopping
         self.changed = threading.Event()  #: a lease ended, or the worker is stopping
@@ -181,8 +193,28 @@ class BotSession:
             self._start(proto)
         wanted = {p.id for p in answer.leases}
         for lease_id, lease in self.leases.items():
-            if lease_id not in wanted and lease.outcome is None:
+            if lease_id not in wanted and lease.outcome is None \
+                    and lease.proto.state != bots_pb2.LeaseState.CANCELLED:
                 lease.proto.state = bots_pb2.LeaseState.CANCELLED  # result dropped at the end
+                self._cancel(lease)
+
+    def _cancel(self, lease: Lease) -> None:
+        """Stops a lease the scheduler no longer wants, from a thread of its own: killing a
+        container is a Podman call, and the exchanges with the scheduler go on meanwhile."""
+        lease.cancelled.set()
+        self.say(f"{payload_hash(lease.payload)[:12]} cancelled by the scheduler: stopping "
+                 "its task")
+        threading.Thread(target=self._kill_until_ended, args=(lease,), name="cancel",
+                         daemon=True).start()
+
+    def _kill_until_ended(self, lease: Lease) -> None:
+        future = lease.future
+        while future is not None and not future.done():
+            self.kill_lease(lease.payload)
+            try:
+                future.exception(timeout=STOP_CHECK_SECONDS)
+            except TimeoutError:
+                pass  # still running: its pod may have started after the kill
 
     def _start(self, proto: bots_pb2.Lease) -> None:
         payload: re_pb2.Action | re_pb2.Digest
@@ -192,14 +224,14 @@ class BotSession:
             payload = re_pb2.Digest()
         if not proto.payload.Unpack(payload):
             return  # neither: left unreported, the scheduler gives it to another worker
-        lease = Lease(proto, time.monotonic())
-        lease.future = self._pool.submit(self._run_safely, payload)
+        lease = Lease(proto, time.monotonic(), payload)
+        lease.future = self._pool.submit(self._run_safely, payload, lease.cancelled)
         lease.future.add_done_callback(lambda _: self.changed.set())
         self.leases[proto.id] = lease
 
-    def _run_safely(self, payload: re_pb2.Action | re_pb2.Digest) -> LeaseOutcome:
+    def _run_safely(self, payload: Payload, cancelled: threading.Event) -> LeaseOutcome:
         try:
-            return self.run_lease(payload)
+            return self.run_lease(payload, cancelled)
         except Exception as exc:  # noqa: BLE001 - a bug of ours: the lease is retried elsewhere
             digest = payload.hash if isinstance(payload, re_pb2.Digest) else "?"
             return LeaseOutcome(Code.INTERNAL, f"worker {self.bot_id}: internal error: "

@@ -18,6 +18,8 @@ The lease's status says what the client is told besides the result:
                       or Podman or the agent could not run the task
   UNAVAILABLE         the worker stopped (SIGTERM) or lost the CAS: the scheduler runs the
                       Action again elsewhere (BuildGrid retries UNAVAILABLE and INTERNAL)
+  CANCELLED           the scheduler cancelled the lease (bot.py kills its task): never
+                      reported, only said in the worker's log
 """
 
 from __future__ import annotations
@@ -50,13 +52,14 @@ if TYPE_CHECKING:
     from buildr_podman.podman.agent_build import AgentBundle
     from buildr_podman.podman.connection import PodmanApi
 
-__all__ = ["Code", "LeaseOutcome", "LeaseRunner", "Stopping"]
+__all__ = ["Code", "LeaseOutcome", "LeaseRunner", "Stopping", "payload_hash"]
 
 
 class Code:
     """google.rpc.Code values a lease's status uses."""
 
     OK = 0
+    CANCELLED = 1
     DEADLINE_EXCEEDED = 4
     INVALID_ARGUMENT = 3
     FAILED_PRECONDITION = 9
@@ -80,6 +83,10 @@ class Stopping(Exception):
     """The worker is stopping: the lease goes back to the scheduler."""
 
 
+class Cancelled(Exception):
+    """The scheduler cancelled the lease: nothing more is done for it."""
+
+
 class LeaseRunner:
     """Runs leases; one per worker, shared by its lease threads."""
 
@@ -97,37 +104,51 @@ class LeaseRunner:
         self._lock = threading.Lock()
         self._images: set[str] = set()  #: found here once: an id names the same content
 
-    def run(self, payload: re_pb2.Action | re_pb2.Digest) -> LeaseOutcome:
+    def run(self, payload: re_pb2.Action | re_pb2.Digest,
+            cancelled: threading.Event | None = None) -> LeaseOutcome:
         """Runs the Action (the payload, or its digest) and returns how it ended; never
-        raises but for bugs. The store is kept under its bound between leases: evicted when
+        raises but for bugs. `cancelled` is checked between the lease's steps (kill() stops
+        the task itself). The store is kept under its bound between leases: evicted when
         the last running lease ends (never under one that is reading its blobs)."""
         with self._lock:
             self._running += 1
         try:
-            return self._lease(payload)
+            return self._lease(payload, cancelled or threading.Event())
         finally:
             with self._lock:
                 self._running -= 1
                 if self._running == 0:
                     self.store.evict()
 
-    def _lease(self, payload: re_pb2.Action | re_pb2.Digest) -> LeaseOutcome:
+    def kill(self, payload: re_pb2.Action | re_pb2.Digest) -> None:
+        """Kills the running containers of the lease with this payload: its task ends, and
+        its pod is removed as any other's."""
+        from buildr_podman.podman.leftovers import kill_own_containers
+
+        kill_own_containers(task=_task_name(payload_hash(payload)))
+
+    def _lease(self, payload: re_pb2.Action | re_pb2.Digest,
+               cancelled: threading.Event) -> LeaseOutcome:
         started = Timestamp()
         started.GetCurrentTime()
         remote = RemoteCache(self.settings)  # its failures are this lease's alone
-        action_hash = _hash_of(payload)
-        task_name = f"action-{action_hash[:12]}"
+        action_hash = payload_hash(payload)
+        task_name = _task_name(action_hash)
 
         def ended(code: int, why: object, summary: str) -> LeaseOutcome:
             if self.stopping.is_set():  # whatever failed, it failed because the pod was killed
                 code, why, summary = Code.UNAVAILABLE, "the worker stopped", "handed back"
+            elif cancelled.is_set():  # likewise
+                code, why, summary = Code.CANCELLED, "the scheduler cancelled it", "cancelled"
             return LeaseOutcome(code, self._said(why), None, action_hash, task_name, summary)
 
         try:
             action = payload if isinstance(payload, re_pb2.Action) else \
                 ActionInputs(remote, self.store).message(payload, re_pb2.Action)
-            task, ran, result = self._run(remote, action_hash, action, started)
+            task, ran, result = self._run(remote, action_hash, action, started, cancelled)
             return _outcome(action_hash, task, ran, result, self._said)
+        except Cancelled as exc:
+            return ended(Code.CANCELLED, exc, "cancelled")
         except Refused as exc:
             return ended(Code.INVALID_ARGUMENT, exc, "refused")
         except (BadInput, BuildrError) as exc:
@@ -138,7 +159,8 @@ class LeaseRunner:
             remote.close()
 
     def _run(self, remote: RemoteCache, action_hash: str, action: re_pb2.Action,
-             started: Timestamp) -> tuple[Task, TaskResult, re_pb2.ActionResult]:
+             started: Timestamp, cancelled: threading.Event
+             ) -> tuple[Task, TaskResult, re_pb2.ActionResult]:
         inputs = ActionInputs(remote, self.store)
         command = inputs.message(action.command_digest, re_pb2.Command)
         directories = inputs.directories(action.input_root_digest)
@@ -149,13 +171,13 @@ class LeaseRunner:
             fetched = Timestamp()
             fetched.GetCurrentTime()
             inputs.materialise(action.input_root_digest.hash, directories, job / "root")
-            self._check_stopping()
+            self._check_stopping(cancelled)
             ran = Timestamp()
             ran.GetCurrentTime()
             result, output = self._execute(leased.task, job, leased.workspace,
                                            leased.dependencies)
             try:
-                self._check_stopping()
+                self._check_stopping(cancelled)
                 if leased.outputs is None:  # buildr-podman's Action: the change set
                     action_result = store_result(self.store, result, output)
                     blobs = blob_digests(action_result)
@@ -214,9 +236,11 @@ class LeaseRunner:
         with self._lock:
             self._images.add(image)
 
-    def _check_stopping(self) -> None:
+    def _check_stopping(self, cancelled: threading.Event) -> None:
         if self.stopping.is_set():
             raise Stopping("the worker stopped")
+        if cancelled.is_set():
+            raise Cancelled("the scheduler cancelled it")
 
     def _said(self, what: object) -> str:
         return f"worker {self.worker}: {what}"
@@ -250,7 +274,13 @@ def _outcome(action_hash: str, task: Task, ran: TaskResult, action_result: re_pb
                         "ok" if code == 0 else f"exit {code}")
 
 
-def _hash_of(payload: re_pb2.Action | re_pb2.Digest) -> str:
+def _task_name(action_hash: str) -> str:
+    """The lease's task: its pods are labelled with it (pods.py), so kill() finds them."""
+    return f"action-{action_hash[:12]}"
+
+
+def payload_hash(payload: re_pb2.Action | re_pb2.Digest) -> str:
+    """The Action's digest hash (a lease carries the Action or its digest)."""
     if isinstance(payload, re_pb2.Digest):
         return payload.hash
     return hashlib.sha256(payload.SerializeToString(deterministic=True)).hexdigest()

@@ -344,3 +344,39 @@ def test_a_stopped_worker_leaves_no_pod_and_its_lease_runs_again_at_once(
     assert responses[0].status.code == OK and responses[0].result.exit_code == 0
     assert stream(lone_worker, responses[0].result.stdout_digest) == "finished\n"
     assert time.monotonic() - stopped < 90, "it waited for the session to expire (300 s)"
+
+
+def test_a_lease_the_client_cancels_is_stopped_on_the_worker(
+        lone_worker: ReapiCluster, tmp_path: Path) -> None:
+    # A client's Ctrl-C cancels its Execute (remote_execution/execution.py); BuildGrid then
+    # leaves the lease out of the worker's session, and the worker kills the task's pod
+    # rather than running it to its end for nobody.
+    import grpc
+
+    from buildr_podman._protos.build.bazel.remote.execution.v2 import (
+        remote_execution_pb2_grpc as re_grpc,
+    )
+    from buildr_podman._protos.google.longrunning import operations_pb2, operations_pb2_grpc
+
+    root = make_repo(tmp_path / "repo")
+    action = submit(lone_worker, root, make_task("sleep 120; echo finished"))
+    pid = lone_worker.workers["w1"].process.pid
+    with grpc.insecure_channel(lone_worker.url) as channel:
+        stream = re_grpc.ExecutionStub(channel).Execute(
+            re_pb2.ExecuteRequest(action_digest=action, skip_cache_lookup=True), timeout=180)
+        name = next(stream).name
+        wait_for_container(pid)
+        cancelled = time.monotonic()
+        operations_pb2_grpc.OperationsStub(channel).CancelOperation(
+            operations_pb2.CancelOperationRequest(name=name), timeout=30)
+        stream.cancel()
+    while containers_of(pid):
+        assert time.monotonic() - cancelled < 30, "the cancelled task still runs"
+        time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while "cancelled in" not in lone_worker.worker_log("w1"):
+        assert time.monotonic() < deadline, lone_worker.worker_log("w1")
+        time.sleep(0.2)
+    log = lone_worker.worker_log("w1")
+    assert "cancelled by the scheduler: stopping its task" in log
+    assert "finished" not in log

@@ -4,6 +4,7 @@ their status and result; stopping hands the running ones back and ends the sessi
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,7 @@ class FakeScheduler:
         self.active: dict[str, bots_pb2.Lease] = {}
         self.completed: dict[str, bots_pb2.Lease] = {}
         self.done = threading.Event()
+        self.cancelled: set[str] = set()  #: leases a client cancelled
 
     def answer(self, session: bots_pb2.BotSession) -> FakeCall:
         self.requests.append(session)
@@ -51,6 +53,8 @@ class FakeScheduler:
             self.active[lease.id] = lease
         if not self.to_assign and not self.active:
             self.done.set()
+        for lease_id in self.cancelled:
+            self.active.pop(lease_id, None)  # as BuildGrid: left out of the answer
         answer = bots_pb2.BotSession()
         answer.CopyFrom(session)
         answer.name = "sessions/1"
@@ -80,17 +84,18 @@ def lease(lease_id: str, payload: re_pb2.Action | re_pb2.Digest) -> bots_pb2.Lea
     return proto
 
 
-def session(scheduler: FakeScheduler, run: Callable[[Any], LeaseOutcome],
-            lines: list[str], jobs: int = 1) -> BotSession:
+def session(scheduler: FakeScheduler, run: Callable[[Any, threading.Event], LeaseOutcome],
+            lines: list[str], jobs: int = 1,
+            kill: Callable[[Any], None] = lambda payload: None) -> BotSession:
     return BotSession(FakeStub(scheduler), "", "bot-1",  # type: ignore[arg-type]
-                      {"OSFamily": "linux"}, jobs, run, lines.append, threading.Event())
+                      {"OSFamily": "linux"}, jobs, run, lines.append, threading.Event(), kill)
 
 
 def test_leases_run_and_are_reported_completed_once_with_their_result() -> None:
     scheduler = FakeScheduler([lease("L1", DIGEST), lease("L2", re_pb2.Action())])
     seen: list[object] = []
 
-    def run(payload: Any) -> LeaseOutcome:
+    def run(payload: Any, cancelled: threading.Event) -> LeaseOutcome:
         seen.append(payload)
         return LeaseOutcome(Code.OK, "", re_pb2.ActionResult(exit_code=len(seen)), "h" * 64,
                             "action-x", "ok")
@@ -116,7 +121,7 @@ def test_stopping_hands_the_running_lease_back() -> None:
     scheduler = FakeScheduler([lease("L1", DIGEST)])
     started, killed = threading.Event(), threading.Event()
 
-    def run(payload: Any) -> LeaseOutcome:
+    def run(payload: Any, cancelled: threading.Event) -> LeaseOutcome:
         started.set()
         killed.wait(10)  # the task runs until its container is killed
         return LeaseOutcome(Code.UNAVAILABLE, "worker bot-1: the worker stopped", None,
@@ -133,10 +138,48 @@ def test_stopping_hands_the_running_lease_back() -> None:
     assert "handed back" in lines[0]
 
 
+def test_a_lease_the_scheduler_drops_is_cancelled_its_task_killed_and_not_reported() -> None:
+    scheduler = FakeScheduler([lease("L1", DIGEST)])
+    started, killed = threading.Event(), threading.Event()
+    seen_cancelled: list[bool] = []
+    kills: list[object] = []
+
+    def run(payload: Any, cancelled: threading.Event) -> LeaseOutcome:
+        started.set()
+        killed.wait(10)  # the task runs until its container is killed
+        seen_cancelled.append(cancelled.is_set())
+        return LeaseOutcome(Code.CANCELLED, "worker bot-1: the scheduler cancelled it", None,
+                            DIGEST.hash, "action-x", "cancelled")
+
+    def kill(payload: Any) -> None:
+        kills.append(payload)
+        killed.set()
+
+    lines: list[str] = []
+    bot = session(scheduler, run, lines, jobs=2, kill=kill)
+
+    def cancel_then_stop() -> None:
+        started.wait(10)
+        scheduler.cancelled.add("L1")
+        deadline = time.monotonic() + 10
+        while len(lines) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        bot.stop()
+
+    threading.Thread(target=cancel_then_stop, daemon=True).start()
+    bot.serve(on_stop=lambda: None)
+    assert kills and all(k == DIGEST for k in kills) and seen_cancelled == [True]
+    assert lines[0] == f"{DIGEST.hash[:12]} cancelled by the scheduler: stopping its task"
+    assert " cancelled in " in lines[1]
+    assert "L1" not in scheduler.completed  # its outcome is never reported
+    assert all(le.state != bots_pb2.LeaseState.COMPLETED
+               for s in scheduler.requests for le in s.leases)
+
+
 def test_a_bug_while_running_a_lease_is_an_internal_error_retried_elsewhere() -> None:
     scheduler = FakeScheduler([lease("L1", DIGEST)])
 
-    def run(payload: Any) -> LeaseOutcome:
+    def run(payload: Any, cancelled: threading.Event) -> LeaseOutcome:
         raise RuntimeError("oops")
 
     lines: list[str] = []
