@@ -49,11 +49,11 @@ STOP_CHECK_SECONDS = 1.0  #: while stopping, between kills of what still runs
 CAPACITY_KEY = "capacity"  #: the Worker config that says how many leases at once (BuildGrid)
 
 Payload = re_pb2.Action | re_pb2.Digest
-#: runs one lease's payload (an Action, or its digest) until it ends or `cancelled` is set;
-#: never raises
-RunLease = Callable[[Payload, threading.Event], LeaseOutcome]
-#: kills the containers of the lease with this payload (a cancelled lease's task)
-KillLease = Callable[[Payload], None]
+#: runs one lease's payload (an Action, or its digest), given the lease's id, until it ends or
+#: `cancelled` is set; never raises
+RunLease = Callable[[Payload, str, threading.Event], LeaseOutcome]
+#: kills the containers of the lease with this id (a cancelled lease's task)
+KillLease = Callable[[str], None]
 #: where each ended lease is said (one line)
 Say = Callable[[str], None]
 
@@ -210,7 +210,7 @@ class BotSession:
     def _kill_until_ended(self, lease: Lease) -> None:
         future = lease.future
         while future is not None and not future.done():
-            self.kill_lease(lease.payload)
+            self.kill_lease(lease.proto.id)
             try:
                 future.exception(timeout=STOP_CHECK_SECONDS)
             except TimeoutError:
@@ -225,13 +225,14 @@ class BotSession:
         if not proto.payload.Unpack(payload):
             return  # neither: left unreported, the scheduler gives it to another worker
         lease = Lease(proto, time.monotonic(), payload)
-        lease.future = self._pool.submit(self._run_safely, payload, lease.cancelled)
+        lease.future = self._pool.submit(self._run_safely, payload, proto.id, lease.cancelled)
         lease.future.add_done_callback(lambda _: self.changed.set())
         self.leases[proto.id] = lease
 
-    def _run_safely(self, payload: Payload, cancelled: threading.Event) -> LeaseOutcome:
+    def _run_safely(self, payload: Payload, lease_id: str,
+                    cancelled: threading.Event) -> LeaseOutcome:
         try:
-            return self.run_lease(payload, cancelled)
+            return self.run_lease(payload, lease_id, cancelled)
         except Exception as exc:  # noqa: BLE001 - a bug of ours: the lease is retried elsewhere
             digest = payload.hash if isinstance(payload, re_pb2.Digest) else "?"
             return LeaseOutcome(Code.INTERNAL, f"worker {self.bot_id}: internal error: "

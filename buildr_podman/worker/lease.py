@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import tempfile
 import threading
 from collections.abc import Callable
@@ -103,37 +104,47 @@ class LeaseRunner:
         self._running = 0
         self._lock = threading.Lock()
         self._images: set[str] = set()  #: found here once: an id names the same content
+        self._serials = itertools.count(1)
+        #: lease id -> the task name its pods are labelled with (unique among running leases)
+        self._pod_tasks: dict[str, str] = {}
 
-    def run(self, payload: re_pb2.Action | re_pb2.Digest,
+    def run(self, payload: re_pb2.Action | re_pb2.Digest, lease_id: str = "",
             cancelled: threading.Event | None = None) -> LeaseOutcome:
-        """Runs the Action (the payload, or its digest) and returns how it ended; never
-        raises but for bugs. `cancelled` is checked between the lease's steps (kill() stops
-        the task itself). The store is kept under its bound between leases: evicted when
-        the last running lease ends (never under one that is reading its blobs)."""
+        """Runs the Action (the payload, or its digest) of lease `lease_id` and returns how it
+        ended; never raises but for bugs. `cancelled` is checked between the lease's steps
+        (kill() stops the task itself). The store is kept under its bound between leases:
+        evicted when the last running lease ends (never under one that is reading its blobs)."""
         with self._lock:
             self._running += 1
         try:
-            return self._lease(payload, cancelled or threading.Event())
+            return self._lease(payload, lease_id, cancelled or threading.Event())
         finally:
             with self._lock:
                 self._running -= 1
                 if self._running == 0:
                     self.store.evict()
 
-    def kill(self, payload: re_pb2.Action | re_pb2.Digest) -> None:
-        """Kills the running containers of the lease with this payload: its task ends, and
-        its pod is removed as any other's."""
+    def kill(self, lease_id: str) -> None:
+        """Kills the running containers of lease `lease_id`: its task ends, and its pod is
+        removed as any other's. Only that lease's: another lease of the same Action (a client
+        that ran it again at once) may be running beside it."""
         from buildr_podman.podman.leftovers import kill_own_containers
 
-        kill_own_containers(task=_task_name(payload_hash(payload)))
+        with self._lock:
+            task = self._pod_tasks.get(lease_id)
+        if task is not None:  # else not started yet, or over: it checks `cancelled` itself
+            kill_own_containers(task=task)
 
-    def _lease(self, payload: re_pb2.Action | re_pb2.Digest,
+    def _lease(self, payload: re_pb2.Action | re_pb2.Digest, lease_id: str,
                cancelled: threading.Event) -> LeaseOutcome:
         started = Timestamp()
         started.GetCurrentTime()
         remote = RemoteCache(self.settings)  # its failures are this lease's alone
         action_hash = payload_hash(payload)
-        task_name = _task_name(action_hash)
+        task_name = f"action-{action_hash[:12]}"
+        pod_task = f"{task_name}-{next(self._serials)}"
+        with self._lock:
+            self._pod_tasks[lease_id] = pod_task
 
         def ended(code: int, why: object, summary: str) -> LeaseOutcome:
             if self.stopping.is_set():  # whatever failed, it failed because the pod was killed
@@ -145,7 +156,8 @@ class LeaseRunner:
         try:
             action = payload if isinstance(payload, re_pb2.Action) else \
                 ActionInputs(remote, self.store).message(payload, re_pb2.Action)
-            task, ran, result = self._run(remote, action_hash, action, started, cancelled)
+            task, ran, result = self._run(remote, action_hash, action, started, pod_task,
+                                          cancelled)
             return _outcome(action_hash, task, ran, result, self._said)
         except Cancelled as exc:
             return ended(Code.CANCELLED, exc, "cancelled")
@@ -157,9 +169,11 @@ class LeaseRunner:
             return ended(Code.UNAVAILABLE, exc, "handed back")
         finally:
             remote.close()
+            with self._lock:
+                self._pod_tasks.pop(lease_id, None)
 
     def _run(self, remote: RemoteCache, action_hash: str, action: re_pb2.Action,
-             started: Timestamp, cancelled: threading.Event
+             started: Timestamp, pod_task: str, cancelled: threading.Event
              ) -> tuple[Task, TaskResult, re_pb2.ActionResult]:
         inputs = ActionInputs(remote, self.store)
         command = inputs.message(action.command_digest, re_pb2.Command)
@@ -175,7 +189,7 @@ class LeaseRunner:
             ran = Timestamp()
             ran.GetCurrentTime()
             result, output = self._execute(leased.task, job, leased.workspace,
-                                           leased.dependencies)
+                                           leased.dependencies, pod_task)
             try:
                 self._check_stopping(cancelled)
                 if leased.outputs is None:  # buildr-podman's Action: the change set
@@ -197,13 +211,15 @@ class LeaseRunner:
         finally:
             remove_tree(job)
 
-    def _execute(self, task: Task, job: Path, workspace: str,
-                 dependencies: tuple[str, ...]) -> tuple[TaskResult, OutputRecorder]:
-        """Runs the task in a pod of its own (removed before this returns), the input root's
+    def _execute(self, task: Task, job: Path, workspace: str, dependencies: tuple[str, ...],
+                 pod_task: str) -> tuple[TaskResult, OutputRecorder]:
+        """Runs the task in a pod of its own (removed before this returns), named and
+        labelled as `pod_task`, the lease's own (kill() finds it by that), the input root's
         `workspace` as its repository, and lands its changes under job/out/; returns the
         result and its recorded output."""
         from buildr_podman.podman.executor import PodmanSession
 
+        task = dataclasses.replace(task, name=pod_task)
         root = job / "root"
         project = Project(root=root / workspace if workspace else root, out_dir=job / "out")
         session = PodmanSession(self.api, project, self.agent)
@@ -272,11 +288,6 @@ def _outcome(action_hash: str, task: Task, ran: TaskResult, action_result: re_pb
     code = action_result.exit_code
     return LeaseOutcome(Code.OK, "", action_result, action_hash, task.name,
                         "ok" if code == 0 else f"exit {code}")
-
-
-def _task_name(action_hash: str) -> str:
-    """The lease's task: its pods are labelled with it (pods.py), so kill() finds them."""
-    return f"action-{action_hash[:12]}"
 
 
 def payload_hash(payload: re_pb2.Action | re_pb2.Digest) -> str:

@@ -84,9 +84,9 @@ def lease(lease_id: str, payload: re_pb2.Action | re_pb2.Digest) -> bots_pb2.Lea
     return proto
 
 
-def session(scheduler: FakeScheduler, run: Callable[[Any, threading.Event], LeaseOutcome],
+def session(scheduler: FakeScheduler, run: Callable[[Any, str, threading.Event], LeaseOutcome],
             lines: list[str], jobs: int = 1,
-            kill: Callable[[Any], None] = lambda payload: None) -> BotSession:
+            kill: Callable[[str], None] = lambda lease_id: None) -> BotSession:
     return BotSession(FakeStub(scheduler), "", "bot-1",  # type: ignore[arg-type]
                       {"OSFamily": "linux"}, jobs, run, lines.append, threading.Event(), kill)
 
@@ -95,7 +95,7 @@ def test_leases_run_and_are_reported_completed_once_with_their_result() -> None:
     scheduler = FakeScheduler([lease("L1", DIGEST), lease("L2", re_pb2.Action())])
     seen: list[object] = []
 
-    def run(payload: Any, cancelled: threading.Event) -> LeaseOutcome:
+    def run(payload: Any, lease_id: str, cancelled: threading.Event) -> LeaseOutcome:
         seen.append(payload)
         return LeaseOutcome(Code.OK, "", re_pb2.ActionResult(exit_code=len(seen)), "h" * 64,
                             "action-x", "ok")
@@ -121,7 +121,7 @@ def test_stopping_hands_the_running_lease_back() -> None:
     scheduler = FakeScheduler([lease("L1", DIGEST)])
     started, killed = threading.Event(), threading.Event()
 
-    def run(payload: Any, cancelled: threading.Event) -> LeaseOutcome:
+    def run(payload: Any, lease_id: str, cancelled: threading.Event) -> LeaseOutcome:
         started.set()
         killed.wait(10)  # the task runs until its container is killed
         return LeaseOutcome(Code.UNAVAILABLE, "worker bot-1: the worker stopped", None,
@@ -142,17 +142,17 @@ def test_a_lease_the_scheduler_drops_is_cancelled_its_task_killed_and_not_report
     scheduler = FakeScheduler([lease("L1", DIGEST)])
     started, killed = threading.Event(), threading.Event()
     seen_cancelled: list[bool] = []
-    kills: list[object] = []
+    kills: list[str] = []
 
-    def run(payload: Any, cancelled: threading.Event) -> LeaseOutcome:
+    def run(payload: Any, lease_id: str, cancelled: threading.Event) -> LeaseOutcome:
         started.set()
         killed.wait(10)  # the task runs until its container is killed
         seen_cancelled.append(cancelled.is_set())
         return LeaseOutcome(Code.CANCELLED, "worker bot-1: the scheduler cancelled it", None,
                             DIGEST.hash, "action-x", "cancelled")
 
-    def kill(payload: Any) -> None:
-        kills.append(payload)
+    def kill(lease_id: str) -> None:
+        kills.append(lease_id)
         killed.set()
 
     lines: list[str] = []
@@ -168,7 +168,7 @@ def test_a_lease_the_scheduler_drops_is_cancelled_its_task_killed_and_not_report
 
     threading.Thread(target=cancel_then_stop, daemon=True).start()
     bot.serve(on_stop=lambda: None)
-    assert kills and all(k == DIGEST for k in kills) and seen_cancelled == [True]
+    assert kills and set(kills) == {"L1"} and seen_cancelled == [True]
     assert lines[0] == f"{DIGEST.hash[:12]} cancelled by the scheduler: stopping its task"
     assert " cancelled in " in lines[1]
     assert "L1" not in scheduler.completed  # its outcome is never reported
@@ -179,7 +179,7 @@ def test_a_lease_the_scheduler_drops_is_cancelled_its_task_killed_and_not_report
 def test_a_bug_while_running_a_lease_is_an_internal_error_retried_elsewhere() -> None:
     scheduler = FakeScheduler([lease("L1", DIGEST)])
 
-    def run(payload: Any, cancelled: threading.Event) -> LeaseOutcome:
+    def run(payload: Any, lease_id: str, cancelled: threading.Event) -> LeaseOutcome:
         raise RuntimeError("oops")
 
     lines: list[str] = []
