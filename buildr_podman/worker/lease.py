@@ -185,13 +185,13 @@ class LeaseRunner:
             fetched = Timestamp()
             fetched.GetCurrentTime()
             inputs.materialise(action.input_root_digest.hash, directories, job / "root")
-            self._check_stopping(cancelled)
+            self._check_still_wanted(cancelled)
             ran = Timestamp()
             ran.GetCurrentTime()
             result, output = self._execute(leased.task, job, leased.workspace,
                                            leased.dependencies, pod_task)
             try:
-                self._check_stopping(cancelled)
+                self._check_still_wanted(cancelled)
                 if leased.outputs is None:  # buildr-podman's Action: the change set
                     action_result = store_result(self.store, result, output)
                     blobs = blob_digests(action_result)
@@ -252,7 +252,7 @@ class LeaseRunner:
         with self._lock:
             self._images.add(image)
 
-    def _check_stopping(self, cancelled: threading.Event) -> None:
+    def _check_still_wanted(self, cancelled: threading.Event) -> None:
         if self.stopping.is_set():
             raise Stopping("the worker stopped")
         if cancelled.is_set():
