@@ -73,33 +73,26 @@ class TarWriter:
 
     def add_open_file(self, fd: int, st: os.stat_result, name: str) -> int:
         """Adds the regular file open as fd (st: its fstat), then closes fd; returns the bytes
-        stored for it."""
+        stored for it (a sparse file's data only)."""
         try:
-            return self._add_file_fd(fd, name, st)
+            segments = data_segments(fd, st)
+            if segments is None:
+                stored = st.st_size
+                self._header(name, st, REGULAR, stored, "")
+                self._copy(fd, stored)
+            else:
+                stored = self._add_sparse(fd, name, st, segments)
         finally:
             os.close(fd)
-
-    def _add_file(self, path: str, name: str, st: os.stat_result) -> int:
-        """Adds a regular file; returns the bytes stored for it (a sparse file's data only)."""
-        # os.open/os.read: open() adds a buffered reader and an fstat, a third more time for a
-        # small file. The open comes first so that an unreadable file adds no header.
-        fd = ACCESS.open_file(path)
-        try:
-            return self._add_file_fd(fd, name, st)
-        finally:
-            os.close(fd)
-
-    def _add_file_fd(self, fd: int, name: str, st: os.stat_result) -> int:
-        segments = data_segments(fd, st)
-        if segments is None:
-            stored = st.st_size
-            self._header(name, st, REGULAR, stored, "")
-            self._copy(fd, stored)
-        else:
-            stored = self._add_sparse(fd, name, st, segments)
         self._buffer += ZEROS[:-stored % BLOCK]
         self._flush()
         return stored
+
+    def _add_file(self, path: str, name: str, st: os.stat_result) -> int:
+        """Adds the regular file at path; returns the bytes stored for it."""
+        # os.open/os.read: open() adds a buffered reader and an fstat, a third more time for a
+        # small file. The open comes first so that an unreadable file adds no header.
+        return self.add_open_file(ACCESS.open_file(path), st, name)
 
     def _add_sparse(self, fd: int, name: str, st: os.stat_result,
                     segments: list[tuple[int, int]]) -> int:

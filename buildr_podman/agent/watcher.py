@@ -305,7 +305,7 @@ class ChangeTracker:
     def _new_tree(self, rel_dir: str, changes: ChangeSet) -> Iterator[str]:
         """A dirty directory that did not exist before (the usual one: made by the task). Every
         path below it is new too, so a path's type alone decides whether it comes back, and
-        nothing is looked up in the baseline or compared: 20,000 new files resolve in ~40 ms
+        nothing is looked up in the baseline or compared: 20,000 new files resolve in ~70 ms
         instead of ~100, in the thread that packs them."""
         found: dict[str, Entry | None] = dict(walk_kinds(self.root, rel_dir))
         found[rel_dir] = entry_of(os.path.join(self.root, rel_dir))

@@ -487,17 +487,15 @@ def _add_limit_exec(bundle: Path, patchelf: str, loader: str) -> None:
     cgroup, ~7 ms a task cheaper than the agent setting it (agent/limits.py). Without a C
     compiler, or if it fails, the bundle goes without it and the agent sets the limit itself."""
     import shutil
-    import subprocess
 
     compiler = shutil.which("cc")
     helper = bundle / LIMIT_EXEC_NAME
     if compiler is None:
         return
     try:
-        subprocess.run([compiler, "-O2", "-o", str(helper), str(_LIMIT_EXEC_SOURCE)],
-                       capture_output=True, check=True, stdin=subprocess.DEVNULL)
+        _run_tool([compiler, "-O2", "-o", str(helper), str(_LIMIT_EXEC_SOURCE)])
         _use_bundled_libraries(patchelf, helper, loader, f"$ORIGIN/{SYS_DIR}")
-    except (OSError, subprocess.CalledProcessError, AgentError):
+    except AgentError:
         helper.unlink(missing_ok=True)  # optional: the agent sets the limit itself then
 
 

@@ -39,7 +39,7 @@ from buildr_podman._protos.google.devtools.remoteworkers.v1test2 import (
     bots_pb2_grpc,
     worker_pb2,
 )
-from buildr_podman.worker.lease import Code, LeaseOutcome, payload_hash
+from buildr_podman.worker.lease import Code, LeaseOutcome, Payload, payload_hash
 
 __all__ = ["POLL_SECONDS", "BotSession", "Lease"]
 
@@ -48,7 +48,6 @@ RETRY_SECONDS = 1.0  #: after a failed call, before the next
 STOP_CHECK_SECONDS = 1.0  #: while stopping, between kills of what still runs
 CAPACITY_KEY = "capacity"  #: the Worker config that says how many leases at once (BuildGrid)
 
-Payload = re_pb2.Action | re_pb2.Digest
 #: runs one lease's payload (an Action, or its digest), given the lease's id, until it ends or
 #: `cancelled` is set; never raises
 RunLease = Callable[[Payload, str, threading.Event], LeaseOutcome]
@@ -217,7 +216,7 @@ class BotSession:
                 pass  # still running: its pod may have started after the kill
 
     def _start(self, proto: bots_pb2.Lease) -> None:
-        payload: re_pb2.Action | re_pb2.Digest
+        payload: Payload
         if proto.payload.TypeName() == re_pb2.Action.DESCRIPTOR.full_name:
             payload = re_pb2.Action()
         else:

@@ -53,7 +53,10 @@ if TYPE_CHECKING:
     from buildr_podman.podman.agent_build import AgentBundle
     from buildr_podman.podman.connection import PodmanApi
 
-__all__ = ["Code", "LeaseOutcome", "LeaseRunner", "Stopping", "payload_hash"]
+__all__ = ["Code", "LeaseOutcome", "LeaseRunner", "Payload", "Stopping", "payload_hash"]
+
+#: what a lease carries: the Action, or its digest
+Payload = re_pb2.Action | re_pb2.Digest
 
 
 class Code:
@@ -108,7 +111,7 @@ class LeaseRunner:
         #: lease id -> the task name its pods are labelled with (unique among running leases)
         self._pod_tasks: dict[str, str] = {}
 
-    def run(self, payload: re_pb2.Action | re_pb2.Digest, lease_id: str = "",
+    def run(self, payload: Payload, lease_id: str = "",
             cancelled: threading.Event | None = None) -> LeaseOutcome:
         """Runs the Action (the payload, or its digest) of lease `lease_id` and returns how it
         ended; never raises but for bugs. `cancelled` is checked between the lease's steps
@@ -135,7 +138,7 @@ class LeaseRunner:
         if task is not None:  # else not started yet, or over: it checks `cancelled` itself
             kill_own_containers(task=task)
 
-    def _lease(self, payload: re_pb2.Action | re_pb2.Digest, lease_id: str,
+    def _lease(self, payload: Payload, lease_id: str,
                cancelled: threading.Event) -> LeaseOutcome:
         started = Timestamp()
         started.GetCurrentTime()
@@ -290,7 +293,7 @@ def _outcome(action_hash: str, task: Task, ran: TaskResult, action_result: re_pb
                         "ok" if code == 0 else f"exit {code}")
 
 
-def payload_hash(payload: re_pb2.Action | re_pb2.Digest) -> str:
+def payload_hash(payload: Payload) -> str:
     """The Action's digest hash (a lease carries the Action or its digest)."""
     if isinstance(payload, re_pb2.Digest):
         return payload.hash

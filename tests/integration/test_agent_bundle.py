@@ -131,7 +131,7 @@ def test_the_bundle_leaves_out_what_the_agent_only_tries(agent_bundle: AgentBund
 @pytest.mark.parametrize("image", [GCC_IMAGE, BUSYBOX_IMAGE], ids=["glibc", "no-libc"])
 def test_the_bundles_pids_limit_helper_runs_on_any_image(podman: str, agent_bundle: AgentBundle,
                                                          image: str) -> None:
-    # buildr-limit-exec (agent/process.py) is compiled with the bundle where a C compiler is
+    # buildr-limit-exec (agent/limits.py) is compiled with the bundle where a C compiler is
     # at hand, as on the project's machines, and runs on the bundle's own C library.
     helper = f"{AGENT_MOUNT}/{LIMIT_EXEC_NAME}"
     result = _run(podman, agent_bundle, image, helper, "77", "/bin/sh", "sh", "-c",
