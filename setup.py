@@ -19,5 +19,12 @@ setup(
             sources=["buildr_podman/archive/_tarhead.c"],
             optional=True,
         ),
+        # optional too: the agent's small regular files written as tar members in C;
+        # buildr_podman.agent.tarwriter is the reference and the fallback.
+        Extension(
+            "buildr_podman.agent._tarpack",
+            sources=["buildr_podman/agent/_tarpack.c"],
+            optional=True,
+        ),
     ],
 )

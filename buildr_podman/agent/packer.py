@@ -11,7 +11,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from buildr_podman.agent import long_paths
 from buildr_podman.agent.access import ACCESS
 from buildr_podman.agent.tarwriter import FLUSH_SIZE, TarWriter
 from buildr_podman.s2 import STREAM_IDENTIFIER, Frame, S2Encoder
@@ -167,9 +166,9 @@ def _write_tar(entries: Iterable[tuple[str, str]], stats: PackStats,
 
 
 def _add(tar: TarWriter, path: str, rel: str, stats: PackStats) -> None:
-    opened = _open_regular(path)
-    if opened is not None:
-        stats.bytes += tar.add_open_file(*opened, rel)
+    stored = tar.add_regular(path, rel)
+    if stored is not None:
+        stats.bytes += stored
         stats.files += 1
         return
     try:
@@ -185,24 +184,3 @@ def _add(tar: TarWriter, path: str, rel: str, stats: PackStats) -> None:
         return
     if not stat.S_ISDIR(st.st_mode):
         stats.files += 1
-
-
-def _open_regular(path: str) -> tuple[int, os.stat_result] | None:
-    """An fd of path and its fstat, when it is a regular file the agent can read as it is:
-    most of what comes back. One lookup of the path instead of two (lstat, then open), which
-    through the container's overlay is most of the cost of a small file. None for anything
-    else (gone, a symlink, a directory, a FIFO, unreadable, ...): `_add` then looks at it
-    through ACCESS as before. O_NONBLOCK: opening a FIFO must not wait for a writer."""
-    try:
-        fd = long_paths.open_fd(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        os.close(fd)
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        return None
-    return fd, st

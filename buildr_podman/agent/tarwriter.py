@@ -16,12 +16,19 @@ import errno
 import os
 import stat
 import sys
+from types import ModuleType
 from typing import Protocol
 
 from buildr_podman.agent import long_paths
 from buildr_podman.agent.access import ACCESS
 
 __all__ = ["TarWriter"]
+
+_compiled: ModuleType | None
+try:
+    from buildr_podman.agent import _tarpack as _compiled  # type: ignore[attr-defined,no-redef]
+except ImportError:  # pragma: no cover - depends on the install (setup.py builds it)
+    _compiled = None
 
 BLOCK = 512
 FLUSH_SIZE = 1 << 20  # the packer's S2 block size (packer.CHUNK_SIZE): whole blocks, no copy
@@ -70,6 +77,22 @@ class TarWriter:
         self._buffer += bytes(2 * BLOCK)
         self._sink.write(self._buffer)
         self._buffer = bytearray()
+
+    def add_regular(self, path: str, name: str) -> int | None:
+        """Adds path as `name` when it is a regular file the agent can open as it is, most of
+        what comes back; returns the bytes stored for it. None for anything else (gone, a
+        symlink, a directory, a FIFO, closed to the agent): nothing is added, and the caller
+        looks at it through ACCESS. Small files go through the compiled writer when it is
+        built, which writes the same bytes; what it declines is added here."""
+        if _compiled is not None:
+            stored: int = _compiled.add_regular(self._buffer, path, name)
+            if stored >= 0:
+                self._flush()
+                return stored
+            if stored == _compiled.NOT_REGULAR:
+                return None
+        opened = _open_regular(path)
+        return None if opened is None else self.add_open_file(*opened, name)
 
     def add_open_file(self, fd: int, st: os.stat_result, name: str) -> int:
         """Adds the regular file open as fd (st: its fstat), then closes fd; returns the bytes
@@ -193,6 +216,27 @@ class TarWriter:
         self._buffer += header
         self._buffer += records
         self._buffer += ZEROS[:-len(records) % BLOCK]
+
+
+def _open_regular(path: str) -> tuple[int, os.stat_result] | None:
+    """An fd of path and its fstat, when it is a regular file the agent can read as it is.
+    One lookup of the path instead of two (lstat, then open), which through the container's
+    overlay is most of the cost of a small file. None for anything else (gone, a symlink, a
+    directory, a FIFO, unreadable, ...). O_NONBLOCK: opening a FIFO must not wait for a
+    writer."""
+    try:
+        fd = long_paths.open_fd(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    return fd, st
 
 
 def data_segments(fd: int, st: os.stat_result) -> list[tuple[int, int]] | None:
