@@ -77,14 +77,51 @@ def walk(root: str, relative: str = "") -> Iterator[tuple[str, Entry]]:
             yield rel, Entry(st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, target)
 
 
-def walk_kinds(root: str, relative: str) -> Iterator[tuple[str, Entry]]:
-    """Like `walk`, for a tree that is new as a whole: each entry's type alone (from the
-    directory's d_type, no stat call), which is all that decides whether a new path comes
-    back. 20,000 new files: ~40 ms less, at the end of the task."""
-    for rel_dir, dirents in _scan_tree(root, relative):
-        for dirent in dirents:
-            rel = f"{rel_dir}/{dirent.name}" if rel_dir else dirent.name
-            yield rel, Entry(_kind(dirent), 0, 0)
+def walk_kinds(root: str, relative: str) -> Iterator[tuple[str, int]]:
+    """Every path under root/relative (not itself) of a tree that is new as a whole, with its
+    file type bits alone (see `_kind`: from the directory's d_type, no stat call), which is
+    all that decides whether a new path comes back.
+
+    In archive order: each directory's entries by name, a subdirectory's own right after it.
+    And lazily: a directory is listed when the walk reaches it, so that the packer sends the
+    first paths while the rest is still being listed. Listing 20,000 new files whole before
+    the first one was packed kept the host idle for ~70 ms at the end of every such task."""
+    if relative and not _real_directory(root, relative):
+        return
+    top = _sorted_listing(root, relative)
+    levels = [(relative, iter(top))] if top is not None else []
+    while levels:
+        rel_dir, dirents = levels[-1]
+        dirent = next(dirents, None)
+        if dirent is None:
+            levels.pop()
+            continue
+        rel = f"{rel_dir}/{dirent.name}" if rel_dir else dirent.name
+        kind = _kind(dirent)
+        yield rel, kind
+        if kind == stat.S_IFDIR:
+            below = _sorted_listing(root, rel)
+            if below is not None:
+                levels.append((rel, iter(below)))
+
+
+def _sorted_listing(root: str, rel_dir: str) -> list[os.DirEntry[str]] | None:
+    """The entries of root/rel_dir by name; None when it cannot be listed (gone, or closed
+    to the agent: a problem named in the task's result)."""
+    path = os.path.join(root, rel_dir) if rel_dir else root
+    try:
+        dirents = ACCESS.list_directory(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except PermissionError as exc:
+        ACCESS.problem(path, exc)  # below it, nothing is known: nothing is said
+        return None
+    dirents.sort(key=_name)
+    return dirents
+
+
+def _name(dirent: os.DirEntry[str]) -> str:
+    return dirent.name
 
 
 def _kind(dirent: os.DirEntry[str]) -> int:

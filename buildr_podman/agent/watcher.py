@@ -305,12 +305,15 @@ class ChangeTracker:
     def _new_tree(self, rel_dir: str, changes: ChangeSet) -> Iterator[str]:
         """A dirty directory that did not exist before (the usual one: made by the task). Every
         path below it is new too, so a path's type alone decides whether it comes back, and
-        nothing is looked up in the baseline or compared: 20,000 new files resolve in ~70 ms
-        instead of ~100, in the thread that packs them."""
-        found: dict[str, Entry | None] = dict(walk_kinds(self.root, rel_dir))
-        found[rel_dir] = entry_of(os.path.join(self.root, rel_dir))
-        for rel, now in sorted(found.items()):
-            if now is not None and stat.S_IFMT(now.mode) in RETURNED_KINDS:
+        nothing is looked up in the baseline or compared; and each path is yielded as the walk
+        finds it (see walk_kinds). 20,000 new files resolve in ~70 ms instead of ~100, in the
+        thread that packs them, the first of them at once."""
+        now = entry_of(os.path.join(self.root, rel_dir))
+        if now is not None and stat.S_IFMT(now.mode) in RETURNED_KINDS:
+            changes.returned.append(rel_dir)
+            yield rel_dir
+        for rel, kind in walk_kinds(self.root, rel_dir):
+            if kind in RETURNED_KINDS:
                 changes.returned.append(rel)
                 yield rel
 
