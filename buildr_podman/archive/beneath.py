@@ -66,24 +66,40 @@ def is_marked(name: str, dir_fd: int) -> bool:
 
 
 def open_directory_beneath(root: Path | str | int, parts: Iterable[str], create: bool) -> int:
-    """An fd of root/parts..., each component made (0o755) first when `create`. `root` may be
-    an open directory's fd, which stays open and the caller's.
+    """An fd of root/parts..., each component made (0o755) first when `create` and missing.
+    `root` may be an open directory's fd, which stays open and the caller's.
 
     Raises the OSError of the component that failed (its `filename` is that component: ELOOP
     or ENOTDIR when it is a symlink or a file); no fd is left open then.
     """
-    fd = os.dup(root) if isinstance(root, int) else os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    if isinstance(root, int):
+        fd, owned = root, False  # not duplicated up front: one system call less a component
+    else:
+        fd, owned = os.open(root, os.O_RDONLY | os.O_DIRECTORY), True
     for part in parts:
         try:
-            if create:
-                _mkdir_if_missing(part, fd)
-            next_fd = os.open(part, DIRECTORY_FLAGS, dir_fd=fd)
+            next_fd = _open_component(part, fd, create)
         except OSError:
-            os.close(fd)
+            if owned:
+                os.close(fd)
             raise
-        os.close(fd)
-        fd = next_fd
-    return fd
+        if owned:
+            os.close(fd)
+        fd, owned = next_fd, True
+    return fd if owned else os.dup(fd)
+
+
+def _open_component(name: str, dir_fd: int, create: bool) -> int:
+    """An fd of the directory `name` in dir_fd, made first when `create` and it is missing.
+    Opened first, made only when that says it is missing: the usual directory exists, and an
+    extraction reaches each new one just after making it (one system call, not two)."""
+    try:
+        return os.open(name, DIRECTORY_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    _mkdir_if_missing(name, dir_fd)
+    return os.open(name, DIRECTORY_FLAGS, dir_fd=dir_fd)
 
 
 def open_parent_beneath(root: Path | str | int, path: Path, create: bool) -> tuple[int, str]:

@@ -353,10 +353,13 @@ class _StagingWriter:
         self.where = where  # the directory named in messages: the out dir, not the staging
         self.stats = ExtractStats()
         self._seen: set[str] = set()
-        self._dir_times: list[tuple[str, int]] = []  # (rel, mtime_ns)
-        self._final_dir_modes: dict[str, int] = {}
+        # (rel, mtime_ns, the mode to set, or None when it has its final mode already)
+        self._directories: list[tuple[str, int, int | None]] = []
         self._parents = _OpenDirectories(root)
         self._umask = process_umask()
+        # A new directory takes its parent's setgid bit: then mkdir's mode is not the whole
+        # mode, and each directory's mode is set at the end, as the archive says.
+        self._setgid_inherited = bool(os.fstat(root).st_mode & stat.S_ISGID)
 
     def add(self, tar: TarReader, member: Member) -> None:
         self._entries += 1
@@ -410,16 +413,19 @@ class _StagingWriter:
         mode = member.mode & PERMISSION_BITS
         if member.isdir():
             writable = mode | 0o700  # until finish(): its members must get in
+            exact = True  # its mode is now `writable`, no more and no less
             try:
                 os.mkdir(name, writable, dir_fd=parent_fd)
                 if self._umask is None or writable & self._umask:
                     os.chmod(name, writable, dir_fd=parent_fd)  # undo what the umask took
+                else:
+                    exact = not self._setgid_inherited
             except FileExistsError:
                 if not stat.S_ISDIR(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode):
                     raise UnsafeArchiveMember(member.name, "a directory replaces a file") from None
                 os.chmod(name, writable, dir_fd=parent_fd)  # made earlier as a parent
-            self._dir_times.append((rel, member.mtime_ns))
-            self._final_dir_modes[rel] = mode
+            final = None if exact and writable == mode else mode
+            self._directories.append((rel, member.mtime_ns, final))
             self.stats.directories += 1
         elif member.issym():
             os.symlink(member.linkname, name, dir_fd=parent_fd)
@@ -440,8 +446,11 @@ class _StagingWriter:
                      dir_fd=parent_fd)
         try:
             if sparse is None:
-                while chunk := tar.read_body(COPY_SIZE):
+                left = member.size  # not a last read_body to learn the end: a call a file
+                while left:
+                    chunk = tar.read_body(COPY_SIZE)
                     write_all(fd, chunk)
+                    left -= len(chunk)
             else:
                 _write_sparse(tar, member, fd, *sparse)
             if self._umask is None or mode & self._umask:
@@ -460,17 +469,22 @@ class _StagingWriter:
         first, so that a parent that ends up read-only can still be walked through."""
         parents = _OpenDirectories(self.root)
         try:
-            for rel, mtime_ns in sorted(self._dir_times, key=lambda item: item[0].count("/"),
-                                        reverse=True):
+            for rel, mtime_ns, mode in sorted(self._directories,
+                                              key=lambda item: item[0].count("/"), reverse=True):
                 parent, _, name = rel.rpartition("/")
                 try:
                     parent_fd = parents.get(parent, create=False)
+                    if mode is None:  # the usual directory: its mode is final already
+                        # One system call, not four; never through a symlink.
+                        os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=parent_fd,
+                                 follow_symlinks=False)
+                        continue
                     fd = os.open(name, DIRECTORY_FLAGS, dir_fd=parent_fd)
                 except OSError as exc:
                     raise self._directory_error(exc, rel) from exc
                 try:
                     os.utime(fd, ns=(mtime_ns, mtime_ns))
-                    os.fchmod(fd, self._final_dir_modes[rel])
+                    os.fchmod(fd, mode)
                 finally:
                     os.close(fd)
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import subprocess
 import sys
 import tarfile
@@ -279,6 +280,38 @@ def test_modes_are_exact_whatever_the_umask(target: Path, umask: int) -> None:
         assert (target / name).stat().st_mode & 0o7777 == mode
         os.chmod(target / name, 0o600)
         assert (target / name).read_bytes() == name.encode()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o000])
+@pytest.mark.parametrize("setgid_parent", [False, True])
+def test_directory_modes_and_times_are_exact(target: Path, umask: int,
+                                             setgid_parent: bool) -> None:
+    """A directory whose mode is final once made keeps it and only gets its time at the end;
+    the others are set then. Under a setgid directory each new one inherits g+s from its
+    parent, which the archive's mode does not have: it must not stay."""
+    modes = {"usual": 0o755, "private": 0o700, "shared": 0o775, "read-only": 0o555,
+             "closed": 0o000}
+    data = tar_bytes(*(m for name, mode in modes.items()
+                       for m in (member(name, tarfile.DIRTYPE, mode=mode),
+                                 member(f"{name}/sub", tarfile.DIRTYPE, mode=mode),
+                                 member(f"{name}/sub/f", data=b"x"))))
+    if setgid_parent:
+        target.parent.chmod(0o2755)
+        if not target.parent.stat().st_mode & 0o2000:
+            pytest.skip("this file system keeps no setgid bit on directories")
+    previous = os.umask(umask)
+    try:
+        extract_tar_stream(io.BytesIO(data), target)
+    finally:
+        os.umask(previous)
+    for name, mode in modes.items():
+        top = target / name
+        assert (stat.S_IMODE(top.stat().st_mode), top.stat().st_mtime) == (mode, 1_700_000_000)
+        top.chmod(0o700)  # to look inside (the ctime moves, not the mtime)
+        sub = top / "sub"
+        assert (stat.S_IMODE(sub.stat().st_mode), sub.stat().st_mtime) == (mode, 1_700_000_000)
+        sub.chmod(0o700)
+        assert (sub / "f").read_bytes() == b"x"
 
 
 def test_scratch_directories_of_killed_extractions_are_swept(tmp_path: Path) -> None:
