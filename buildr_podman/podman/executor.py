@@ -74,8 +74,7 @@ class PodmanSession:
 
     def run_task(self, task: Task, observer: RunObserver) -> TaskResult:
         warm = self.pool.take(task, self._dependency_outputs(task), Phases(observer, task))
-        # Imported only now, as in _start_pod: grpc (~35 ms) loads while the agent starts.
-        from buildr_podman.podman.task_stream import receive_events
+        from buildr_podman.podman.task_stream import receive_events  # loaded by _start_pod
 
         observer.log(task, f"pod {warm.pod.name} " +
                      (f"reused after {warm.tasks_run} tasks" if warm.tasks_run else "started"))
@@ -147,7 +146,9 @@ class PodmanSession:
         with ExitStack() as stack:
             pod = stack.enter_context(task_pod(self.api, self.project, task, self.agent,
                                                outputs, self.empty, phases))
-            # Imported only now: loading grpc (~0.1 s) overlaps the agent's own start-up.
+            # Imported only now: loading grpc (~0.1 s) overlaps the agent's own start-up, and
+            # so does what the first task's result needs (~5 ms), which run_task then finds.
+            from buildr_podman.podman import task_stream  # noqa: F401
             from buildr_podman.podman.agent_client import AgentClient
 
             client = AgentClient(str(pod.socket_path))
