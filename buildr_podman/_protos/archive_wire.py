@@ -3,8 +3,8 @@
 `RunEvent{archive: ArchiveChunk{data}}` (agent to host) carries every byte of an archive.
 Built by protobuf, each megabyte is copied into the message and again when it is serialized;
 parsed, into the message and again when `.data` is read. Its encoding is a few bytes of tags
-and lengths in front of the data, so the packer writes that prefix into the room it leaves in
-front of each message (`archive_event_prefix`), and the receiver takes the data as a view of
+and lengths in front of the data, so the packer writes that prefix in front of each message
+(`archive_event_prefix`), and the receiver takes the data as a view of
 the received bytes (`archive_event_data`). Both sides still speak plain protobuf: the reader
 returns None for any other encoding of any other message, which then goes to protobuf's own
 parser, and a protobuf reader reads what the prefix makes.
@@ -18,7 +18,6 @@ from buildr_podman._protos.buildr.remote.v1 import agent_pb2
 
 __all__ = [
     "AGENT_SERVICE",
-    "MAX_PREFIX",
     "archive_event_data",
     "archive_event_prefix",
     "parse_run_event",
@@ -31,7 +30,6 @@ AGENT_SERVICE: Final = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
 # Field tags: (field number << 3) | wire type 2 (length-delimited). See agent.proto.
 _RUN_EVENT_ARCHIVE: Final = 3 << 3 | 2
 _ARCHIVE_CHUNK_DATA: Final = 1 << 3 | 2
-MAX_PREFIX: Final = 2 * (1 + 5)  # two tags and two lengths below 4 GiB (5-byte varints)
 
 
 def archive_event_prefix(length: int) -> bytes:

@@ -7,7 +7,6 @@ import os
 import queue
 import stat
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -23,7 +22,6 @@ Prefix = Callable[[int], bytes] | None
 # hands over at once, so that each of its writes is framed as one whole block.
 CHUNK_SIZE = FLUSH_SIZE
 QUEUE_DEPTH = 8  # messages in flight between the packing thread and the stream: bounds memory
-MESSAGE_HEADROOM = 16  # room in front of each message for the caller's prefix (MAX_PREFIX)
 
 
 @dataclass
@@ -33,59 +31,55 @@ class PackStats:
 
 
 class _MessageQueueWriter:
-    """The tar writer's sink: frames what it receives as S2 and puts it on a bounded queue in
-    messages that hold whole S2 chunks only. A chunk split between two messages must be
-    joined (copied) by the receiver; whole, it is decoded where it lies.
+    """The tar writer's sink: frames what it receives as S2 and puts it on a bounded queue as
+    messages ready for gRPC (bytes, behind `message_prefix(their length)` when given). A
+    message holds whole S2 chunks only: a chunk split between two messages must be joined
+    (copied) by the receiver; whole, it is decoded where it lies.
 
-    Messages are views of buffers that the consumer gives back (`recycle`) once it has copied
-    them: the packing thread only ever writes into warm memory it allocated once. Each byte is
-    copied once here, straight into its message, behind MESSAGE_HEADROOM bytes left free for
-    the consumer's protobuf prefix.
+    Each byte is copied once, from where the tar writer has it straight into its message, in
+    this thread: a write's frames are in messages before write() returns, since the tar writer
+    reuses its block then (io's contract). Messages were built in buffers of the packer's own
+    and copied again into bytes by the thread that sends them: 256 MiB more copying for a
+    256 MiB file. Freed messages stay warm for the next ones (malloc_tuning.py).
     """
 
-    def __init__(self, messages: queue.Queue[memoryview | BaseException | None],
-                 compress: bool) -> None:
+    def __init__(self, messages: queue.Queue[bytes | BaseException | None], compress: bool,
+                 message_prefix: Prefix = None) -> None:
         self.messages = messages
         self.cancelled = threading.Event()  # set by the consumer when it stops reading
         self._encoder = S2Encoder(CHUNK_SIZE, compress)
-        self._capacity = MESSAGE_HEADROOM + len(STREAM_IDENTIFIER) + self._encoder.max_frame_size
-        self._free: deque[bytearray] = deque()  # at most QUEUE_DEPTH + 2 buffers ever exist
-        self._buffer = bytearray(self._capacity)
-        self._used = MESSAGE_HEADROOM
+        self._prefix = message_prefix
+        self._capacity = len(STREAM_IDENTIFIER) + self._encoder.max_frame_size
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         with memoryview(data) as view:
-            self._add(self._encoder.encode_frames(view))
+            self._send(self._encoder.encode_frames(view))
             return view.nbytes
 
     def finish(self) -> None:
         """Frames what the encoder still holds and hands over the last message."""
-        self._add(self._encoder.flush_frames())
-        self._flush()
+        self._send(self._encoder.flush_frames())
 
-    def recycle(self, message: memoryview) -> None:
-        """Gives back a message's buffer once its bytes are copied (called by the consumer)."""
-        buffer = message.obj
-        message.release()
-        assert isinstance(buffer, bytearray)  # every message is a view of one of our buffers
-        self._free.append(buffer)
-
-    def _add(self, frames: list[Frame]) -> None:
+    def _send(self, frames: list[Frame]) -> None:
+        """The frames, in as few messages as hold them (one chunk fills a message)."""
+        parts: list[bytes | memoryview] = []
+        size = 0
         for frame in frames:
-            if self._used + sum(len(part) for part in frame) > self._capacity:
-                self._flush()
-            for part in frame:
-                end = self._used + len(part)
-                self._buffer[self._used:end] = part
-                self._used = end
+            frame_size = sum(len(part) for part in frame)
+            if parts and size + frame_size > self._capacity:
+                self._put(parts, size)
+                parts, size = [], 0
+            parts += frame
+            size += frame_size
+        if parts:
+            self._put(parts, size)
 
-    def _flush(self) -> None:
+    def _put(self, parts: list[bytes | memoryview], size: int) -> None:
         if self.cancelled.is_set():
             raise _Cancelled  # also in the middle of a big file
-        if self._used > MESSAGE_HEADROOM:
-            self.messages.put(memoryview(self._buffer)[:self._used])
-            self._buffer = self._free.pop() if self._free else bytearray(self._capacity)
-            self._used = MESSAGE_HEADROOM
+        if self._prefix is not None:
+            parts.insert(0, self._prefix(size))
+        self.messages.put(b"".join(parts))
 
 
 def pack_changes(root: str, paths: Iterable[str], stats: PackStats, *,
@@ -99,17 +93,16 @@ def pack_changes(root: str, paths: Iterable[str], stats: PackStats, *,
 def pack_entries(entries: Iterable[tuple[str, str]], stats: PackStats, *,
                  compress: bool = True, message_prefix: Prefix = None) -> Iterator[bytes]:
     """Yields the S2-compressed tar of (path, name in the archive) entries as messages: each
-    is whole S2 chunks, preceded by `message_prefix(their length)` when that is given (at
-    most MESSAGE_HEADROOM bytes: what serializes them as a protobuf message, see
-    archive_wire.py).
+    is whole S2 chunks, preceded by `message_prefix(their length)` when that is given (what
+    serializes them as a protobuf message, see archive_wire.py).
 
     The tar is written by a thread into a small bounded queue, so a 256 MiB output never sits
     in memory whole; `entries` is consumed by that thread (lazily: a ChangeResolution finds
     paths while earlier ones are sent), and no longer once this iterator is closed or
     exhausted; `stats` is complete once it is exhausted.
     """
-    messages: queue.Queue[memoryview | BaseException | None] = queue.Queue(QUEUE_DEPTH)
-    sink = _MessageQueueWriter(messages, compress)
+    messages: queue.Queue[bytes | BaseException | None] = queue.Queue(QUEUE_DEPTH)
+    sink = _MessageQueueWriter(messages, compress, message_prefix)
     writer = threading.Thread(target=_write_tar, args=(entries, stats, sink),
                               name="packer", daemon=True)
     writer.start()
@@ -119,19 +112,7 @@ def pack_entries(entries: Iterable[tuple[str, str]], stats: PackStats, *,
             if isinstance(item, BaseException):
                 ended = True
                 raise item
-            start = MESSAGE_HEADROOM
-            if message_prefix is not None:
-                head = message_prefix(len(item) - MESSAGE_HEADROOM)
-                if len(head) > MESSAGE_HEADROOM:  # the slice below would wrap, not fail
-                    raise ValueError(f"a {len(head)}-byte message prefix does not fit the "
-                                     f"packer's {MESSAGE_HEADROOM} bytes of headroom")
-                start -= len(head)
-                item[start:MESSAGE_HEADROOM] = head
-            # The bytes that gRPC sends are made here, in the thread that sends them: the one
-            # copy between the packing thread's buffer and gRPC's.
-            data = bytes(item[start:])
-            sink.recycle(item)
-            yield data
+            yield item
         ended = True
     finally:
         if not ended:  # the consumer left early: stop the writer, unblocking its put()
