@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-LOADED = 'print(sorted(m for m in ("asyncio.base_events", "grpc.aio._call") if m in sys.modules))'
+LOADED = ("print(sorted(m for m in ('asyncio.base_events', 'grpc.aio._call', "
+          "'google.protobuf.internal.python_message', 'google.protobuf.text_format') "
+          "if type(sys.modules.get(m)).__name__ == 'module'))")
 
 SERVE_AND_RUN = f"""
 import sys, threading
@@ -62,7 +64,8 @@ def test_the_agent_serves_and_runs_a_task_without_loading_them(tmp_path: Path) -
     workspace.mkdir()
     deferred, said, loaded = python(SERVE_AND_RUN, str(tmp_path / "agent.sock"),
                                     str(workspace))
-    assert deferred == "['asyncio', 'grpc.aio']"
+    assert deferred == ("['asyncio', 'grpc.aio', 'google.protobuf.internal.python_message', "
+                        "'google.protobuf.text_format']")
     assert said == "said"
     assert (workspace / "out.txt").read_text() == "made\n"
     assert loaded == "[]"
