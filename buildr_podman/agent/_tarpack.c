@@ -49,11 +49,12 @@
 
 #define NOT_REGULAR (-1)
 #define DECLINED (-2)
+#define RAISED (-3) /* internal: an exception is set */
 
 static const char USTAR_MAGIC[8] = {'u', 's', 't', 'a', 'r', '\0', '0', '0'};
 
-/* `width` octal digits of value, zero-padded, then a NUL (snprintf's "%0*llo"
- * at a fifth of its cost: it was a tenth of the whole member's). */
+/* `width` octal digits of value, zero-padded, then a NUL: what snprintf's
+ * "%0*llo" writes, whose formatting machinery was ~6 % of packing small files. */
 static void octal(unsigned char *out, int width, unsigned long long value) {
     out[width] = '\0';
     for (int i = width - 1; i >= 0; i--) {
@@ -219,7 +220,7 @@ static long add_opened(PyObject *buffer, int fd, const struct stat *st, PyObject
     const char *name = PyBytes_AS_STRING(name_bytes);
     size_t name_length = (size_t)PyBytes_GET_SIZE(name_bytes);
     if (name_length > 4096) {
-        return DECLINED;
+        return DECLINED; /* its "path" record would not fit `records` */
     }
     long long seconds = (long long)st->st_mtim.tv_sec;
     int pax_mtime = st->st_mtim.tv_nsec != 0 || seconds < 0 || seconds > MAX_OCTAL;
@@ -229,11 +230,11 @@ static long add_opened(PyObject *buffer, int fd, const struct stat *st, PyObject
     Py_ssize_t start = PyByteArray_GET_SIZE(buffer);
     Py_ssize_t added = (Py_ssize_t)pax_length + BLOCK + (Py_ssize_t)padded(st->st_size);
     if (PyByteArray_Resize(buffer, start + added) < 0) {
-        return -3; /* an exception is set (a view of the buffer exists, or no memory) */
+        return RAISED; /* a view of the buffer exists, or no memory */
     }
     char *at = PyByteArray_AS_STRING(buffer) + start;
     if (!write_member(fd, at, name, name_length, st, records, records_length, pax_length)) {
-        return PyByteArray_Resize(buffer, start) < 0 ? -3 : DECLINED;
+        return PyByteArray_Resize(buffer, start) < 0 ? RAISED : DECLINED;
     }
     return (long)st->st_size;
 }
@@ -263,7 +264,7 @@ static PyObject *add_regular(PyObject *self, PyObject *args) {
     }
     Py_DECREF(path_bytes);
     Py_DECREF(name_bytes);
-    return result == -3 ? NULL : PyLong_FromLong(result);
+    return result == RAISED ? NULL : PyLong_FromLong(result);
 }
 
 static PyMethodDef methods[] = {
