@@ -148,8 +148,11 @@ class PodmanSession:
                                                outputs, self.empty, phases))
             # Imported only now: loading grpc (~0.1 s) overlaps the agent's own start-up, and
             # so does what the first task's result needs (~5 ms), which run_task then finds.
+            from buildr_podman.agent.malloc_tuning import keep_freed_memory
             from buildr_podman.podman import task_stream  # noqa: F401
             from buildr_podman.podman.agent_client import AgentClient
+
+            keep_freed_memory()  # before the first archive arrives: see malloc_tuning.py
 
             client = AgentClient(str(pod.socket_path))
             stack.callback(client.close)
