@@ -447,8 +447,7 @@ class _StagingWriter:
         try:
             if sparse is None:
                 left = member.size  # not a last read_body to learn the end: a call a file
-                while left:
-                    chunk = tar.read_body(COPY_SIZE)
+                while left and (chunk := tar.read_body(COPY_SIZE)):
                     write_all(fd, chunk)
                     left -= len(chunk)
             else:
