@@ -88,8 +88,8 @@ def walk_kinds(root: str, relative: str) -> Iterator[tuple[str, int]]:
     the first one was packed kept the host idle for ~70-100 ms at the end of every such task."""
     if relative and not _real_directory(root, relative):
         return
-    top = _sorted_listing(root, relative)
-    levels = [(relative, iter(top))] if top is not None else []
+    top = _listing(root, relative)
+    levels = [(relative, iter(sorted(top, key=_name)))] if top is not None else []
     while levels:
         rel_dir, dirents = levels[-1]
         dirent = next(dirents, None)
@@ -100,24 +100,9 @@ def walk_kinds(root: str, relative: str) -> Iterator[tuple[str, int]]:
         kind = _kind(dirent)
         yield rel, kind
         if kind == stat.S_IFDIR:
-            below = _sorted_listing(root, rel)
+            below = _listing(root, rel)
             if below is not None:
-                levels.append((rel, iter(below)))
-
-
-def _sorted_listing(root: str, rel_dir: str) -> list[os.DirEntry[str]] | None:
-    """The entries of root/rel_dir by name; None when it cannot be listed (gone, or closed
-    to the agent: a problem named in the task's result)."""
-    path = os.path.join(root, rel_dir) if rel_dir else root
-    try:
-        dirents = ACCESS.list_directory(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except PermissionError as exc:
-        ACCESS.problem(path, exc)  # below it, nothing is known: nothing is said
-        return None
-    dirents.sort(key=_name)
-    return dirents
+                levels.append((rel, iter(sorted(below, key=_name))))
 
 
 def _name(dirent: os.DirEntry[str]) -> str:
@@ -158,18 +143,26 @@ def _scan_tree(root: str, relative: str) -> Iterator[tuple[str, list[os.DirEntry
     stack = [relative]
     while stack:
         rel_dir = stack.pop()
-        path = os.path.join(root, rel_dir) if rel_dir else root
-        try:
-            dirents = ACCESS.list_directory(path)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except PermissionError as exc:
-            ACCESS.problem(path, exc)  # below it, nothing is known: nothing is said
+        dirents = _listing(root, rel_dir)
+        if dirents is None:
             continue
         yield rel_dir, dirents
         for dirent in dirents:
             if dirent.is_dir(follow_symlinks=False):
                 stack.append(f"{rel_dir}/{dirent.name}" if rel_dir else dirent.name)
+
+
+def _listing(root: str, rel_dir: str) -> list[os.DirEntry[str]] | None:
+    """The entries of root/rel_dir; None when it cannot be listed (gone, or closed to the
+    agent: a problem named in the task's result, and below it nothing is known)."""
+    path = os.path.join(root, rel_dir) if rel_dir else root
+    try:
+        return ACCESS.list_directory(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except PermissionError as exc:
+        ACCESS.problem(path, exc)
+        return None
 
 
 def _real_directory(root: str, relative: str) -> bool:

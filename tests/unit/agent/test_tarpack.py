@@ -47,16 +47,12 @@ SIZES = st.one_of(st.integers(min_value=0, max_value=2000),
 def files(draw: st.DrawFn) -> list[tuple[str, int, int, int]]:
     """(name, size, mtime_ns, mode) of a few regular files, some in a deep directory."""
     count = draw(st.integers(min_value=1, max_value=6))
-    names = draw(st.lists(NAMES, min_size=count, max_size=count, unique_by=_fold))
+    names = draw(st.lists(NAMES, min_size=count, max_size=count, unique_by=os.fsencode))
     # Names past 100 bytes (a pax "path" record), under a directory no drawn name can be.
     deep = "a-directory-of-long-names/" + "deep" * 30 + "/"
     return [((deep if draw(st.booleans()) else "") + name, draw(SIZES), draw(MTIMES),
              draw(st.integers(min_value=0o400, max_value=0o777)) | 0o400)
             for name in names]
-
-
-def _fold(name: str) -> bytes:
-    return os.fsencode(name)
 
 
 def make(root: Path, specs: list[tuple[str, int, int, int]]) -> list[str]:
